@@ -1,0 +1,143 @@
+"""The segment catalog: where each stream's offloaded records live, and reading them back.
+
+Rows `seg/<uid>/<first_seq>` point at a section (object key, offset, length) and carry its
+end seq and timestamp range. Per-stream row lists and decoded sections are cached in
+bounded LRUs; the offloader tells the catalog about new rows so the cache stays current.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+from s2core.errors import Corrupt, S2Error
+from s2core.metadata.base import MetadataStore, Op, VersionMismatch
+from s2core.objstore.base import ObjectNotFound, ObjectStore
+from s2core.records import SequencedRecord
+from s2core.segment import Section, parse_section
+
+
+class SegmentCatalog:
+    """Lookup and cached reads of segment sections."""
+
+    def __init__(self, metadata: MetadataStore, segments: ObjectStore,
+                 max_streams: int = 4096, max_cached_bytes: int = 64 * 1024 * 1024) -> None:
+        self.metadata = metadata
+        self.segments = segments
+        self._rows: OrderedDict[bytes, tuple[list[int], list[dict]]] = OrderedDict()
+        self._sections: OrderedDict[tuple[str, int], Section] = OrderedDict()
+        self._cached_bytes = 0
+        self.max_streams = max_streams
+        self.max_cached_bytes = max_cached_bytes
+
+    async def rows(self, uid: bytes) -> tuple[list[int], list[dict]]:
+        hit = self._rows.get(uid)
+        if hit is not None:
+            self._rows.move_to_end(uid)
+            return hit
+        starts, rows = [], []
+        for key, v in await self.metadata.list_prefix(f"seg/{uid.hex()}/"):
+            starts.append(int(key.rsplit("/", 1)[1]))
+            rows.append(json.loads(v.value))
+        entry = (starts, rows)
+        self._rows[uid] = entry
+        if len(self._rows) > self.max_streams:
+            self._rows.popitem(last=False)
+        return entry
+
+    def on_new_section(self, uid: bytes, first_seq: int, row: dict) -> None:
+        hit = self._rows.get(uid)
+        if hit is not None:
+            starts, rows = hit
+            if not starts or first_seq > starts[-1]:
+                starts.append(first_seq)
+                rows.append(row)
+            else:
+                self._rows.pop(uid)
+
+    def forget(self, uid: bytes) -> None:
+        self._rows.pop(uid, None)
+
+    async def section(self, row: dict) -> Section:
+        key = (row["k"], row["o"])
+        sec = self._sections.get(key)
+        if sec is not None:
+            self._sections.move_to_end(key)
+            return sec
+        try:
+            raw = await self.segments.get_range(row["k"], row["o"], row["o"] + row["n"])
+        except ObjectNotFound as e:
+            raise Corrupt(f"segment object {row['k']} is missing") from e
+        sec = parse_section(raw)
+        self._sections[key] = sec
+        self._cached_bytes += row["n"]
+        while self._cached_bytes > self.max_cached_bytes and len(self._sections) > 1:
+            (k, o), old = self._sections.popitem(last=False)
+            self._cached_bytes -= len(old.data)
+        return sec
+
+    async def iter_records(self, uid: bytes, start_seq: int,
+                           stop_seq: int) -> AsyncIterator[SequencedRecord]:
+        """Records from the one containing `start_seq` up to (excluding) `stop_seq`."""
+        starts, rows = await self.rows(uid)
+        i = max(0, bisect.bisect_right(starts, start_seq) - 1)
+        seq = start_seq
+        while i < len(rows) and seq < stop_seq:
+            row = rows[i]
+            if row["e"] <= seq:
+                i += 1
+                continue
+            sec = await self.section(row)
+            j = sec.index_of_seq(seq)
+            while j < len(sec) and seq < stop_seq:
+                rec = sec.record(j)
+                if rec.seq_num >= stop_seq:
+                    return
+                yield rec
+                seq = rec.end_seq
+                j += 1
+            i += 1
+
+    async def seq_for_timestamp(self, uid: bytes, ts: int) -> int | None:
+        """Seq of the first offloaded record with timestamp >= ts, or None."""
+        starts, rows = await self.rows(uid)
+        for row in rows:
+            if row["t1"] >= ts:
+                sec = await self.section(row)
+                j = sec.index_of_timestamp(ts)
+                if j < len(sec):
+                    return sec.seqs[j]
+        return None
+
+    async def purge(self, uid: bytes, below: int | None) -> int:
+        """Remove catalog rows (and unreferenced objects) of `uid` ending at or below
+        `below` (all rows when None). Returns the number of rows removed."""
+        starts, rows = await self.rows(uid)
+        removed = 0
+        for start, row in list(zip(starts, rows)):
+            if below is not None and row["e"] > below:
+                break
+            while True:
+                obj_key = f"obj/{row['k']}"
+                obj = await self.metadata.get(obj_key)
+                ops = [Op("delete", f"seg/{uid.hex()}/{start:020d}")]
+                live = 0
+                if obj is not None:
+                    live = json.loads(obj.value)["live"] - 1
+                    ops.append(Op("delete", obj_key, expected_version=obj.version) if live <= 0
+                               else Op("put", obj_key, json.dumps({"live": live}).encode(),
+                                       obj.version))
+                try:
+                    await self.metadata.write_batch(ops)
+                    break
+                except VersionMismatch:
+                    continue
+            if live <= 0:
+                try:
+                    await self.segments.delete(row["k"])
+                except S2Error:
+                    pass  # an orphan object costs storage only; the catalog no longer uses it
+            removed += 1
+        self.forget(uid)
+        return removed

@@ -1,0 +1,117 @@
+"""Configuration: TOML file < environment < flags, with the embedded default built in."""
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+# a link to config/s2kafka.toml, shipped as package data
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "default.toml"
+
+SHORT_ENV = {
+    "S2KAFKA_DATA_DIR": ("server", "data_dir"),
+    "S2KAFKA_KAFKA_LISTEN": ("server", "kafka_listen"),
+    "S2KAFKA_HTTP_LISTEN": ("server", "http_listen"),
+}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says which key and why."""
+
+
+def _builtin_defaults() -> dict[str, Any]:
+    with open(DEFAULT_CONFIG_PATH, "rb") as f:
+        return tomllib.load(f)
+
+
+def _coerce(section: str, key: str, raw: str, like: Any) -> Any:
+    try:
+        if isinstance(like, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(like, int):
+            return int(raw)
+        if isinstance(like, float):
+            return float(raw)
+        if isinstance(like, list):
+            return [x for x in (s.strip() for s in raw.split(",")) if x]
+    except ValueError:
+        raise ConfigError(f"{section}.{key}: cannot parse {raw!r} as "
+                          f"{type(like).__name__}") from None
+    return raw
+
+
+def _set(cfg: dict, section: str, key: str, raw: Any) -> None:
+    if section not in cfg or key not in cfg[section]:
+        raise ConfigError(f"unknown configuration key {section}.{key}")
+    like = cfg[section][key]
+    cfg[section][key] = _coerce(section, key, raw, like) if isinstance(raw, str) else raw
+
+
+def load_config(path: str | None = None, env: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Merge the built-in defaults, a TOML file, the environment and `overrides`
+    ({"section.key": value}); then expand "{data_dir}" and check the result."""
+    cfg = copy.deepcopy(_builtin_defaults())
+    if path:
+        with open(path, "rb") as f:
+            for section, values in tomllib.load(f).items():
+                if not isinstance(values, dict):
+                    raise ConfigError(f"top-level key {section!r} must be a table")
+                for key, value in values.items():
+                    _set(cfg, section, key, value)
+    env = os.environ if env is None else env
+    for name, (section, key) in SHORT_ENV.items():
+        if name in env:
+            _set(cfg, section, key, env[name])
+    for name, value in env.items():
+        if name.startswith("S2KAFKA_") and "__" in name:
+            section, key = name[len("S2KAFKA_"):].lower().split("__", 1)
+            _set(cfg, section, key, value)
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        _set(cfg, section, key, value)
+    data_dir = str(Path(cfg["server"]["data_dir"]).resolve())
+    cfg["server"]["data_dir"] = data_dir
+    for section in cfg.values():
+        for key, value in section.items():
+            if isinstance(value, str):
+                section[key] = value.replace("{data_dir}", data_dir)
+            elif isinstance(value, list):
+                section[key] = [v.replace("{data_dir}", data_dir) if isinstance(v, str) else v
+                                for v in value]
+    _check(cfg)
+    return cfg
+
+
+def parse_hostport(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _check(cfg: dict) -> None:
+    parse_hostport(cfg["server"]["kafka_listen"], "server.kafka_listen")
+    parse_hostport(cfg["server"]["http_listen"], "server.http_listen")
+    wal = cfg["wal"]
+    if not wal["replicas"]:
+        raise ConfigError("wal.replicas must list at least one replica")
+    if not 1 <= wal["write_quorum"] <= len(wal["replicas"]):
+        raise ConfigError("wal.write_quorum must be between 1 and the number of replicas")
+    for key in ("chunk_target_bytes", "max_inflight_chunks"):
+        if wal[key] < 1:
+            raise ConfigError(f"wal.{key} must be >= 1")
+    tail = cfg["tail"]
+    if tail["memory_bound_bytes"] < 2 * cfg["limits"]["max_append_bytes"]:
+        raise ConfigError("tail.memory_bound_bytes must be at least twice "
+                          "limits.max_append_bytes")
+    if not 0 < tail["keep_in_memory_fraction"] <= 1:
+        raise ConfigError("tail.keep_in_memory_fraction must be in (0, 1]")

@@ -1,0 +1,213 @@
+"""Offload: turn the oldest durable chunks into segment sections in the object store.
+
+One offload takes a prefix of the channel's in-memory chunks (up to the target size),
+gathers each stream's records from them, writes the small streams' sections into one shared
+object and big streams' sections into objects of their own, then publishes — in one atomic
+metadata batch conditional on the channel lease — the catalog rows, the streams' checkpoints
+and the new log floor. Only then are the chunks below the floor deleted, and in-memory
+records become evictable.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from s2core.errors import Indeterminate, S2Error, Unavailable
+from s2core.metadata.base import Op, VersionMismatch
+from s2core.objstore.base import ObjectExists, ObjectStore
+from s2core.segment import build_section
+
+if TYPE_CHECKING:
+    from s2core.channel import Channel, MemChunk
+
+log = logging.getLogger(__name__)
+
+
+def seg_row_key(uid: bytes, first_seq: int) -> str:
+    return f"seg/{uid.hex()}/{first_seq:020d}"
+
+
+class Offloader:
+    """The channel's background offload task and its triggers."""
+
+    def __init__(self, channel: Channel, segments: ObjectStore) -> None:
+        self.channel = channel
+        self.segments = segments
+        self.pending_bytes = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._object_n = 0
+        self.catalog_listeners: list = []
+
+    def note_bytes(self, n: int) -> None:
+        self.pending_bytes += n
+        if self.pending_bytes >= self.channel.config.offload_target_bytes:
+            self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        cfg = self.channel.config
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), cfg.offload_interval_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                while await self.offload_once():
+                    if self.pending_bytes < cfg.offload_target_bytes and not self._pressure():
+                        break
+                self.evict()
+            except asyncio.CancelledError:
+                raise
+            except S2Error as e:
+                log.warning("offload of channel %s failed, will retry: %s",
+                            self.channel.name, e)
+                await self.channel.clock.sleep(0.1)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def _pressure(self) -> bool:
+        ch = self.channel
+        return ch.mem_bytes > ch.config.memory_bound_bytes * ch.config.keep_in_memory_fraction
+
+    async def offload_once(self) -> bool:
+        """Offload one batch of chunks; return whether there was anything to do."""
+        ch = self.channel
+        batch: list[MemChunk] = []
+        size = 0
+        for mc in ch.mem_chunks:
+            if mc.offloaded:
+                continue
+            batch.append(mc)
+            size += mc.nbytes
+            if size >= ch.config.offload_target_bytes:
+                break
+        if not batch:
+            return False
+        ends: dict = {}
+        for mc in batch:
+            for st, end in mc.ends.items():
+                ends[st] = max(ends.get(st, 0), end)
+        sections = []
+        for st, end in ends.items():
+            if st.deleted or end <= st.offloaded_upto:
+                continue
+            recs = st.records_between(st.offloaded_upto, end)
+            if recs:
+                sections.append((st, end, recs[-1].timestamp, recs[0].timestamp,
+                                 build_section(st.uid, recs)))
+        floor = self._floor_after(batch[-1])
+        await self._publish(sections, floor)
+        for mc in batch:
+            mc.offloaded = True
+        self.pending_bytes = max(0, self.pending_bytes - size)
+        await ch.log.collect_garbage()
+        return True
+
+    def _floor_after(self, last: MemChunk):
+        ch = self.channel
+        later = [mc.pos for mc in ch.mem_chunks if mc.pos > last.pos and not mc.offloaded]
+        if later:
+            return min(later)
+        return (ch.log.epoch, ch.log.next_seq) if not ch._writing else \
+            (ch.log.epoch, min(ch._writing))
+
+    async def _publish(self, sections: list, floor) -> None:
+        ch = self.channel
+        cfg = ch.config
+        objects: dict[str, list] = {}
+        shared_key = None
+        placed = []
+        for st, end, last_ts, first_ts, blob in sections:
+            if len(blob) >= cfg.own_segment_bytes:
+                key = (f"segments/{st.uid.hex()}/{st.offloaded_upto:020d}-"
+                       f"{ch.log.epoch:010d}")
+                objects[key] = [blob]
+                placed.append((st, end, first_ts, last_ts, key, 0, len(blob)))
+            else:
+                if shared_key is None:
+                    self._object_n += 1
+                    shared_key = (f"segments/shared/{ch.name}/{ch.log.epoch:010d}-"
+                                  f"{ch.log.next_seq:012d}-{self._object_n:06d}")
+                    objects[shared_key] = []
+                off = sum(len(b) for b in objects[shared_key])
+                objects[shared_key].append(blob)
+                placed.append((st, end, first_ts, last_ts, shared_key, off, len(blob)))
+        for key, blobs in objects.items():
+            await self._put(key, b"".join(blobs))
+        live: dict[str, int] = {}
+        for p in placed:
+            live[p[4]] = live.get(p[4], 0) + 1
+        while True:
+            ops = [Op("put", f"obj/{k}", json.dumps({"live": n}).encode()) for k, n in
+                   live.items()]
+            idx = []
+            for st, end, first_ts, last_ts, key, off, n in placed:
+                row = {"k": key, "o": off, "n": n, "e": end, "t0": first_ts, "t1": last_ts}
+                ops.append(Op("put", seg_row_key(st.uid, st.offloaded_upto),
+                              json.dumps(row).encode()))
+                ops.append(Op("put", f"ckpt/{st.uid.hex()}", b"", st.ckpt_version))
+                idx.append((len(ops) - 1, st, end, row))
+            saved = {}
+            for i, st, end, _ in idx:
+                saved[st] = st.offloaded_upto
+                st.offloaded_upto = end
+                ops[i] = Op("put", ops[i].key, st.checkpoint(), st.ckpt_version)
+            try:
+                versions = await ch.log.advance_floor(floor, ops)
+            except VersionMismatch as e:
+                for st, v in saved.items():
+                    st.offloaded_upto = v
+                gone = [p for p in placed if f"ckpt/{p[0].uid.hex()}" == e.key]
+                if not gone:
+                    raise
+                for p in gone:  # the stream was deleted meanwhile: drop its section
+                    placed.remove(p)
+                    live[p[4]] -= 1
+                    if not live[p[4]]:
+                        del live[p[4]]
+                continue
+            for i, st, end, row in idx:
+                st.ckpt_version = versions[i + 1]
+                for listener in self.catalog_listeners:
+                    listener(st.uid, saved[st], row)
+            return
+
+    async def _put(self, key: str, data: bytes) -> None:
+        delay = 0.01
+        while True:
+            try:
+                await self.segments.put(key, data)
+                return
+            except ObjectExists:
+                return
+            except (Unavailable, Indeterminate, OSError) as e:
+                log.debug("segment put %s failed: %s; retrying", key, e)
+            await self.channel.clock.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def evict(self) -> None:
+        """Free offloaded records, oldest chunk first, down to the keep-in-memory level."""
+        ch = self.channel
+        keep = ch.config.memory_bound_bytes * ch.config.keep_in_memory_fraction
+        freed = 0
+        while ch.mem_chunks and ch.mem_chunks[0].offloaded and ch.mem_bytes - freed > keep:
+            mc = ch.mem_chunks.popleft()
+            for st, end in mc.ends.items():
+                freed += st.evict_below(min(end, st.offloaded_upto), _size)
+                ch.maybe_evict(st)
+        # an idle stream whose records all went to segments needs no state in memory
+        if freed:
+            ch.memory_freed(freed)
+
+
+def _size(r) -> int:
+    from s2core.channel import record_size
+    return record_size(r)

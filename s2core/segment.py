@@ -1,0 +1,100 @@
+"""Segment sections (pure): one stream's record range plus an index by seq_num and timestamp.
+
+An offload writes one object holding sections of many small streams (so a million tiny
+streams do not cost a million objects), and streams with enough data get an object of
+their own. Layout of a section:
+
+    magic "S2SG" | version u8 | pad 3 | uid 16 | first_seq u64 | end_seq u64 |
+    n_records u32 | data_len u32 | crc32c u32                       (56 bytes)
+    index: n_records * (seq_num u64 | timestamp u64 | data offset u32)
+    data:  records (see recordcodec)
+"""
+from __future__ import annotations
+
+import bisect
+import struct
+from dataclasses import dataclass
+
+import crc32c
+
+from s2core.errors import Corrupt
+from s2core.recordcodec import decode_record, encode_record
+from s2core.records import SequencedRecord
+
+MAGIC = b"S2SG"
+VERSION = 1
+_HDR = struct.Struct(">4sB3x16sQQIII")
+_IDX = struct.Struct(">QQI")
+HEADER_SIZE = _HDR.size
+
+
+def build_section(uid: bytes, records: list[SequencedRecord]) -> bytes:
+    """Encode a contiguous run of one stream's records."""
+    assert records, "a section holds at least one record"
+    data: list = []
+    index: list = []
+    off = 0
+    for r in records:
+        index.append(_IDX.pack(r.seq_num, r.timestamp, off))
+        off += encode_record(data, r.seq_num, r.span, r.timestamp, r.headers, r.body)
+    first, end = records[0].seq_num, records[-1].end_seq
+    header = bytearray(_HDR.pack(MAGIC, VERSION, uid, first, end, len(records), off, 0))
+    body = b"".join(index) + b"".join(data)
+    crc = crc32c.crc32c(body, crc32c.crc32c(header))
+    struct.pack_into(">I", header, HEADER_SIZE - 4, crc)
+    return bytes(header) + body
+
+
+@dataclass(slots=True)
+class Section:
+    """A decoded, checksum-verified section; records are decoded lazily from the index."""
+
+    uid: bytes
+    first_seq: int
+    end_seq: int
+    seqs: list[int]
+    timestamps: list[int]
+    offsets: list[int]
+    data: memoryview
+
+    def index_of_seq(self, seq: int) -> int:
+        """Index of the record containing `seq` (or the first after it)."""
+        i = bisect.bisect_right(self.seqs, seq) - 1
+        if i < 0:
+            return 0
+        rec, _ = decode_record(self.data, self.offsets[i], len(self.data))
+        return i if rec.end_seq > seq else i + 1
+
+    def index_of_timestamp(self, ts: int) -> int:
+        return bisect.bisect_left(self.timestamps, ts)
+
+    def record(self, i: int) -> SequencedRecord:
+        rec, _ = decode_record(self.data, self.offsets[i], len(self.data))
+        return rec
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+
+def parse_section(raw: bytes) -> Section:
+    """Verify and index a section; raise Corrupt on any inconsistency."""
+    if len(raw) < HEADER_SIZE:
+        raise Corrupt("segment section shorter than its header")
+    magic, version, uid, first, end, n, data_len, crc = _HDR.unpack_from(raw, 0)
+    if magic != MAGIC or version != VERSION:
+        raise Corrupt("not a segment section")
+    index_len = n * _IDX.size
+    if len(raw) != HEADER_SIZE + index_len + data_len:
+        raise Corrupt("segment section length mismatch")
+    zeroed = bytearray(raw[:HEADER_SIZE])
+    struct.pack_into(">I", zeroed, HEADER_SIZE - 4, 0)
+    mv = memoryview(raw)
+    if crc32c.crc32c(mv[HEADER_SIZE:], crc32c.crc32c(zeroed)) != crc:
+        raise Corrupt("segment section checksum mismatch")
+    seqs, tss, offs = [], [], []
+    for i in range(n):
+        s, t, o = _IDX.unpack_from(raw, HEADER_SIZE + i * _IDX.size)
+        seqs.append(s)
+        tss.append(t)
+        offs.append(o)
+    return Section(uid, first, end, seqs, tss, offs, mv[HEADER_SIZE + index_len:])

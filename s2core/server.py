@@ -1,0 +1,89 @@
+"""The server process: opens the store from a config and serves it until told to stop."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+from s2core.channel import ChannelConfig
+from s2core.config import parse_hostport
+from s2core.metadata import open_metadata_store
+from s2core.objstore import open_object_store
+from s2core.store import ChannelSpec, Limits, StreamStore
+
+log = logging.getLogger(__name__)
+
+
+def channel_config(cfg: dict[str, Any]) -> ChannelConfig:
+    wal, tail = cfg["wal"], cfg["tail"]
+    return ChannelConfig(
+        chunk_target_bytes=wal["chunk_target_bytes"],
+        linger_s=wal["linger_ms"] / 1000.0,
+        max_inflight_chunks=wal["max_inflight_chunks"],
+        memory_bound_bytes=tail["memory_bound_bytes"],
+        keep_in_memory_fraction=tail["keep_in_memory_fraction"],
+        offload_target_bytes=tail["offload_target_bytes"],
+        offload_interval_s=tail["offload_interval_s"],
+        own_segment_bytes=tail["own_segment_bytes"],
+        append_wait_timeout_s=tail["append_wait_timeout_s"],
+    )
+
+
+async def open_store(cfg: dict[str, Any]) -> StreamStore:
+    """Open the stream store described by `cfg` (see config/s2kafka.toml)."""
+    os.makedirs(cfg["server"]["data_dir"], exist_ok=True)
+    owner = cfg["server"]["owner"] or f"{socket.gethostname()}:{os.getpid()}"
+    metadata = open_metadata_store(cfg["metadata"]["url"])
+    segments = open_object_store(cfg["segments"]["url"])
+    replicas = [open_object_store(url) for url in cfg["wal"]["replicas"]]
+    spec = ChannelSpec("ch0", replicas, cfg["wal"]["write_quorum"], channel_config(cfg))
+    limits = Limits(max_append_records=cfg["limits"]["max_append_records"],
+                    max_append_bytes=cfg["limits"]["max_append_bytes"])
+    store = await StreamStore.open(metadata, segments, [spec], limits=limits, owner=owner)
+    await store.ensure_basin(cfg["server"]["default_basin"])
+    return store
+
+
+async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or `stop`): everything acked is durable on return."""
+    from s2core.http.app import create_app, serve_http
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    store = await open_store(cfg)
+    maintenance = loop.create_task(_maintenance(store, stop))
+    host, port = parse_hostport(cfg["server"]["http_listen"], "server.http_listen")
+    tokens = cfg["server"]["http_auth_tokens"] or None
+    app = create_app(store, auth_tokens=tokens)
+    bound: asyncio.Future = loop.create_future()
+    http = loop.create_task(serve_http(app, host, port, stop, bound=bound))
+    try:
+        http_addr = await asyncio.wait_for(asyncio.shield(bound), 30)
+        print(f"s2kafka ready http={http_addr[0]}:{http_addr[1]} "
+              f"data_dir={cfg['server']['data_dir']}", flush=True)
+        await stop.wait()
+    finally:
+        stop.set()
+        await asyncio.gather(http, return_exceptions=True)
+        maintenance.cancel()
+        await store.close()
+        log.info("s2kafka stopped cleanly")
+
+
+async def _maintenance(store: StreamStore, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 60)
+        except TimeoutError:
+            try:
+                await store.trim_and_retain()
+            except Exception:
+                log.exception("retention sweep failed")

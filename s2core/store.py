@@ -1,0 +1,589 @@
+"""StreamStore: the public async API of s2core (basins, streams, append, read, follow).
+
+It owns the channels, the metadata store and the segment catalog, routes each stream to
+the channel of its current streamlet, validates input and applies S2's read semantics.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from s2core.catalog import SegmentCatalog
+from s2core.channel import Channel, ChannelConfig
+from s2core.clock import Clock, SystemClock
+from s2core.errors import (
+    AlreadyExists, BasinNotFound, InvalidArgument, LimitExceeded, ReadPastTail, Sealed,
+    StreamNotFound, Unavailable,
+)
+from s2core.metadata.base import MetadataStore, Op, VersionMismatch
+from s2core.names import validate_basin_name, validate_stream_name
+from s2core.objstore.base import ObjectStore
+from s2core.records import (
+    AppendAck, AppendRecord, ReadBatch, SequencedRecord, StreamPosition, metered_size,
+    parse_command,
+)
+from s2core.streamconfig import BasinConfig, StreamConfig
+from s2core.streamstate import StreamState, encode_ckpt
+from s2core.wal.log import ChunkLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Limits:
+    """Request limits (S2's defaults)."""
+
+    max_append_records: int = 1000
+    max_append_bytes: int = 1024 * 1024
+    read_default_records: int = 1000
+    read_default_bytes: int = 1024 * 1024
+
+
+@dataclass(slots=True)
+class StreamInfo:
+    """A stream as listed."""
+
+    name: str
+    created_at_ms: int
+    deleted_at_ms: int | None = None
+
+
+@dataclass(slots=True)
+class BasinInfo:
+    """A basin as listed."""
+
+    name: str
+    created_at_ms: int
+    state: str = "active"
+
+
+@dataclass(slots=True)
+class _Handle:
+    """Cached stream row: identity, config and streamlet chain."""
+
+    uid: bytes
+    created_at_ms: int
+    config: StreamConfig
+    chain: list[dict]
+    version: int
+
+
+@dataclass(slots=True)
+class ChannelSpec:
+    """How to build one local channel: its WAL replicas, quorum and tuning."""
+
+    name: str
+    replicas: list[ObjectStore]
+    write_quorum: int
+    config: ChannelConfig
+
+
+class StreamStore:
+    """The stream store. Create with `await StreamStore.open(...)`, close with `close()`."""
+
+    def __init__(self, metadata: MetadataStore, segments: ObjectStore,
+                 clock: Clock | None = None, rng: random.Random | None = None,
+                 limits: Limits | None = None, owner: str = "") -> None:
+        self.metadata = metadata
+        self.segments = segments
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self.limits = limits or Limits()
+        self.owner = owner
+        self.catalog = SegmentCatalog(metadata, segments)
+        self.channels: dict[str, Channel] = {}
+        self.class_channel: dict[str, str] = {}
+        self.default_channel = ""
+        self._handles: OrderedDict[tuple[str, str], _Handle] = OrderedDict()
+        self._max_handles = 4096
+        self._bg: set[asyncio.Task] = set()
+
+    @classmethod
+    async def open(cls, metadata: MetadataStore, segments: ObjectStore,
+                   channels: list[ChannelSpec], *, clock: Clock | None = None,
+                   rng: random.Random | None = None, limits: Limits | None = None,
+                   storage_classes: dict[str, str] | None = None,
+                   owner: str = "") -> StreamStore:
+        """Open the store: recover every channel (fencing previous owners)."""
+        store = cls(metadata, segments, clock, rng, limits, owner)
+        for spec in channels:
+            clog = ChunkLog(spec.name, spec.replicas, spec.write_quorum, metadata,
+                            store.clock, store.rng, owner)
+            ch = Channel(spec.name, clog, metadata, segments, store.clock, spec.config)
+            ch.offloader.catalog_listeners.append(store.catalog.on_new_section)
+            await ch.open()
+            store.channels[spec.name] = ch
+        store.default_channel = channels[0].name
+        store.class_channel = dict(storage_classes or {})
+        return store
+
+    async def close(self) -> None:
+        """Flush open chunks (everything acked is already durable) and stop."""
+        for t in list(self._bg):
+            t.cancel()
+        for ch in self.channels.values():
+            await ch.close()
+
+    # ---------------------------------------------------------------- basins
+
+    async def create_basin(self, name: str, config: dict | None = None) -> BasinInfo:
+        validate_basin_name(name)
+        cfg = BasinConfig.from_json(config)
+        now = self.clock.now_ms()
+        row = {"config": cfg.to_json(), "created_at": now}
+        try:
+            await self.metadata.create(f"basin/{name}", json.dumps(row).encode())
+        except VersionMismatch:
+            raise AlreadyExists(f"basin {name!r} already exists") from None
+        return BasinInfo(name, now)
+
+    async def ensure_basin(self, name: str, config: dict | None = None) -> bool:
+        """Create the basin unless it exists; returns whether it was created."""
+        try:
+            await self.create_basin(name, config)
+            return True
+        except AlreadyExists:
+            return False
+
+    async def _basin(self, name: str) -> tuple[dict, int]:
+        validate_basin_name(name)
+        row = await self.metadata.get(f"basin/{name}")
+        if row is None:
+            raise BasinNotFound(f"basin {name!r} does not exist")
+        return json.loads(row.value), row.version
+
+    async def get_basin_config(self, name: str) -> BasinConfig:
+        row, _ = await self._basin(name)
+        return BasinConfig.from_json(row["config"])
+
+    async def reconfigure_basin(self, name: str, patch: dict) -> BasinConfig:
+        while True:
+            row, version = await self._basin(name)
+            cfg = BasinConfig.from_json(row["config"]).merged(patch)
+            row["config"] = cfg.to_json()
+            try:
+                await self.metadata.put(f"basin/{name}", json.dumps(row).encode(), version)
+                return cfg
+            except VersionMismatch:
+                continue
+
+    async def list_basins(self, prefix: str = "", start_after: str = "",
+                          limit: int = 1000) -> tuple[list[BasinInfo], bool]:
+        rows = await self.metadata.list_prefix(
+            f"basin/{prefix}", start_after=f"basin/{start_after}" if start_after else "",
+            limit=limit + 1)
+        out = [BasinInfo(k[len("basin/"):], json.loads(v.value)["created_at"])
+               for k, v in rows[:limit]]
+        return out, len(rows) > limit
+
+    async def delete_basin(self, name: str) -> None:
+        await self._basin(name)
+        while True:
+            streams, more = await self.list_streams(name, limit=1000)
+            for s in streams:
+                try:
+                    await self.delete_stream(name, s.name)
+                except StreamNotFound:
+                    pass
+            if not more:
+                break
+        await self.metadata.delete(f"basin/{name}")
+
+    # --------------------------------------------------------------- streams
+
+    async def create_stream(self, basin: str, name: str,
+                            config: dict | None = None) -> StreamInfo:
+        validate_stream_name(name)
+        brow, _ = await self._basin(basin)
+        cfg = BasinConfig.from_json(brow["config"]).default_stream_config.merged(config)
+        uid = uuid.UUID(int=self.rng.getrandbits(128)).bytes
+        now = self.clock.now_ms()
+        channel = self.class_channel.get(cfg.storage_class, self.default_channel)
+        row = {"uid": uid.hex(), "created_at": now, "config": cfg.to_json(),
+               "chain": [{"channel": channel, "start": 0, "sealed_at": None}]}
+        try:
+            await self.metadata.write_batch([
+                Op("put", _stream_key(basin, name), json.dumps(row).encode()),
+                Op("put", f"ckpt/{uid.hex()}", encode_ckpt(basin, name, 0, 0, "", 0)),
+            ])
+        except VersionMismatch:
+            raise AlreadyExists(f"stream {name!r} already exists in basin {basin!r}") from None
+        return StreamInfo(name, now)
+
+    async def ensure_stream(self, basin: str, name: str, config: dict | None = None) -> bool:
+        try:
+            await self.create_stream(basin, name, config)
+            return True
+        except AlreadyExists:
+            return False
+
+    async def list_streams(self, basin: str, prefix: str = "", start_after: str = "",
+                           limit: int = 1000) -> tuple[list[StreamInfo], bool]:
+        await self._basin(basin)
+        base = f"stream/{basin}/"
+        rows = await self.metadata.list_prefix(
+            base + prefix, start_after=base + start_after if start_after else "",
+            limit=limit + 1)
+        out = [StreamInfo(k[len(base):], json.loads(v.value)["created_at"])
+               for k, v in rows[:limit]]
+        return out, len(rows) > limit
+
+    async def _handle(self, basin: str, name: str, *, create: bool = False) -> _Handle:
+        key = (basin, name)
+        h = self._handles.get(key)
+        if h is not None:
+            self._handles.move_to_end(key)
+            return h
+        validate_stream_name(name)
+        row = await self.metadata.get(_stream_key(basin, name))
+        if row is None:
+            brow, _ = await self._basin(basin)
+            if create:
+                await self.ensure_stream(basin, name)
+                return await self._handle(basin, name)
+            raise StreamNotFound(f"stream {name!r} does not exist in basin {basin!r}")
+        d = json.loads(row.value)
+        h = _Handle(bytes.fromhex(d["uid"]), d["created_at"],
+                    StreamConfig.from_json(d["config"]), d["chain"], row.version)
+        self._handles[key] = h
+        if len(self._handles) > self._max_handles:
+            self._handles.popitem(last=False)
+        return h
+
+    async def get_stream_config(self, basin: str, name: str) -> StreamConfig:
+        return (await self._handle(basin, name)).config
+
+    async def reconfigure_stream(self, basin: str, name: str, patch: dict) -> StreamConfig:
+        while True:
+            h = await self._handle(basin, name)
+            cfg = h.config.merged(patch)
+            if "storage_class" in (patch or {}) and patch["storage_class"] is not None \
+                    and cfg.storage_class != h.config.storage_class:
+                raise InvalidArgument("storage_class cannot be changed after creation")
+            try:
+                await self._write_row(basin, name, h, config=cfg)
+                return cfg
+            except VersionMismatch:
+                self._handles.pop((basin, name), None)
+
+    async def _write_row(self, basin: str, name: str, h: _Handle, *,
+                         config: StreamConfig | None = None,
+                         chain: list[dict] | None = None) -> None:
+        row = {"uid": h.uid.hex(), "created_at": h.created_at_ms,
+               "config": (config or h.config).to_json(), "chain": chain or h.chain}
+        v = await self.metadata.put(_stream_key(basin, name), json.dumps(row).encode(),
+                                    h.version)
+        self._handles[(basin, name)] = _Handle(h.uid, h.created_at_ms, config or h.config,
+                                               chain or h.chain, v)
+
+    async def delete_stream(self, basin: str, name: str) -> None:
+        h = await self._handle(basin, name)
+        try:
+            await self.metadata.write_batch([
+                Op("delete", _stream_key(basin, name), expected_version=h.version),
+                Op("delete", f"ckpt/{h.uid.hex()}"),
+            ])
+        except VersionMismatch:
+            self._handles.pop((basin, name), None)
+            return await self.delete_stream(basin, name)
+        self._handles.pop((basin, name), None)
+        for ch in self.channels.values():
+            ch.forget(h.uid)
+        self._background(self.catalog.purge(h.uid, None))
+
+    def _background(self, coro) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    async def _state(self, h: _Handle) -> tuple[Channel, StreamState]:
+        link = h.chain[-1]
+        ch = self.channels.get(link["channel"])
+        if ch is None:
+            raise Unavailable(f"channel {link['channel']!r} is not served by this process")
+        st = await ch.state(h.uid)
+        if st is None:
+            raise StreamNotFound("stream was deleted")
+        return ch, st
+
+    # ---------------------------------------------------------------- append
+
+    async def append(self, basin: str, name: str, records: list[AppendRecord], *,
+                     match_seq_num: int | None = None,
+                     fencing_token: str | None = None) -> AppendAck:
+        """Append a batch atomically; returns once it is durable on a write quorum."""
+        if not records:
+            raise InvalidArgument("an append needs at least one record")
+        if len(records) > self.limits.max_append_records:
+            raise LimitExceeded(f"an append takes at most {self.limits.max_append_records} "
+                                "records")
+        total = 0
+        commands = []
+        for r in records:
+            if r.span < 1:
+                raise InvalidArgument("record span must be >= 1")
+            total += metered_size(r.headers, r.body)
+            commands.append(parse_command(r.headers, r.body))
+        if total > self.limits.max_append_bytes:
+            raise LimitExceeded(f"append of {total} metered bytes is over the limit of "
+                                f"{self.limits.max_append_bytes}")
+        if fencing_token is not None and len(fencing_token.encode()) > 36:
+            raise InvalidArgument("fencing token longer than 36 bytes")
+        brow_create = False
+        try:
+            h = await self._handle(basin, name)
+        except StreamNotFound:
+            brow, _ = await self._basin(basin)
+            brow_create = brow["config"].get("create_stream_on_append", False)
+            if not brow_create:
+                raise
+            h = await self._handle(basin, name, create=True)
+        if h.chain[-1]["sealed_at"] is not None:
+            raise Sealed(f"stream {name!r} is sealed; retry")
+        ch, st = await self._state(h)
+        timestamps = self._timestamps(h.config, records)
+        return await ch.append(st, records, commands, match_seq_num, fencing_token, timestamps)
+
+    def _timestamps(self, cfg: StreamConfig, records: list[AppendRecord]) -> list[int]:
+        now = self.clock.now_ms()
+        out = []
+        for r in records:
+            if cfg.timestamping_mode == "arrival" or r.timestamp is None:
+                if r.timestamp is None and cfg.timestamping_mode == "client-require":
+                    raise InvalidArgument("this stream requires client timestamps")
+                out.append(now)
+            else:
+                if r.timestamp < 0:
+                    raise InvalidArgument("timestamps must be >= 0")
+                out.append(r.timestamp if cfg.timestamping_uncapped else min(r.timestamp, now))
+        return out
+
+    # ------------------------------------------------------------------ read
+
+    async def check_tail(self, basin: str, name: str) -> StreamPosition:
+        _, st = await self._state(await self._handle(basin, name))
+        return st.tail
+
+    async def first_seq(self, basin: str, name: str) -> int:
+        """The first readable seq_num (after trims and retention)."""
+        h = await self._handle(basin, name)
+        _, st = await self._state(h)
+        return await self._first_seq(h, st)
+
+    async def _first_seq(self, h: _Handle, st: StreamState) -> int:
+        first = st.trim_seq
+        cutoff = self._cutoff(h)
+        if cutoff is not None:
+            by_age = await self._seq_for_timestamp(st, cutoff)
+            first = max(first, by_age)
+        return min(first, st.durable_seq)
+
+    def _cutoff(self, h: _Handle) -> int | None:
+        age = h.config.retention_age_s
+        return None if age is None else self.clock.now_ms() - age * 1000
+
+    async def _seq_for_timestamp(self, st: StreamState, ts: int) -> int:
+        if st.mem_seqs and st.mem_recs[0].timestamp >= ts:
+            found = None
+            if st.mem_first > 0:
+                found = await self.catalog.seq_for_timestamp(st.uid, ts)
+            return found if found is not None and found < st.mem_first else st.mem_first
+        if st.mem_seqs:
+            i = st.mem_index_ts(ts)
+            return st.mem_recs[i].seq_num if i < len(st.mem_recs) else st.durable_seq
+        found = await self.catalog.seq_for_timestamp(st.uid, ts)
+        return st.durable_seq if found is None else found
+
+    async def read(self, basin: str, name: str, *, seq_num: int | None = None,
+                   timestamp: int | None = None, tail_offset: int | None = None,
+                   count: int | None = None, max_bytes: int | None = None,
+                   until: int | None = None, clamp: bool = False) -> ReadBatch:
+        """One bounded read (S2's unary read). Reads past the tail raise ReadPastTail unless
+        `clamp`; a read at the tail returns no records."""
+        h = await self._read_handle(basin, name)
+        _, st = await self._state(h)
+        start = await self._resolve_start(h, st, seq_num, timestamp, tail_offset, clamp)
+        records = await self._collect(h, st, start,
+                                      count or self.limits.read_default_records,
+                                      max_bytes or self.limits.read_default_bytes, until)
+        return ReadBatch(records, st.tail)
+
+    async def _read_handle(self, basin: str, name: str) -> _Handle:
+        try:
+            return await self._handle(basin, name)
+        except StreamNotFound:
+            brow, _ = await self._basin(basin)
+            if not brow["config"].get("create_stream_on_read", False):
+                raise
+            return await self._handle(basin, name, create=True)
+
+    async def _resolve_start(self, h: _Handle, st: StreamState, seq_num, timestamp,
+                             tail_offset, clamp: bool) -> int:
+        given = [x is not None for x in (seq_num, timestamp, tail_offset)]
+        if sum(given) > 1:
+            raise InvalidArgument("give at most one of seq_num, timestamp and tail_offset")
+        for v in (seq_num, timestamp, tail_offset):
+            if v is not None and v < 0:
+                raise InvalidArgument("read start must be >= 0")
+        if tail_offset is not None:
+            start = max(0, st.durable_seq - tail_offset)
+        elif timestamp is not None:
+            start = await self._seq_for_timestamp(st, timestamp)
+        else:
+            start = seq_num or 0
+        if start > st.durable_seq:
+            if not clamp:
+                raise ReadPastTail(st.durable_seq, st.durable_ts)
+            start = st.durable_seq
+        return max(start, await self._first_seq(h, st))
+
+    async def _collect(self, h: _Handle, st: StreamState, start: int, count: int,
+                       max_bytes: int, until: int | None) -> list[SequencedRecord]:
+        out: list[SequencedRecord] = []
+        size = 0
+        seq = start
+        cutoff = self._cutoff(h)
+        while seq < st.durable_seq:
+            if seq < st.mem_first:
+                source = self.catalog.iter_records(st.uid, seq, st.mem_first)
+            else:
+                source = _aiter_list(st.mem_recs[st.mem_index(seq):])
+            progressed = False
+            async for rec in source:
+                progressed = True
+                if cutoff is not None and rec.timestamp < cutoff and rec.end_seq < st.durable_seq:
+                    seq = rec.end_seq
+                    continue
+                if until is not None and rec.timestamp >= until:
+                    return out
+                n = metered_size(rec.headers, rec.body)
+                if out and (len(out) >= count or size + n > max_bytes):
+                    return out
+                out.append(rec)
+                size += n
+                seq = rec.end_seq
+                if len(out) >= count or size >= max_bytes:
+                    return out
+            if not progressed:
+                break
+        return out
+
+    async def read_session(self, basin: str, name: str, *, seq_num: int | None = None,
+                           timestamp: int | None = None, tail_offset: int | None = None,
+                           count: int | None = None, max_bytes: int | None = None,
+                           until: int | None = None, clamp: bool = False,
+                           wait_s: float | None = None,
+                           heartbeat_s: float = 5.0) -> AsyncIterator[ReadBatch]:
+        """Follow a stream: yields batches as records arrive and, while idle, a heartbeat
+        (a batch with no records) every `heartbeat_s`. Ends when `count`/`max_bytes`/`until`
+        is reached, or after `wait_s` seconds without records."""
+        h = await self._read_handle(basin, name)
+        ch, st = await self._state(h)
+        seq = await self._resolve_start(h, st, seq_num, timestamp, tail_offset, clamp)
+        left_n, left_b = count, max_bytes
+        idle_since = self.clock.monotonic()
+        while True:
+            h = await self._handle(basin, name)
+            ch, st = await self._state(h)
+            seq = max(seq, await self._first_seq(h, st))
+            recs = await self._collect(
+                h, st, seq, min(left_n or self.limits.read_default_records,
+                                self.limits.read_default_records),
+                min(left_b or self.limits.read_default_bytes, self.limits.read_default_bytes),
+                until)
+            if recs:
+                yield ReadBatch(recs, st.tail)
+                seq = recs[-1].end_seq
+                idle_since = self.clock.monotonic()
+                if left_n is not None:
+                    left_n -= len(recs)
+                    if left_n <= 0:
+                        return
+                if left_b is not None:
+                    left_b -= sum(metered_size(r.headers, r.body) for r in recs)
+                    if left_b <= 0:
+                        return
+                continue
+            if until is not None and seq < st.durable_seq:
+                return  # the next record is at or past `until`
+            timeout = heartbeat_s
+            if wait_s is not None:
+                left = wait_s - (self.clock.monotonic() - idle_since)
+                if left <= 0:
+                    return
+                timeout = min(timeout, left)
+            if not await ch.wait_for_records(st, seq, timeout):
+                if st.deleted:
+                    raise StreamNotFound("stream was deleted")
+                yield ReadBatch([], st.tail)
+
+    # ------------------------------------------------------------ streamlets
+
+    async def seal_stream(self, basin: str, name: str) -> StreamPosition:
+        """Seal the current streamlet: appends fail with Sealed until a new one is linked."""
+        h = await self._handle(basin, name)
+        ch, st = await self._state(h)
+        tail = await ch.seal(st)
+        chain = [dict(x) for x in h.chain]
+        chain[-1]["sealed_at"] = tail.seq_num
+        await self._write_row(basin, name, h, chain=chain)
+        return tail
+
+    async def move_stream(self, basin: str, name: str, channel: str) -> None:
+        """Move a stream to another channel: seal, offload its tail, link a new streamlet."""
+        if channel not in self.channels:
+            raise InvalidArgument(f"unknown channel {channel!r}")
+        h = await self._handle(basin, name)
+        old, st = await self._state(h)
+        if old.name == channel:
+            return
+        tail = await self.seal_stream(basin, name)
+        while st.offloaded_upto < tail.seq_num:
+            await old.offloader.offload_once()
+        old.streams.pop(st.uid, None)
+        h = await self._handle(basin, name)
+        chain = [dict(x) for x in h.chain] + [{"channel": channel, "start": tail.seq_num,
+                                               "sealed_at": None}]
+        await self._write_row(basin, name, h, chain=chain)
+
+    # ------------------------------------------------------------- retention
+
+    async def trim_and_retain(self) -> int:
+        """Remove segment data below each stream's trim point or retention cutoff.
+
+        Returns how many catalog rows were removed. Run periodically by the server."""
+        removed = 0
+        after = ""
+        while True:
+            rows = await self.metadata.list_prefix("ckpt/", start_after=after, limit=500)
+            if not rows:
+                return removed
+            for key, v in rows:
+                ck = json.loads(v.value)
+                uid = bytes.fromhex(key[len("ckpt/"):])
+                try:
+                    h = await self._handle(ck["b"], ck["s"])
+                except (StreamNotFound, BasinNotFound):
+                    continue
+                if h.uid != uid:
+                    continue
+                _, st = await self._state(h)
+                first = await self._first_seq(h, st)
+                if first > 0:
+                    removed += await self.catalog.purge(uid, min(first, st.offloaded_upto))
+            after = rows[-1][0]
+
+
+async def _aiter_list(items):
+    for x in items:
+        yield x
+
+
+def _stream_key(basin: str, name: str) -> str:
+    return f"stream/{basin}/{name}"

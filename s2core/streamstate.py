@@ -1,0 +1,114 @@
+"""Per-stream state held by a channel while the stream is active.
+
+An idle, fully offloaded stream has no StreamState at all: its position lives in its
+metadata checkpoint row, so a million idle streams cost a million rows and no RAM.
+"""
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+
+from s2core.records import SequencedRecord, StreamPosition
+
+
+class StreamState:
+    """Sequencing position, command state and the in-memory tail of one stream.
+
+    `next_seq`/`last_ts`/`token` include appends still being replicated; `durable_seq`/
+    `durable_ts`/`trim_seq` only what is acknowledged. In memory: records [mem_first,
+    durable_seq); in segments: [.., offloaded_upto); mem_first <= offloaded_upto.
+    """
+
+    __slots__ = (
+        "uid", "next_seq", "last_ts", "token", "durable_seq", "durable_ts", "trim_seq",
+        "offloaded_upto", "ckpt_version", "mem_seqs", "mem_recs", "mem_bytes", "waiters",
+        "sealed", "deleted", "basin", "name", "__weakref__",
+    )
+
+    def __init__(self, uid: bytes, basin: str, name: str, ckpt: dict, ckpt_version: int) -> None:
+        self.uid = uid
+        self.basin = basin
+        self.name = name
+        self.next_seq = self.durable_seq = self.offloaded_upto = ckpt["next"]
+        self.last_ts = self.durable_ts = ckpt["ts"]
+        self.token: str = ckpt["tok"]
+        self.trim_seq: int = ckpt["trim"]
+        self.ckpt_version = ckpt_version
+        self.mem_seqs: list[int] = []
+        self.mem_recs: list[SequencedRecord] = []
+        self.mem_bytes = 0
+        self.waiters: list[asyncio.Future] | None = None
+        self.sealed = False
+        self.deleted = False
+
+    # -- positions ---------------------------------------------------------
+
+    @property
+    def tail(self) -> StreamPosition:
+        return StreamPosition(self.durable_seq, self.durable_ts)
+
+    @property
+    def mem_first(self) -> int:
+        return self.mem_seqs[0] if self.mem_seqs else self.durable_seq
+
+    def is_idle(self) -> bool:
+        return (not self.mem_seqs and not self.waiters and self.next_seq == self.durable_seq
+                and self.offloaded_upto == self.durable_seq and not self.sealed)
+
+    def checkpoint(self) -> bytes:
+        """The metadata checkpoint as of what is offloaded (replay of later chunks is
+        idempotent for token, trim and timestamp, so the durable values are safe to store)."""
+        return encode_ckpt(self.basin, self.name, self.offloaded_upto, self.durable_ts,
+                           self.token, self.trim_seq)
+
+    # -- in-memory tail ----------------------------------------------------
+
+    def publish(self, rec: SequencedRecord, size: int) -> None:
+        assert rec.seq_num == self.durable_seq, (rec.seq_num, self.durable_seq)
+        self.mem_seqs.append(rec.seq_num)
+        self.mem_recs.append(rec)
+        self.mem_bytes += size
+        self.durable_seq = rec.end_seq
+        self.durable_ts = max(self.durable_ts, rec.timestamp)
+
+    def wake(self) -> None:
+        if self.waiters:
+            for w in self.waiters:
+                if not w.done():
+                    w.set_result(None)
+            self.waiters = None
+
+    def mem_index(self, seq: int) -> int:
+        """Index in memory of the record containing `seq` (or the first after it)."""
+        i = bisect.bisect_right(self.mem_seqs, seq) - 1
+        if i < 0:
+            return 0
+        return i if self.mem_recs[i].end_seq > seq else i + 1
+
+    def mem_index_ts(self, ts: int) -> int:
+        return bisect.bisect_left(self.mem_recs, ts, key=lambda r: r.timestamp)
+
+    def records_between(self, lo: int, hi: int) -> list[SequencedRecord]:
+        """In-memory records starting in [lo, hi)."""
+        i = bisect.bisect_left(self.mem_seqs, lo)
+        j = bisect.bisect_left(self.mem_seqs, hi)
+        return self.mem_recs[i:j]
+
+    def evict_below(self, seq: int, sizer) -> int:
+        """Drop in-memory records ending at or before `seq`; return bytes freed."""
+        j = bisect.bisect_left(self.mem_seqs, seq)
+        while j > 0 and self.mem_recs[j - 1].end_seq > seq:
+            j -= 1
+        if j == 0:
+            return 0
+        freed = sum(sizer(r) for r in self.mem_recs[:j])
+        del self.mem_seqs[:j]
+        del self.mem_recs[:j]
+        self.mem_bytes -= freed
+        return freed
+
+
+def encode_ckpt(basin: str, name: str, nxt: int, ts: int, tok: str, trim: int) -> bytes:
+    return json.dumps({"b": basin, "s": name, "next": nxt, "ts": ts, "tok": tok,
+                       "trim": trim}).encode()

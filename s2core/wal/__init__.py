@@ -1,0 +1,1 @@
+"""The chunk store: a quorum-replicated write-ahead log of multi-stream chunks."""
