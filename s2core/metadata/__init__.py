@@ -1,9 +1,41 @@
-"""Metadata stores: the minimal conditional key-value interface."""
-from s2core.metadata.base import (
-    MetadataStore,
-    Versioned,
-    VersionMismatch,
-    Op,
-)
+"""Metadata stores: the minimal conditional key-value interface.
 
-__all__ = ["MetadataStore", "Versioned", "VersionMismatch", "Op"]
+`open_metadata_store(url)` picks the backend from a URL:
+
+- `memory://` — MemoryMetadataStore (a new, empty store each call)
+- `sqlite:///abs/path.db?synchronous=NORMAL` — SqliteMetadataStore on that file
+
+Query parameters and keyword options are passed to the store's constructor (keyword
+options win).
+"""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from s2core.errors import InvalidArgument
+from s2core.metadata.base import MetadataStore, Op, Versioned, VersionMismatch
+
+__all__ = ["MetadataStore", "Op", "VersionMismatch", "Versioned", "open_metadata_store"]
+
+
+def open_metadata_store(url: str, **opts: Any) -> MetadataStore:
+    """The metadata store named by `url` (see the module docstring)."""
+    parts = urlsplit(url)
+    params: dict[str, Any] = dict(parse_qsl(parts.query))
+    params.update(opts)
+    if parts.scheme == "memory":
+        from s2core.metadata.memory import MemoryMetadataStore
+
+        return MemoryMetadataStore(**params)
+    if parts.scheme == "sqlite":
+        from s2core.metadata.sqlite import SqliteMetadataStore
+
+        if parts.netloc or not parts.path.startswith("/"):
+            raise InvalidArgument(f"sqlite URL needs an absolute path (sqlite:///...): {url!r}")
+        if "busy_timeout_ms" in params:
+            params["busy_timeout_ms"] = int(params["busy_timeout_ms"])
+        if isinstance(params.get("write_thread"), str):
+            params["write_thread"] = params["write_thread"].lower() == "true"
+        return SqliteMetadataStore(unquote(parts.path), **params)
+    raise InvalidArgument(f"unknown metadata store URL scheme: {url!r}")

@@ -1,0 +1,271 @@
+"""The embedded metadata store: one SQLite table in WAL mode, safe for several processes.
+
+See docs/decisions/0003-sqlite-metadata.md for the choices and what is durable when. In
+short:
+
+- Reads run synchronously on the event loop thread: a primary-key lookup is ~10 µs, less
+  than a hop to a thread and back, and WAL readers never wait for writers.
+- Writes go through a group commit: every write submitted while a transaction is being
+  committed joins the next one, each in its own SAVEPOINT so one failed condition does not
+  fail its neighbours. One transaction = one WAL sync, whatever the number of writes.
+- Each transaction starts with BEGIN IMMEDIATE, which takes SQLite's write lock first, so
+  a check-and-set (read the version, write the new one) is atomic across processes too.
+- synchronous=FULL (the default) syncs the WAL at every commit: an acknowledged write
+  survives power loss. NORMAL syncs only at checkpoints: a commit survives a crash of any
+  process, but a power loss or OS crash may roll back the last commits (never corrupting).
+- With FULL, commits run on a dedicated writer thread (a sync blocks for 0.1-10 ms); with
+  NORMAL they run on the loop thread, where a commit takes tens of µs. `write_thread`
+  overrides this; use a thread whenever other processes write the same file, since
+  waiting for their lock (up to `busy_timeout_ms`) would otherwise block the loop.
+
+Not for network filesystems: WAL mode needs shared memory between the processes.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from s2core.errors import Closed, Indeterminate, InvalidArgument, S2Error, Unavailable
+from s2core.metadata.base import Op, Versioned
+from s2core.metadata.rules import check_key, check_ops, check_value, next_version, prefix_end
+
+SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
+MAX_GROUP = 1000  # writes per transaction; bounds the time a commit holds the write lock
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    version INTEGER NOT NULL
+) WITHOUT ROWID"""
+
+_WriteFn = Callable[[sqlite3.Connection], Any]
+
+
+class SqliteMetadataStore:
+    """MetadataStore on a SQLite file (WAL mode, one `kv` table), shareable by processes."""
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
+                 busy_timeout_ms: int = 10_000, write_thread: bool | None = None) -> None:
+        self.path = os.fspath(path)
+        synchronous = synchronous.upper()
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise InvalidArgument(f"synchronous must be one of {SYNCHRONOUS_MODES}")
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            raise InvalidArgument("SqliteMetadataStore needs a file path")
+        self.synchronous = synchronous
+        try:
+            self._writer = _connect(self.path, synchronous, busy_timeout_ms)
+            self._writer.execute(_SCHEMA)
+            self._reader = _connect(self.path, synchronous, busy_timeout_ms)
+        except sqlite3.Error as e:
+            raise Unavailable(f"cannot open metadata database {self.path}: {e}") from e
+        if write_thread is None:
+            write_thread = synchronous != "NORMAL"
+        self._pool = ThreadPoolExecutor(1, "metadata-sqlite") if write_thread else None
+        self._pending: list[tuple[_WriteFn, asyncio.Future[Any]]] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- reads: synchronous on the loop thread ---------------------------------------------
+
+    async def get(self, key: str) -> Versioned | None:
+        """The value and version, or None if absent."""
+        self._check_open()
+        rows = self._read("SELECT value, version FROM kv WHERE key = ?", (check_key(key),))
+        return Versioned(rows[0][0], rows[0][1]) if rows else None
+
+    async def list_prefix(
+        self, prefix: str, *, start_after: str = "", limit: int | None = None
+    ) -> list[tuple[str, Versioned]]:
+        """Keys with `prefix`, ascending, strictly after `start_after`, at most `limit`.
+
+        A key-range scan of the primary key, so '%' and '_' in keys are plain characters.
+        """
+        self._check_open()
+        if limit is not None and limit < 0:
+            raise InvalidArgument(f"negative limit {limit}")
+        if start_after >= prefix:
+            sql, args = "SELECT key, value, version FROM kv WHERE key > ?", [start_after]
+        else:
+            sql, args = "SELECT key, value, version FROM kv WHERE key >= ?", [prefix]
+        end = prefix_end(prefix)
+        if end is not None:
+            sql += " AND key < ?"
+            args.append(end)
+        sql += " ORDER BY key"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [(k, Versioned(v, ver)) for k, v, ver in self._read(sql, args)]
+
+    # -- writes: group-committed -----------------------------------------------------------
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Create-if-absent; returns 1. VersionMismatch if present."""
+        op = Op("put", check_key(key), check_value(value), None)
+        return await self._write(lambda conn: _apply(conn, op)[1])
+
+    async def put(self, key: str, value: bytes, expected_version: int) -> int:
+        """Replace iff at `expected_version` (0: unconditionally); returns the new version."""
+        op = check_ops([Op("put", key, check_value(value), expected_version)])[0]
+        return await self._write(lambda conn: _apply(conn, op)[1])
+
+    async def delete(self, key: str, expected_version: int | None = None) -> bool:
+        """Delete (iff at `expected_version`, if given); returns whether it existed."""
+        op = check_ops([Op("delete", key, None, expected_version)])[0]
+        return await self._write(lambda conn: _apply(conn, op)[0] is not None)
+
+    async def write_batch(self, ops: list[Op]) -> list[int]:
+        """Apply `ops` atomically (one SAVEPOINT), or raise VersionMismatch and apply none."""
+        ops = [Op(op.kind, op.key, None if op.value is None else bytes(op.value),
+                  op.expected_version) for op in check_ops(list(ops))]
+
+        return await self._write(lambda conn: [_apply(conn, op)[1] for op in ops])
+
+    async def close(self) -> None:
+        """Finish pending writes, then close both connections and the writer thread."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._committer is not None:
+            await asyncio.wait([self._committer])
+        self._reader.close()
+        self._writer.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed(f"metadata store {self.path} is closed")
+
+    def _read(self, sql: str, args: Any) -> list[Any]:
+        try:
+            return self._reader.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise Unavailable(f"metadata read failed: {e}") from e
+
+    async def _write(self, fn: _WriteFn) -> Any:
+        self._check_open()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, future))
+        if self._committer is None:
+            self._committer = asyncio.get_running_loop().create_task(self._commit_pending())
+        return await future
+
+    async def _commit_pending(self) -> None:
+        """Commit queued writes in groups until none are left (owned and awaited by close)."""
+        batch: list[tuple[_WriteFn, asyncio.Future[Any]]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                fns = [fn for fn, _ in batch]
+                try:
+                    if self._pool is None:
+                        outcomes = _run_group(self._writer, fns)
+                    else:
+                        outcomes = await asyncio.get_running_loop().run_in_executor(
+                            self._pool, _run_group, self._writer, fns)
+                except S2Error as e:  # nothing committed (Unavailable), or Indeterminate
+                    outcomes = [e] * len(batch)
+                for (_, future), outcome in zip(batch, outcomes):
+                    if future.done():
+                        continue  # the caller was cancelled; the write happened regardless
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+                batch = []
+        finally:
+            # Only reached with work left if this task was cancelled (loop shutdown).
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(Indeterminate("metadata commit was interrupted"))
+            for _, future in self._pending:
+                if not future.done():
+                    future.set_exception(Unavailable("metadata commit was interrupted"))
+            self._pending = []
+            self._committer = None
+
+
+def _connect(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; we issue BEGIN IMMEDIATE ourselves.
+    # check_same_thread=False: the writer is created here but used on the writer thread;
+    # each connection is still used by one thread at a time.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        conn.close()
+        raise sqlite3.OperationalError(f"cannot enable WAL mode (got {mode!r})")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    return conn
+
+
+def _run_group(conn: sqlite3.Connection, fns: list[_WriteFn]) -> list[Any]:
+    """Run each write in its own savepoint inside one transaction; commit once.
+
+    Returns each write's result, or the S2Error (e.g. VersionMismatch) that undid it.
+    Raises Unavailable if nothing was committed, Indeterminate if the commit itself failed
+    (after a failed WAL sync, the transaction may still be recovered on restart).
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as e:
+        raise Unavailable(f"metadata write lock: {e}") from e
+    outcomes: list[Any] = []
+    try:
+        for fn in fns:
+            conn.execute("SAVEPOINT op")
+            try:
+                outcomes.append(fn(conn))
+            except S2Error as e:
+                conn.execute("ROLLBACK TO op")
+                outcomes.append(e)
+            conn.execute("RELEASE op")
+    except sqlite3.Error as e:
+        _rollback(conn)
+        raise Unavailable(f"metadata write failed: {e}") from e
+    except BaseException:
+        _rollback(conn)
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as e:
+        _rollback(conn)
+        raise Indeterminate(f"metadata commit failed: {e}") from e
+    return outcomes
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite rolls back on its own when it cannot continue
+
+
+def _version(conn: sqlite3.Connection, key: str) -> int | None:
+    rows = conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _apply(conn: sqlite3.Connection, op: Op) -> tuple[int | None, int]:
+    """Apply one validated op if its condition holds: (previous version, new version)."""
+    current = _version(conn, op.key)
+    version = next_version(op, current)
+    if op.kind == "delete":
+        if current is not None:
+            conn.execute("DELETE FROM kv WHERE key = ?", (op.key,))
+    elif current is None:
+        conn.execute("INSERT INTO kv (key, value, version) VALUES (?, ?, ?)",
+                     (op.key, op.value, version))
+    else:
+        conn.execute("UPDATE kv SET value = ?, version = ? WHERE key = ?",
+                     (op.value, version, op.key))
+    return current, version

@@ -1,0 +1,130 @@
+"""SqliteMetadataStore specifics: several processes, lock waits, group commit, reopening."""
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from s2core.errors import Unavailable
+from s2core.metadata import Versioned, VersionMismatch
+from s2core.metadata.sqlite import SqliteMetadataStore
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+INCREMENTER = textwrap.dedent("""
+    import asyncio, sys
+    from s2core.metadata import VersionMismatch
+    from s2core.metadata.sqlite import SqliteMetadataStore
+
+    async def main(path, n):
+        store = SqliteMetadataStore(path)
+        conflicts = 0
+        for _ in range(n):
+            while True:
+                cur = await store.get("counter")
+                try:
+                    await store.put("counter", b"%d" % (int(cur.value) + 1), cur.version)
+                    break
+                except VersionMismatch:
+                    conflicts += 1
+        await store.close()
+        print(conflicts)
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+""")
+
+
+async def test_processes_increment_without_lost_updates(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.db")
+    store = SqliteMetadataStore(path)
+    await store.create("counter", b"0")
+    procs, per_proc = 4, 150
+    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", INCREMENTER, path, str(per_proc), env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        for _ in range(procs)
+    ]
+    outputs = [await child.communicate() for child in children]
+    for child, (out, err) in zip(children, outputs):
+        assert child.returncode == 0, err.decode()
+    print("version conflicts per process:", [int(out) for out, _ in outputs])
+    got = await store.get("counter")
+    assert got == Versioned(str(procs * per_proc).encode(), procs * per_proc + 1)
+    await store.close()
+
+
+async def test_waits_for_another_writer_then_succeeds(tmp_path: Path) -> None:
+    path = str(tmp_path / "m.db")
+    store = SqliteMetadataStore(path, busy_timeout_ms=5000)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    create = asyncio.create_task(store.create("k", b"v"))
+    await asyncio.sleep(0.2)
+    assert not create.done()
+    assert await store.get("k") is None  # readers are not blocked by the writer
+    other.execute("COMMIT")
+    assert await create == 1
+    other.close()
+    await store.close()
+
+
+async def test_lock_timeout_is_unavailable_and_applies_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "m.db")
+    store = SqliteMetadataStore(path, busy_timeout_ms=50)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(Unavailable):
+        await store.create("k", b"v")
+    other.execute("ROLLBACK")
+    other.close()
+    assert await store.get("k") is None
+    assert await store.create("k", b"v") == 1
+    await store.close()
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+async def test_group_commit_isolates_failed_conditions(tmp_path: Path, synchronous: str) -> None:
+    store = SqliteMetadataStore(tmp_path / "m.db", synchronous=synchronous)
+    await store.create("taken", b"x")
+    results = await asyncio.gather(
+        *(store.create(f"k{i}", b"v") for i in range(300)),
+        store.create("taken", b"y"),
+        store.put("taken", b"z", 1),
+        return_exceptions=True)
+    assert results[:300] == [1] * 300
+    assert isinstance(results[300], VersionMismatch)
+    assert results[301] == 2
+    assert len(await store.list_prefix("k")) == 300
+    await store.close()
+
+
+async def test_cancelled_caller_does_not_disturb_others(tmp_path: Path) -> None:
+    store = SqliteMetadataStore(tmp_path / "m.db")
+    tasks = [asyncio.create_task(store.create(f"k{i}", b"v")) for i in range(20)]
+    await asyncio.sleep(0)
+    tasks[5].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[5], asyncio.CancelledError)
+    assert [r for i, r in enumerate(results) if i != 5] == [1] * 19
+    await store.close()
+
+
+async def test_reopen_sees_committed_writes(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = SqliteMetadataStore(path, synchronous="NORMAL")
+    await store.create("a", b"1")
+    await store.put("a", b"2", 1)
+    await store.close()
+    store = SqliteMetadataStore(path)
+    assert await store.get("a") == Versioned(b"2", 2)
+    assert store.synchronous == "FULL"
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    await store.close()
