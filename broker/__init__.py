@@ -1,0 +1,1 @@
+"""Kafka-compatible broker: wire protocol and services on top of s2core."""
