@@ -457,7 +457,7 @@ class StreamStore:
             progressed = False
             async for rec in source:
                 progressed = True
-                if cutoff is not None and rec.timestamp < cutoff and rec.end_seq < st.durable_seq:
+                if cutoff is not None and rec.timestamp < cutoff:
                     seq = rec.end_seq
                     continue
                 if until is not None and rec.timestamp >= until:

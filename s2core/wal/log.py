@@ -326,7 +326,7 @@ class ChunkLog:
         """Stop background replication (acked chunks are already on a quorum)."""
         pending = [t for t in self._background if not t.done()]
         if pending:
-            await asyncio.wait(pending, timeout=5)
+            await asyncio.wait(pending, timeout=1)
         self._closed = True
         for t in list(self._background):
             t.cancel()
