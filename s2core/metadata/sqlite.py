@@ -5,9 +5,10 @@ short:
 
 - Reads run synchronously on the event loop thread: a primary-key lookup is ~10 µs, less
   than a hop to a thread and back, and WAL readers never wait for writers.
-- Writes go through a group commit: every write submitted while a transaction is being
-  committed joins the next one, each in its own SAVEPOINT so one failed condition does not
-  fail its neighbours. One transaction = one WAL sync, whatever the number of writes.
+- Writes on the writer thread go through a group commit: every write submitted while a
+  transaction is being committed joins the next one, each in its own SAVEPOINT so one
+  failed condition does not fail its neighbours. One transaction = one WAL sync, whatever
+  the number of writes. Inline writes commit one by one (no sync to share).
 - Each transaction starts with BEGIN IMMEDIATE, which takes SQLite's write lock first, so
   a check-and-set (read the version, write the new one) is atomic across processes too.
 - synchronous=FULL (the default) syncs the WAL at every commit: an acknowledged write
@@ -152,6 +153,11 @@ class SqliteMetadataStore:
 
     async def _write(self, fn: _WriteFn) -> Any:
         self._check_open()
+        if self._pool is None:  # inline: a commit without a sync costs less than queueing
+            outcome = _run_group(self._writer, [fn])[0]
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((fn, future))
         if self._committer is None:
