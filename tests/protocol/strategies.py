@@ -13,7 +13,7 @@ INT_RANGES = {"int8": (-(2**7), 2**7 - 1), "int16": (-(2**15), 2**15 - 1),
               "int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1),
               "uint16": (0, 2**16 - 1)}
 # kio maps some fields to datetimes/timedeltas/enums: keep values where those conversions hold.
-KIO_INT = st.sampled_from([-1, 0, 1, 7, 1000, 86_400_000])
+KIO_INTS = (0, 1, 7, 100, 1000, 86_400_000)  # kio rejects negative timestamps
 KIO_ERROR = st.sampled_from([int(c) for c in ErrorCode])
 
 
@@ -22,7 +22,8 @@ def primitive(kind: str, name: str, for_kio: bool) -> st.SearchStrategy[Any]:
         if for_kio:
             if name.endswith("error_code") and kind == "int16":
                 return KIO_ERROR
-            return KIO_INT if kind != "uint16" else st.integers(0, 1000)
+            lo, hi = INT_RANGES[kind]
+            return st.sampled_from([i for i in KIO_INTS if lo <= i <= hi])
         lo, hi = INT_RANGES[kind]
         return st.integers(lo, hi)
     if kind == "bool":
