@@ -131,12 +131,12 @@ class LocalDirObjectStore:
     def _create_temp(self, key: str, dirpath: str) -> tuple[int, str]:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         for _ in range(100):
-            self._makedirs(key, dirpath)
             tmp = os.path.join(dirpath, TMP_PREFIX + secrets.token_hex(8))
             try:
+                self._makedirs(key, dirpath)
                 return os.open(tmp, flags, 0o644), tmp
             except FileNotFoundError:
-                continue  # a concurrent delete removed the (empty) directory; make it again
+                continue  # a concurrent delete removed an (empty) directory; make it again
         raise Unavailable(f"{key!r}: directory keeps disappearing")
 
     def _put_sync(self, key: str, path: str, data: bytes | memoryview, if_absent: bool) -> None:

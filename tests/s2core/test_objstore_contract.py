@@ -287,3 +287,18 @@ def test_s3_error_translation() -> None:
     timeout = ReadTimeoutError(endpoint_url="http://x")
     assert isinstance(_translate(timeout, "p", write=True), Indeterminate)
     assert isinstance(_translate(timeout, "g", write=False), Unavailable)
+
+
+async def test_s3_via_url_factory(moto_endpoint: str) -> None:
+    from s2core.objstore import open_object_store
+
+    bucket = f"t-{uuid.uuid4().hex[:20]}"
+    store = open_object_store(
+        f"s3://{bucket}/segs?endpoint_url={moto_endpoint}&region=us-east-1"
+        "&create_bucket=true&aws_access_key_id=test&aws_secret_access_key=test")
+    try:
+        await store.put("x/1", b"v", if_absent=True)
+        assert await store.list("x/") == ["x/1"]
+        assert store.name == f"s3://{bucket}/segs/"
+    finally:
+        await store.close()
