@@ -132,7 +132,12 @@ class ChunkLog:
         return chunks
 
     def _epoch_end(self, epoch: int, present: dict[Pos, list[int]]) -> int:
-        seq = 0
+        """One past the last chunk of `epoch` that belongs to the log: the first gap at or
+        above the floor (chunks below the floor were offloaded and may be gone)."""
+        floor = self.lease.floor
+        if epoch < floor[0]:
+            return 0
+        seq = floor[1] if epoch == floor[0] else 0
         while (epoch, seq) in present:
             seq += 1
         return seq

@@ -180,3 +180,19 @@ async def test_acks_are_in_order():
     t1.add_done_callback(lambda _: done.append(1))
     await asyncio.gather(t0, t1)
     assert done == [0, 1]
+
+
+async def test_recovery_after_floor_moved_and_chunks_collected():
+    md = MemoryMetadataStore()
+    reps = [MemoryObjectStore(f"r{i}") for i in range(3)]
+    log = make_log(md, reps)
+    await log.open()
+    await write_n(log, 5)
+    await log.advance_floor((1, 3), [])
+    await log.collect_garbage()
+    assert len(await reps[0].list()) == 2
+    await log.close()
+    chunks = await make_log(md, reps).open()
+    assert bodies(chunks) == [b"rec3", b"rec4"], "chunks above the floor survive recovery"
+    chunks = await make_log(md, reps).open()
+    assert bodies(chunks) == [b"rec3", b"rec4"]
