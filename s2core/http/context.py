@@ -1,0 +1,107 @@
+"""What every handler of the API shares: the store, settings, metrics and small caches."""
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from s2core.errors import InvalidArgument
+from s2core.http.asgi import Request, Response
+from s2core.http.errors import bad_request
+from s2core.http.metrics import Metrics
+from s2core.names import validate_basin_name, validate_stream_name
+from s2core.store import StreamStore
+
+
+class KafkaView(Protocol):
+    """Hook for showing Kafka topics as S2 streams (issue 6, part 4; not wired yet).
+
+    `is_kafka_stream` says whether a stream holds Kafka record batches; `read_as_s2` reads
+    it as S2 records (one per Kafka record), with the arguments of `StreamStore.read`.
+    """
+
+    def is_kafka_stream(self, basin: str, name: str) -> bool: ...
+
+    async def read_as_s2(self, basin: str, name: str, **read_args: Any) -> Any: ...
+
+
+@dataclass
+class Settings:
+    """Tunables of the HTTP API."""
+
+    location: str = "local"  # the one location (region) this server offers
+    max_body_bytes: int = 8 * 1024 * 1024  # JSON/protobuf request bodies; larger -> 413
+    max_message_bytes: int = 4 * 1024 * 1024  # one S2S message after decompression
+    heartbeat_s: float = 5.0  # read sessions: heartbeat (ping) interval while idle
+    max_unary_wait_s: int = 60
+    request_token_cache: int = 4096
+
+
+class Api:
+    """The handlers' shared state."""
+
+    def __init__(self, store: StreamStore, settings: Settings,
+                 kafka_view: KafkaView | None) -> None:
+        self.store = store
+        self.settings = settings
+        self.kafka_view = kafka_view
+        self.metrics = Metrics()
+        self._created: OrderedDict[tuple[str, str], tuple[Any, Response]] = OrderedDict()
+
+    def basin_of(self, req: Request) -> str:
+        """The basin of a /v1/streams request: the `s2-basin` header, else the first label
+        of the Host (S2's `{basin}.b.<domain>` endpoints)."""
+        name = req.headers.get("s2-basin")
+        where = "s2-basin header"
+        if name is None:
+            host = req.headers.get("host") or req.headers.get(":authority") or ""
+            host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if host.startswith("[") or _is_ip(host) or "." not in host:
+                raise bad_request("bad_header", "missing s2-basin header")
+            name = host.split(".", 1)[0]
+            where = "host name"
+        try:
+            return validate_basin_name(name)
+        except InvalidArgument as exc:
+            raise bad_request("bad_header", f"{where}: {exc}") from None
+
+    @staticmethod
+    def stream_name(segment: str) -> str:
+        try:
+            return validate_stream_name(segment)
+        except InvalidArgument as exc:
+            raise bad_request("bad_path", str(exc)) from None
+
+    @staticmethod
+    def basin_name(segment: str) -> str:
+        try:
+            return validate_basin_name(segment)
+        except InvalidArgument as exc:
+            raise bad_request("bad_path", str(exc)) from None
+
+    # Idempotent creates: a retry carrying the same s2-request-token gets the first answer
+    # (bounded, in memory: a retry after a restart sees 409 like any other duplicate).
+
+    def replay(self, kind: str, token: str | None, request: Any) -> Response | None:
+        if token is None:
+            return None
+        hit = self._created.get((kind, token))
+        if hit is None or hit[0] != request:
+            return None
+        return hit[1]
+
+    def remember(self, kind: str, token: str | None, request: Any, response: Response) -> None:
+        if token is None:
+            return
+        self._created[(kind, token)] = (request, response)
+        while len(self._created) > self.settings.request_token_cache:
+            self._created.popitem(last=False)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,54 @@
+"""Serving the app with Hypercorn: HTTP/1.1 and cleartext HTTP/2 (h2c) on one port.
+
+Hypercorn answers HTTP/1.1, HTTP/2 with prior knowledge (what s2-sdk speaks: it opens a
+plain TCP connection and starts with the HTTP/2 preface) and the h2c Upgrade, all on the
+same listening socket, without TLS.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from s2core.http.asgi import Receive, Scope, Send
+
+
+def hypercorn_config(host: str, port: int, sock: socket.socket | None = None) -> Config:
+    config = Config()
+    if sock is not None:
+        config.bind = [f"fd://{sock.fileno()}"]
+    else:
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = "-"
+    config.loglevel = "WARNING"
+    config.keep_alive_timeout = 90  # the SDK keeps idle connections for 90 s
+    config.graceful_timeout = 5
+    config.h2_max_concurrent_streams = 1000
+    config.h11_max_incomplete_size = 64 * 1024
+    return config
+
+
+async def serve_http(app: object, host: str, port: int, shutdown_event: asyncio.Event, *,
+                     sock: socket.socket | None = None) -> None:
+    """Serve `app` on host:port (or on an already bound, listening `sock`) until
+    `shutdown_event` is set, then shut down gracefully."""
+    config = hypercorn_config(host, port, sock)
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        await app(scope, receive, send)  # type: ignore[operator]
+
+    await serve(asgi, config, shutdown_trigger=shutdown_event.wait, mode="asgi")
+
+
+def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening TCP socket; port 0 picks a free one (read it with getsockname())."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
