@@ -63,6 +63,7 @@ class MetadataStore(Protocol):
         """Replace iff the current version is `expected_version`; returns the new version.
 
         Raises VersionMismatch otherwise (including when the key is absent).
+        `expected_version=0` means unconditional (create or replace), as in `Op`.
         """
         ...
 

@@ -28,7 +28,14 @@ class ObjectNotFound(S2Error):
 
 
 class ObjectStore(Protocol):
-    """A flat key -> bytes store. `put` returns only once the object is durable."""
+    """A flat key -> bytes store. `put` returns only once the object is durable.
+
+    Keys follow s2core.objstore.keys.check_key ('/'-separated non-empty segments, no '.'
+    or '..', at most 1024 UTF-8 bytes; the local directory also reserves segments starting
+    with '.s2tmp-') on every backend; others raise InvalidArgument.
+    Failures are s2core errors: Unavailable (definitely not applied, retry), Indeterminate
+    (a write that may or may not have been applied), Closed (after `close`).
+    """
 
     name: str
 
@@ -41,7 +48,11 @@ class ObjectStore(Protocol):
         ...
 
     async def get_range(self, key: str, start: int, end: int) -> bytes:
-        """Return bytes [start, end) of the object; raise ObjectNotFound if absent."""
+        """Return bytes [start, end) of the object; raise ObjectNotFound if absent.
+
+        `end` past the object's size is clamped (as `data[start:end]`); 0 <= start <= end
+        is required (InvalidArgument otherwise).
+        """
         ...
 
     async def list(self, prefix: str = "") -> list[str]:
