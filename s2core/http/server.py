@@ -18,7 +18,8 @@ from s2core.http.asgi import Receive, Scope, Send
 def hypercorn_config(host: str, port: int, sock: socket.socket | None = None) -> Config:
     config = Config()
     if sock is not None:
-        config.bind = [f"fd://{sock.fileno()}"]
+        # Hypercorn adopts the descriptor and closes it; detach so nobody closes it twice
+        config.bind = [f"fd://{sock.detach()}"]
     else:
         config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
@@ -33,8 +34,10 @@ def hypercorn_config(host: str, port: int, sock: socket.socket | None = None) ->
 
 async def serve_http(app: object, host: str, port: int, shutdown_event: asyncio.Event, *,
                      sock: socket.socket | None = None) -> None:
-    """Serve `app` on host:port (or on an already bound, listening `sock`) until
-    `shutdown_event` is set, then shut down gracefully."""
+    """Serve `app` on host:port until `shutdown_event` is set, then shut down gracefully.
+
+    With `sock` (bound and listening, e.g. from `bind_socket`), serve on it instead; the
+    server takes it over and closes it."""
     config = hypercorn_config(host, port, sock)
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
