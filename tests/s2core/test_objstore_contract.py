@@ -302,3 +302,22 @@ async def test_s3_via_url_factory(moto_endpoint: str) -> None:
         assert store.name == f"s3://{bucket}/segs/"
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(("retries", "expected"), [(0, ObjectExists), (1, Indeterminate)])
+async def test_s3_create_if_absent_after_a_retry_is_indeterminate(
+        retries: int, expected: type[Exception]) -> None:
+    """A 412 on a retried conditional put may answer our own lost first attempt."""
+    from botocore.exceptions import ClientError
+
+    class PreconditionFailingClient:
+        async def put_object(self, **kwargs: object) -> None:
+            assert kwargs["IfNoneMatch"] == "*"
+            raise ClientError({"Error": {"Code": "PreconditionFailed", "Message": ""},
+                               "ResponseMetadata": {"HTTPStatusCode": 412,
+                                                    "RetryAttempts": retries}}, "PutObject")
+
+    store = S3ObjectStore("bucket", **S3_CREDENTIALS)  # type: ignore[arg-type]
+    store._client = PreconditionFailingClient()
+    with pytest.raises(expected):
+        await store.put("k", b"v", if_absent=True)
