@@ -120,6 +120,11 @@ class Request:
             if not msg.get("more_body", False):
                 return
 
+    async def wait_disconnect(self) -> None:
+        """Return when the client goes away (after the body, if any, is drained)."""
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
     async def json(self) -> Any:
         """The body parsed as JSON (None for an empty body); 400 bad_json if malformed."""
         raw = await self.body()

@@ -86,13 +86,9 @@ class _Follow:
 async def _until_disconnect(req: Request, work: Callable[[], Awaitable[None]]) -> None:
     """Run `work`, cancelling it if the client disconnects first."""
 
-    async def watch() -> None:
-        async for _ in req.stream():
-            pass  # a GET has no body: this waits for http.disconnect
-
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(work())
-        watcher = tg.create_task(watch())
+        watcher = tg.create_task(req.wait_disconnect())
         task.add_done_callback(lambda _: watcher.cancel())
         watcher.add_done_callback(lambda _: task.cancel())
 
