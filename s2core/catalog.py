@@ -6,12 +6,13 @@ bounded LRUs; the offloader tells the catalog about new rows so the cache stays 
 """
 from __future__ import annotations
 
+import asyncio
 import bisect
 import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 
-from s2core.errors import Corrupt, S2Error
+from s2core.errors import Corrupt, Indeterminate, S2Error, Unavailable
 from s2core.metadata.base import MetadataStore, Op, VersionMismatch
 from s2core.objstore.base import ObjectNotFound, ObjectStore
 from s2core.records import SequencedRecord
@@ -30,6 +31,7 @@ class SegmentCatalog:
         self._cached_bytes = 0
         self.max_streams = max_streams
         self.max_cached_bytes = max_cached_bytes
+        self.read_attempts = 4
 
     async def rows(self, uid: bytes) -> tuple[list[int], list[dict]]:
         hit = self._rows.get(uid)
@@ -65,17 +67,29 @@ class SegmentCatalog:
         if sec is not None:
             self._sections.move_to_end(key)
             return sec
-        try:
-            raw = await self.segments.get_range(row["k"], row["o"], row["o"] + row["n"])
-        except ObjectNotFound as e:
-            raise Corrupt(f"segment object {row['k']} is missing") from e
-        sec = parse_section(raw)
+        sec = await self._fetch(row)
         self._sections[key] = sec
         self._cached_bytes += row["n"]
         while self._cached_bytes > self.max_cached_bytes and len(self._sections) > 1:
             (k, o), old = self._sections.popitem(last=False)
             self._cached_bytes -= len(old.data)
         return sec
+
+    async def _fetch(self, row: dict) -> Section:
+        """Read and verify a section; transient failures and bad reads are retried a few
+        times (reads are idempotent) before the error reaches the reader."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                raw = await self.segments.get_range(row["k"], row["o"], row["o"] + row["n"])
+                return parse_section(raw)
+            except ObjectNotFound as e:
+                raise Corrupt(f"segment object {row['k']} is missing") from e
+            except (Unavailable, Indeterminate, Corrupt):
+                if attempt >= self.read_attempts:
+                    raise
+            await asyncio.sleep(0.005 * 2 ** attempt)
 
     async def iter_records(self, uid: bytes, start_seq: int,
                            stop_seq: int) -> AsyncIterator[SequencedRecord]:

@@ -39,6 +39,7 @@ class Offloader:
         self._wake = asyncio.Event()
         self._stopping = False
         self._object_n = 0
+        self._lock = asyncio.Lock()  # one offload at a time: sections must not overlap
         self.catalog_listeners: list = []
 
     def note_bytes(self, n: int) -> None:
@@ -79,6 +80,10 @@ class Offloader:
 
     async def offload_once(self) -> bool:
         """Offload one batch of chunks; return whether there was anything to do."""
+        async with self._lock:
+            return await self._offload_once()
+
+    async def _offload_once(self) -> bool:
         ch = self.channel
         batch: list[MemChunk] = []
         size = 0
@@ -127,8 +132,9 @@ class Offloader:
         placed = []
         for st, end, last_ts, first_ts, blob in sections:
             if len(blob) >= cfg.own_segment_bytes:
+                self._object_n += 1
                 key = (f"segments/{st.uid.hex()}/{st.offloaded_upto:020d}-"
-                       f"{ch.log.epoch:010d}")
+                       f"{ch.log.epoch:010d}-{self._object_n:06d}")
                 objects[key] = [blob]
                 placed.append((st, end, first_ts, last_ts, key, 0, len(blob)))
             else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import random
 import sys
 import time
@@ -43,7 +44,8 @@ class StreamModel:
     """What the simulated clients know about one stream."""
 
     acked: dict[int, bytes] = field(default_factory=dict)  # seq -> body
-    trim_floor: int = 0
+    trim_floor: int = 0        # from acknowledged trims: nothing below may be read
+    maybe_trim: int = 0        # from every attempted trim: below it records may be gone
     max_tail: int = 0
     counter: int = 0
 
@@ -113,7 +115,11 @@ class Simulation:
                 self.log(f"crash at step {step}")
                 crash(store, tasks)
                 await asyncio.gather(*tasks, return_exceptions=True)
+                await self.damage_a_replica()
                 store = await self.open_store()
+                for reps in self.stores.values():
+                    for r in reps:
+                        r.set_down(False)
                 await self.verify_all(store)
             else:
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -123,6 +129,25 @@ class Simulation:
         await self.verify_all(store)
         await store.close()
         return self.trace
+
+    async def damage_a_replica(self) -> None:
+        """While the process is down: flip a byte of one copy of a chunk that has another
+        copy, and/or take one replica down for the recovery (a quorum stays readable)."""
+        name = self.rng.choice(sorted(self.stores))
+        reps = self.stores[name]
+        if self.rng.random() < 0.5:
+            listed = [set(await r.inner.list("wal/")) for r in reps]
+            keys = sorted(k for k in set().union(*listed) if sum(k in x for x in listed) >= 2)
+            if keys:
+                key = self.rng.choice(keys)
+                victim = self.rng.choice([i for i, x in enumerate(listed) if key in x])
+                await reps[victim].corrupt(key)
+                self.log(f"corrupted {key} on replica {victim}")
+                return
+        if self.rng.random() < 0.5:
+            i = self.rng.randrange(len(reps))
+            reps[i].set_down(True)
+            self.log(f"replica {name}/{i} down for recovery")
 
     async def random_op(self, store: StreamStore, step: int, k: int) -> None:
         name = self.rng.choice(sorted(self.streams))
@@ -136,6 +161,7 @@ class Simulation:
             elif roll < 0.93:
                 tail = (await store.check_tail(BASIN, name)).seq_num
                 target = self.rng.randint(0, tail)
+                m.maybe_trim = max(m.maybe_trim, target)
                 ack = await store.append(BASIN, name, [trim_record(target)])
                 m.acked[ack.start.seq_num] = None
                 m.trim_floor = max(m.trim_floor, min(target, ack.end.seq_num))
@@ -199,6 +225,10 @@ class Simulation:
 
     async def verify_all(self, store: StreamStore) -> None:
         for name, m in sorted(self.streams.items()):
+            await retrying(lambda: self.verify_stream(store, name, m))
+
+    async def verify_stream(self, store: StreamStore, name: str, m: StreamModel) -> None:
+        if True:
             tail = (await store.check_tail(BASIN, name)).seq_num
             self.check_tail(name, m, tail)
             got, seq = [], 0
@@ -217,12 +247,26 @@ class Simulation:
                         raise InvariantViolation(f"{name}: duplicate {key!r} at {r.seq_num} and "
                                                  f"{seen[key]}")
                     seen[key] = r.seq_num
+            if got and got[0].seq_num < m.trim_floor:
+                raise InvariantViolation(f"{name}: read {got[0].seq_num} below the acked trim "
+                                         f"point {m.trim_floor}")
             have = {r.seq_num for r in got}
             for seq_num in m.acked:
-                if seq_num >= m.trim_floor and seq_num not in have:
+                if seq_num >= m.maybe_trim and seq_num not in have:
                     raise InvariantViolation(f"{name}: acked seq {seq_num} lost (tail {tail}, "
                                              f"trim floor {m.trim_floor})")
             self.log(f"verified {name}: {len(got)} records, tail {tail}")
+
+
+async def retrying(fn, attempts: int = 20):
+    """Retry `fn` on retriable errors (a reader would), with virtual-time backoff."""
+    for i in range(attempts):
+        try:
+            return await fn()
+        except S2Error as e:
+            if not e.retriable or i == attempts - 1:
+                raise
+            await asyncio.sleep(0.01 * (i + 1))
 
 
 def crash(store: StreamStore, client_tasks: list[asyncio.Task]) -> None:
@@ -255,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first", type=int, default=0)
     p.add_argument("--steps", type=int, default=60)
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.CRITICAL)  # injected faults make the store log a lot
     t0 = time.monotonic()
     for seed in range(args.first, args.first + args.seeds):
         try:
