@@ -128,3 +128,15 @@ async def test_reopen_sees_committed_writes(tmp_path: Path) -> None:
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     await store.close()
+
+
+async def test_close_finishes_queued_writes(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = SqliteMetadataStore(path)
+    tasks = [asyncio.create_task(store.create(f"k{i:03d}", b"v")) for i in range(200)]
+    await asyncio.sleep(0)  # every create is queued; the first group is committing
+    await store.close()
+    assert [t.result() for t in tasks] == [1] * 200
+    store = SqliteMetadataStore(path)
+    assert len(await store.list_prefix("k")) == 200
+    await store.close()
