@@ -166,36 +166,38 @@ class SqliteMetadataStore:
 
     async def _commit_pending(self) -> None:
         """Commit queued writes in groups until none are left (owned and awaited by close)."""
+        assert self._pool is not None, "only the writer thread commits in groups"
         batch: list[tuple[_WriteFn, asyncio.Future[Any]]] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
                 fns = [fn for fn, _ in batch]
                 try:
-                    if self._pool is None:
-                        outcomes = _run_group(self._writer, fns)
-                    else:
-                        outcomes = await asyncio.get_running_loop().run_in_executor(
-                            self._pool, _run_group, self._writer, fns)
+                    outcomes = await asyncio.get_running_loop().run_in_executor(
+                        self._pool, _run_group, self._writer, fns)
                 except S2Error as e:  # nothing committed (Unavailable), or Indeterminate
                     outcomes = [e] * len(batch)
                 for (_, future), outcome in zip(batch, outcomes):
                     if future.done():
-                        continue  # the caller was cancelled; the write happened regardless
+                        continue  # its caller was cancelled; nobody waits for the outcome
                     if isinstance(outcome, BaseException):
                         future.set_exception(outcome)
                     else:
                         future.set_result(outcome)
                 batch = []
-        finally:
-            # Only reached with work left if this task was cancelled (loop shutdown).
+        except BaseException as e:
+            # Cancelled (loop shutdown) or a bug: fail every waiter, then propagate.
+            in_flight = e if isinstance(e, Exception) else Indeterminate(
+                "metadata commit was interrupted")
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(Indeterminate("metadata commit was interrupted"))
+                    future.set_exception(in_flight)
             for _, future in self._pending:
                 if not future.done():
                     future.set_exception(Unavailable("metadata commit was interrupted"))
             self._pending = []
+            raise
+        finally:
             self._committer = None
 
 
