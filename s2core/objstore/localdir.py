@@ -34,6 +34,8 @@ TMP_PREFIX = ".s2tmp-"
 # or names a directory).
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
+_NAME_MAX = 255  # bytes in one file name on Linux filesystems
+
 _T = TypeVar("_T")
 
 
@@ -92,6 +94,8 @@ class LocalDirObjectStore:
         segments = check_key(key).split("/")
         if any(s.startswith(TMP_PREFIX) for s in segments):
             raise InvalidArgument(f"object key segments may not start with {TMP_PREFIX!r}")
+        if any(len(os.fsencode(s)) > _NAME_MAX for s in segments):
+            raise InvalidArgument(f"a segment of {key!r} is longer than {_NAME_MAX} bytes")
         path = os.path.join(self.root, *segments)
         assert path.startswith(self.root + os.sep), (key, path)
         return path

@@ -37,6 +37,9 @@ async def test_temp_files_are_invisible_and_reserved(tmp_path: Path) -> None:
         await store.put(f"d/{TMP_PREFIX}x", b"v")
     with pytest.raises(InvalidArgument):
         await store.get(f"{TMP_PREFIX}x/y")
+    with pytest.raises(InvalidArgument):
+        await store.put("d/" + "x" * 256, b"v")  # longer than a file name may be
+    await store.put("d/" + "x" * 255, b"v")
     await store.close()
 
 
