@@ -89,8 +89,9 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         # asyncio's loop dropped cancelled timers from the head of the heap before asking
         # the selector to wait, so the head is the next timer that will really fire.
         if self._scheduled:  # type: ignore[attr-defined]
-            when = self._scheduled[0].when()  # type: ignore[attr-defined]
-            self._virtual_now = max(self._virtual_now, when)
+            head = self._scheduled[0]  # type: ignore[attr-defined]
+            assert not head.cancelled(), "asyncio left a cancelled timer at the heap's head"
+            self._virtual_now = max(self._virtual_now, head.when())
 
     def _shuffle_ready(self) -> None:
         ready = self._ready  # type: ignore[attr-defined]
