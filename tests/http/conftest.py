@@ -70,6 +70,21 @@ async def server():
 
 
 @pytest.fixture
+async def make_server():
+    """Start servers with other settings (auth tokens...); all stopped at teardown."""
+    stops = []
+
+    async def make(**kw) -> Server:
+        srv, shutdown = await start_server(**kw)
+        stops.append(shutdown)
+        return srv
+
+    yield make
+    for stop in stops:
+        await stop()
+
+
+@pytest.fixture
 async def s2(server):
     async with server.sdk() as client:
         yield client
