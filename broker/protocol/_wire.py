@@ -17,6 +17,7 @@ from broker.protocol.exceptions import (
 )
 
 __all__ = [
+    "ARRAY_STRUCTS",
     "DEFAULT",
     "Message",
     "ZERO_UUID",
@@ -35,6 +36,9 @@ DEFAULT: Any = type("_Default", (), {"__repr__": lambda self: "DEFAULT"})()
 #: UUIDs are carried as 16 raw bytes; this is Kafka's "no id" value.
 ZERO_UUID = bytes(16)
 
+#: Precompiled structs for short arrays of fixed-width elements, by format code and length.
+ARRAY_STRUCTS = {code: tuple(struct.Struct(f">{n}{code}") for n in range(32))
+                 for code in "?bhiqHd"}
 U8 = struct.Struct(">B")
 I16 = struct.Struct(">h")
 I32 = struct.Struct(">i")

@@ -184,6 +184,9 @@ class ModuleEmitter:
         """Read a length into ``var``; -1 means null (flexible: stored as n+1)."""
         if flex:
             return [f"{ind}{var} = buf[pos]", f"{ind}if {var} < 128:", f"{ind}    pos += 1",
+                    f"{ind}elif buf[pos + 1] < 128:",
+                    f"{ind}    {var} = ({var} & 127) | (buf[pos + 1] << 7)",
+                    f"{ind}    pos += 2",
                     f"{ind}else:", f"{ind}    {var}, pos = _read_uvarint(buf, pos)",
                     f"{ind}{var} -= 1"]
         s = "_I32" if wide else "_I16"
@@ -336,7 +339,7 @@ class ModuleEmitter:
     def enc_field(self, f: Field, v: int, expr: str, out: str, ind: str) -> list[str]:
         flex = self.flexible(f, v)
         nullable = f.nullable_in(v)
-        lines = [f"{ind}v = {expr}"]
+        lines = [f"{ind}v = {expr}"] if expr != "v" else []
         inner = ind
         if nullable and (f.is_array or f.struct is not None or f.type in
                          ("string", "bytes", "records")):
@@ -357,7 +360,11 @@ class ModuleEmitter:
                 if child_parts:
                     lines.append(f"{inner}{out} = parts[-1]")
             elif f.elem in FIXED_FORMATS and f.elem != "uuid":
-                lines.append(f"{inner}{out} += _pack(f'>{{len(v)}}{FIXED_FORMATS[f.elem]}', *v)")
+                code = FIXED_FORMATS[f.elem]
+                lines += [f"{inner}if len(v) < 32:",
+                          f"{inner}    {out} += _ARRAY_STRUCTS[{code!r}][len(v)].pack(*v)",
+                          f"{inner}else:",
+                          f"{inner}    {out} += _pack(f'>{{len(v)}}{code}', *v)"]
             else:
                 lines.append(f"{inner}for e in v:")
                 lines += self.enc_value(f.elem, flex, "e", out, inner + "    ")
@@ -390,13 +397,17 @@ class ModuleEmitter:
                       f"{ind}parts.append(out)"]
         return lines
 
-    def non_default(self, f: Field) -> str:
+    def non_default(self, f: Field, expr: str = "v") -> str:
+        """An expression that is true when ``expr`` differs from the field's default."""
         d = self.default_expr(f, fresh=True)
         if d == "None":
-            return "v is not None"
+            return f"{expr} is not None"
         if f.is_array:
-            return "v"
-        return f"v != {d}"
+            return f"{expr}"
+        if f.struct is not None:
+            terms = [self.non_default(sub, f"{expr}.{sub.py}") for sub in f.struct.fields]
+            return "(" + " or ".join(terms + [f"{expr}.unknown_tags"]) + ")"
+        return f"{expr} != {d}"
 
     def enc_tagged(self, tagged: list[Field], v: int) -> list[str]:
         if not tagged:
@@ -437,7 +448,7 @@ class ModuleEmitter:
                "from struct import pack as _pack",
                "from struct import unpack_from as _unpack_from", "",
                "from broker.protocol._wire import (",
-               "    DEFAULT as _DEFAULT,", "    I16 as _I16,", "    I32 as _I32,",
+               "    ARRAY_STRUCTS as _ARRAY_STRUCTS,", "    DEFAULT as _DEFAULT,", "    I16 as _I16,", "    I32 as _I32,",
                "    NULL_I16 as _NULL_I16,", "    NULL_I32 as _NULL_I32,",
                "    ZERO_UUID as _ZERO_UUID,", "    Message as _Message,",
                "    raise_length as _raise_length,", "    raise_null as _raise_null,",

@@ -7,6 +7,7 @@ from struct import pack as _pack
 from struct import unpack_from as _unpack_from
 
 from broker.protocol._wire import (
+    ARRAY_STRUCTS as _ARRAY_STRUCTS,
     DEFAULT as _DEFAULT,
     I16 as _I16,
     I32 as _I32,
@@ -172,6 +173,9 @@ def _d_AddPartitionsToTxnTopic_3(buf: memoryview, pos: int) -> tuple[AddPartitio
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -186,6 +190,9 @@ def _d_AddPartitionsToTxnTopic_3(buf: memoryview, pos: int) -> tuple[AddPartitio
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -199,6 +206,9 @@ def _d_AddPartitionsToTxnTopic_3(buf: memoryview, pos: int) -> tuple[AddPartitio
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -223,6 +233,9 @@ def _d_AddPartitionsToTxnRequest_3(buf: memoryview, pos: int) -> tuple[AddPartit
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -239,6 +252,9 @@ def _d_AddPartitionsToTxnRequest_3(buf: memoryview, pos: int) -> tuple[AddPartit
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -254,6 +270,9 @@ def _d_AddPartitionsToTxnRequest_3(buf: memoryview, pos: int) -> tuple[AddPartit
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -278,6 +297,9 @@ def _d_AddPartitionsToTxnTransaction_4(buf: memoryview, pos: int) -> tuple[AddPa
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -294,6 +316,9 @@ def _d_AddPartitionsToTxnTransaction_4(buf: memoryview, pos: int) -> tuple[AddPa
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -309,6 +334,9 @@ def _d_AddPartitionsToTxnTransaction_4(buf: memoryview, pos: int) -> tuple[AddPa
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -333,6 +361,9 @@ def _d_AddPartitionsToTxnRequest_4(buf: memoryview, pos: int) -> tuple[AddPartit
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -348,6 +379,9 @@ def _d_AddPartitionsToTxnRequest_4(buf: memoryview, pos: int) -> tuple[AddPartit
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -374,7 +408,10 @@ def _e_AddPartitionsToTxnTopic_0(o: AddPartitionsToTxnTopic, out: bytearray) -> 
     out += b
     v = o.partitions
     out += _I32.pack(len(v))
-    out += _pack(f'>{len(v)}i', *v)
+    if len(v) < 32:
+        out += _ARRAY_STRUCTS['i'][len(v)].pack(*v)
+    else:
+        out += _pack(f'>{len(v)}i', *v)
 
 
 def _e_AddPartitionsToTxnRequest_0(o: AddPartitionsToTxnRequest, parts: list) -> None:
@@ -405,7 +442,10 @@ def _e_AddPartitionsToTxnTopic_3(o: AddPartitionsToTxnTopic, out: bytearray) -> 
         out.append(ln)
     else:
         _write_uvarint(out, ln)
-    out += _pack(f'>{len(v)}i', *v)
+    if len(v) < 32:
+        out += _ARRAY_STRUCTS['i'][len(v)].pack(*v)
+    else:
+        out += _pack(f'>{len(v)}i', *v)
     if o.unknown_tags:
         _write_tagged_fields(out, list(o.unknown_tags))
     else:

@@ -7,6 +7,7 @@ from struct import pack as _pack
 from struct import unpack_from as _unpack_from
 
 from broker.protocol._wire import (
+    ARRAY_STRUCTS as _ARRAY_STRUCTS,
     DEFAULT as _DEFAULT,
     I16 as _I16,
     I32 as _I32,
@@ -197,6 +198,9 @@ def _d_ApiVersion_3(buf: memoryview, pos: int) -> tuple[ApiVersion, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -221,6 +225,9 @@ def _d_SupportedFeatureKey_3(buf: memoryview, pos: int) -> tuple[SupportedFeatur
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -237,6 +244,9 @@ def _d_SupportedFeatureKey_3(buf: memoryview, pos: int) -> tuple[SupportedFeatur
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -261,6 +271,9 @@ def _d_FinalizedFeatureKey_3(buf: memoryview, pos: int) -> tuple[FinalizedFeatur
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -277,6 +290,9 @@ def _d_FinalizedFeatureKey_3(buf: memoryview, pos: int) -> tuple[FinalizedFeatur
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -303,6 +319,9 @@ def _d_ApiVersionsResponse_3(buf: memoryview, pos: int) -> tuple[ApiVersionsResp
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -320,6 +339,9 @@ def _d_ApiVersionsResponse_3(buf: memoryview, pos: int) -> tuple[ApiVersionsResp
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     f_supported_features = []
@@ -340,6 +362,9 @@ def _d_ApiVersionsResponse_3(buf: memoryview, pos: int) -> tuple[ApiVersionsResp
                 cnt = buf[pos]
                 if cnt < 128:
                     pos += 1
+                elif buf[pos + 1] < 128:
+                    cnt = (cnt & 127) | (buf[pos + 1] << 7)
+                    pos += 2
                 else:
                     cnt, pos = _read_uvarint(buf, pos)
                 cnt -= 1
@@ -363,6 +388,9 @@ def _d_ApiVersionsResponse_3(buf: memoryview, pos: int) -> tuple[ApiVersionsResp
                 cnt = buf[pos]
                 if cnt < 128:
                     pos += 1
+                elif buf[pos + 1] < 128:
+                    cnt = (cnt & 127) | (buf[pos + 1] << 7)
+                    pos += 2
                 else:
                     cnt, pos = _read_uvarint(buf, pos)
                 cnt -= 1
@@ -469,7 +497,6 @@ def _e_ApiVersionsResponse_3(o: ApiVersionsResponse, parts: list) -> None:
     v = o.supported_features
     if v:
         t = bytearray()
-        v = v
         ln = len(v) + 1
         if ln < 128:
             t.append(ln)
@@ -481,13 +508,11 @@ def _e_ApiVersionsResponse_3(o: ApiVersionsResponse, parts: list) -> None:
     v = o.finalized_features_epoch
     if v != -1:
         t = bytearray()
-        v = v
         t += _S_q.pack(v)
         tags.append((1, t))
     v = o.finalized_features
     if v:
         t = bytearray()
-        v = v
         ln = len(v) + 1
         if ln < 128:
             t.append(ln)
@@ -499,7 +524,6 @@ def _e_ApiVersionsResponse_3(o: ApiVersionsResponse, parts: list) -> None:
     v = o.zk_migration_ready
     if v != False:
         t = bytearray()
-        v = v
         t += _S_o.pack(v)
         tags.append((3, t))
     if o.unknown_tags:

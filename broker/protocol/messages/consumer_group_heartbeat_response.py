@@ -7,6 +7,7 @@ from struct import pack as _pack
 from struct import unpack_from as _unpack_from
 
 from broker.protocol._wire import (
+    ARRAY_STRUCTS as _ARRAY_STRUCTS,
     DEFAULT as _DEFAULT,
     I16 as _I16,
     I32 as _I32,
@@ -117,6 +118,9 @@ def _d_TopicPartitions_0(buf: memoryview, pos: int) -> tuple[TopicPartitions, in
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -130,6 +134,9 @@ def _d_TopicPartitions_0(buf: memoryview, pos: int) -> tuple[TopicPartitions, in
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -154,6 +161,9 @@ def _d_Assignment_0(buf: memoryview, pos: int) -> tuple[Assignment, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -169,6 +179,9 @@ def _d_Assignment_0(buf: memoryview, pos: int) -> tuple[Assignment, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -195,6 +208,9 @@ def _d_ConsumerGroupHeartbeatResponse_0(buf: memoryview, pos: int) -> tuple[Cons
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -211,6 +227,9 @@ def _d_ConsumerGroupHeartbeatResponse_0(buf: memoryview, pos: int) -> tuple[Cons
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -234,6 +253,9 @@ def _d_ConsumerGroupHeartbeatResponse_0(buf: memoryview, pos: int) -> tuple[Cons
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -261,7 +283,10 @@ def _e_TopicPartitions_0(o: TopicPartitions, out: bytearray) -> None:
         out.append(ln)
     else:
         _write_uvarint(out, ln)
-    out += _pack(f'>{len(v)}i', *v)
+    if len(v) < 32:
+        out += _ARRAY_STRUCTS['i'][len(v)].pack(*v)
+    else:
+        out += _pack(f'>{len(v)}i', *v)
     if o.unknown_tags:
         _write_tagged_fields(out, list(o.unknown_tags))
     else:

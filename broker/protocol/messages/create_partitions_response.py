@@ -7,6 +7,7 @@ from struct import pack as _pack
 from struct import unpack_from as _unpack_from
 
 from broker.protocol._wire import (
+    ARRAY_STRUCTS as _ARRAY_STRUCTS,
     DEFAULT as _DEFAULT,
     I16 as _I16,
     I32 as _I32,
@@ -132,6 +133,9 @@ def _d_CreatePartitionsTopicResult_2(buf: memoryview, pos: int) -> tuple[CreateP
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -148,6 +152,9 @@ def _d_CreatePartitionsTopicResult_2(buf: memoryview, pos: int) -> tuple[CreateP
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -164,6 +171,9 @@ def _d_CreatePartitionsTopicResult_2(buf: memoryview, pos: int) -> tuple[CreateP
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -190,6 +200,9 @@ def _d_CreatePartitionsResponse_2(buf: memoryview, pos: int) -> tuple[CreatePart
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -205,6 +218,9 @@ def _d_CreatePartitionsResponse_2(buf: memoryview, pos: int) -> tuple[CreatePart
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None

@@ -7,6 +7,7 @@ from struct import pack as _pack
 from struct import unpack_from as _unpack_from
 
 from broker.protocol._wire import (
+    ARRAY_STRUCTS as _ARRAY_STRUCTS,
     DEFAULT as _DEFAULT,
     I16 as _I16,
     I32 as _I32,
@@ -119,6 +120,9 @@ def _d_DescribableLogDirTopic_2(buf: memoryview, pos: int) -> tuple[DescribableL
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -133,6 +137,9 @@ def _d_DescribableLogDirTopic_2(buf: memoryview, pos: int) -> tuple[DescribableL
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -146,6 +153,9 @@ def _d_DescribableLogDirTopic_2(buf: memoryview, pos: int) -> tuple[DescribableL
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -170,6 +180,9 @@ def _d_DescribeLogDirsRequest_2(buf: memoryview, pos: int) -> tuple[DescribeLogD
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -187,6 +200,9 @@ def _d_DescribeLogDirsRequest_2(buf: memoryview, pos: int) -> tuple[DescribeLogD
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -213,7 +229,10 @@ def _e_DescribableLogDirTopic_1(o: DescribableLogDirTopic, out: bytearray) -> No
     out += b
     v = o.partitions
     out += _I32.pack(len(v))
-    out += _pack(f'>{len(v)}i', *v)
+    if len(v) < 32:
+        out += _ARRAY_STRUCTS['i'][len(v)].pack(*v)
+    else:
+        out += _pack(f'>{len(v)}i', *v)
 
 
 def _e_DescribeLogDirsRequest_1(o: DescribeLogDirsRequest, parts: list) -> None:
@@ -242,7 +261,10 @@ def _e_DescribableLogDirTopic_2(o: DescribableLogDirTopic, out: bytearray) -> No
         out.append(ln)
     else:
         _write_uvarint(out, ln)
-    out += _pack(f'>{len(v)}i', *v)
+    if len(v) < 32:
+        out += _ARRAY_STRUCTS['i'][len(v)].pack(*v)
+    else:
+        out += _pack(f'>{len(v)}i', *v)
     if o.unknown_tags:
         _write_tagged_fields(out, list(o.unknown_tags))
     else:

@@ -7,6 +7,7 @@ from struct import pack as _pack
 from struct import unpack_from as _unpack_from
 
 from broker.protocol._wire import (
+    ARRAY_STRUCTS as _ARRAY_STRUCTS,
     DEFAULT as _DEFAULT,
     I16 as _I16,
     I32 as _I32,
@@ -121,6 +122,9 @@ def _d_TopicData_0(buf: memoryview, pos: int) -> tuple[TopicData, int]:
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -135,6 +139,9 @@ def _d_TopicData_0(buf: memoryview, pos: int) -> tuple[TopicData, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -148,6 +155,9 @@ def _d_TopicData_0(buf: memoryview, pos: int) -> tuple[TopicData, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -174,6 +184,9 @@ def _d_TransactionState_0(buf: memoryview, pos: int) -> tuple[TransactionState, 
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -188,6 +201,9 @@ def _d_TransactionState_0(buf: memoryview, pos: int) -> tuple[TransactionState, 
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -204,6 +220,9 @@ def _d_TransactionState_0(buf: memoryview, pos: int) -> tuple[TransactionState, 
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -219,6 +238,9 @@ def _d_TransactionState_0(buf: memoryview, pos: int) -> tuple[TransactionState, 
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -245,6 +267,9 @@ def _d_DescribeTransactionsResponse_0(buf: memoryview, pos: int) -> tuple[Descri
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -260,6 +285,9 @@ def _d_DescribeTransactionsResponse_0(buf: memoryview, pos: int) -> tuple[Descri
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -294,7 +322,10 @@ def _e_TopicData_0(o: TopicData, out: bytearray) -> None:
         out.append(ln)
     else:
         _write_uvarint(out, ln)
-    out += _pack(f'>{len(v)}i', *v)
+    if len(v) < 32:
+        out += _ARRAY_STRUCTS['i'][len(v)].pack(*v)
+    else:
+        out += _pack(f'>{len(v)}i', *v)
     if o.unknown_tags:
         _write_tagged_fields(out, list(o.unknown_tags))
     else:

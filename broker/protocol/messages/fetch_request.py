@@ -7,6 +7,7 @@ from struct import pack as _pack
 from struct import unpack_from as _unpack_from
 
 from broker.protocol._wire import (
+    ARRAY_STRUCTS as _ARRAY_STRUCTS,
     DEFAULT as _DEFAULT,
     I16 as _I16,
     I32 as _I32,
@@ -462,6 +463,9 @@ def _d_FetchPartition_12(buf: memoryview, pos: int) -> tuple[FetchPartition, int
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -486,6 +490,9 @@ def _d_FetchTopic_12(buf: memoryview, pos: int) -> tuple[FetchTopic, int]:
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -500,6 +507,9 @@ def _d_FetchTopic_12(buf: memoryview, pos: int) -> tuple[FetchTopic, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -515,6 +525,9 @@ def _d_FetchTopic_12(buf: memoryview, pos: int) -> tuple[FetchTopic, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -539,6 +552,9 @@ def _d_ForgottenTopic_12(buf: memoryview, pos: int) -> tuple[ForgottenTopic, int
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -553,6 +569,9 @@ def _d_ForgottenTopic_12(buf: memoryview, pos: int) -> tuple[ForgottenTopic, int
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -566,6 +585,9 @@ def _d_ForgottenTopic_12(buf: memoryview, pos: int) -> tuple[ForgottenTopic, int
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -592,6 +614,9 @@ def _d_FetchRequest_12(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -607,6 +632,9 @@ def _d_FetchRequest_12(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -622,6 +650,9 @@ def _d_FetchRequest_12(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -636,6 +667,9 @@ def _d_FetchRequest_12(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     f_cluster_id = None
@@ -653,6 +687,9 @@ def _d_FetchRequest_12(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
                 ln = buf[pos]
                 if ln < 128:
                     pos += 1
+                elif buf[pos + 1] < 128:
+                    ln = (ln & 127) | (buf[pos + 1] << 7)
+                    pos += 2
                 else:
                     ln, pos = _read_uvarint(buf, pos)
                 ln -= 1
@@ -683,6 +720,9 @@ def _d_FetchTopic_13(buf: memoryview, pos: int) -> tuple[FetchTopic, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -698,6 +738,9 @@ def _d_FetchTopic_13(buf: memoryview, pos: int) -> tuple[FetchTopic, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -724,6 +767,9 @@ def _d_ForgottenTopic_13(buf: memoryview, pos: int) -> tuple[ForgottenTopic, int
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -737,6 +783,9 @@ def _d_ForgottenTopic_13(buf: memoryview, pos: int) -> tuple[ForgottenTopic, int
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -763,6 +812,9 @@ def _d_FetchRequest_13(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -778,6 +830,9 @@ def _d_FetchRequest_13(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -793,6 +848,9 @@ def _d_FetchRequest_13(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -807,6 +865,9 @@ def _d_FetchRequest_13(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     f_cluster_id = None
@@ -824,6 +885,9 @@ def _d_FetchRequest_13(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
                 ln = buf[pos]
                 if ln < 128:
                     pos += 1
+                elif buf[pos + 1] < 128:
+                    ln = (ln & 127) | (buf[pos + 1] << 7)
+                    pos += 2
                 else:
                     ln, pos = _read_uvarint(buf, pos)
                 ln -= 1
@@ -854,6 +918,9 @@ def _d_ReplicaState_15(buf: memoryview, pos: int) -> tuple[ReplicaState, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -880,6 +947,9 @@ def _d_FetchRequest_15(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -895,6 +965,9 @@ def _d_FetchRequest_15(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -910,6 +983,9 @@ def _d_FetchRequest_15(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -924,6 +1000,9 @@ def _d_FetchRequest_15(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     f_cluster_id = None
@@ -942,6 +1021,9 @@ def _d_FetchRequest_15(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
                 ln = buf[pos]
                 if ln < 128:
                     pos += 1
+                elif buf[pos + 1] < 128:
+                    ln = (ln & 127) | (buf[pos + 1] << 7)
+                    pos += 2
                 else:
                     ln, pos = _read_uvarint(buf, pos)
                 ln -= 1
@@ -976,6 +1058,9 @@ def _d_FetchPartition_17(buf: memoryview, pos: int) -> tuple[FetchPartition, int
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     f_replica_directory_id = _ZERO_UUID
@@ -1009,6 +1094,9 @@ def _d_FetchTopic_17(buf: memoryview, pos: int) -> tuple[FetchTopic, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -1024,6 +1112,9 @@ def _d_FetchTopic_17(buf: memoryview, pos: int) -> tuple[FetchTopic, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -1050,6 +1141,9 @@ def _d_FetchRequest_17(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -1065,6 +1159,9 @@ def _d_FetchRequest_17(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -1080,6 +1177,9 @@ def _d_FetchRequest_17(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -1094,6 +1194,9 @@ def _d_FetchRequest_17(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     f_cluster_id = None
@@ -1112,6 +1215,9 @@ def _d_FetchRequest_17(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
                 ln = buf[pos]
                 if ln < 128:
                     pos += 1
+                elif buf[pos + 1] < 128:
+                    ln = (ln & 127) | (buf[pos + 1] << 7)
+                    pos += 2
                 else:
                     ln, pos = _read_uvarint(buf, pos)
                 ln -= 1
@@ -1146,6 +1252,9 @@ def _d_FetchPartition_18(buf: memoryview, pos: int) -> tuple[FetchPartition, int
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     f_replica_directory_id = _ZERO_UUID
@@ -1185,6 +1294,9 @@ def _d_FetchTopic_18(buf: memoryview, pos: int) -> tuple[FetchTopic, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -1200,6 +1312,9 @@ def _d_FetchTopic_18(buf: memoryview, pos: int) -> tuple[FetchTopic, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -1226,6 +1341,9 @@ def _d_FetchRequest_18(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -1241,6 +1359,9 @@ def _d_FetchRequest_18(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -1256,6 +1377,9 @@ def _d_FetchRequest_18(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -1270,6 +1394,9 @@ def _d_FetchRequest_18(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     f_cluster_id = None
@@ -1288,6 +1415,9 @@ def _d_FetchRequest_18(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
                 ln = buf[pos]
                 if ln < 128:
                     pos += 1
+                elif buf[pos + 1] < 128:
+                    ln = (ln & 127) | (buf[pos + 1] << 7)
+                    pos += 2
                 else:
                     ln, pos = _read_uvarint(buf, pos)
                 ln -= 1
@@ -1370,7 +1500,10 @@ def _e_ForgottenTopic_7(o: ForgottenTopic, out: bytearray) -> None:
     out += b
     v = o.partitions
     out += _I32.pack(len(v))
-    out += _pack(f'>{len(v)}i', *v)
+    if len(v) < 32:
+        out += _ARRAY_STRUCTS['i'][len(v)].pack(*v)
+    else:
+        out += _pack(f'>{len(v)}i', *v)
 
 
 def _e_FetchRequest_7(o: FetchRequest, parts: list) -> None:
@@ -1477,7 +1610,10 @@ def _e_ForgottenTopic_12(o: ForgottenTopic, out: bytearray) -> None:
         out.append(ln)
     else:
         _write_uvarint(out, ln)
-    out += _pack(f'>{len(v)}i', *v)
+    if len(v) < 32:
+        out += _ARRAY_STRUCTS['i'][len(v)].pack(*v)
+    else:
+        out += _pack(f'>{len(v)}i', *v)
     if o.unknown_tags:
         _write_tagged_fields(out, list(o.unknown_tags))
     else:
@@ -1515,7 +1651,6 @@ def _e_FetchRequest_12(o: FetchRequest, parts: list) -> None:
     v = o.cluster_id
     if v is not None:
         t = bytearray()
-        v = v
         if v is None:
             t.append(0)
         else:
@@ -1559,7 +1694,10 @@ def _e_ForgottenTopic_13(o: ForgottenTopic, out: bytearray) -> None:
         out.append(ln)
     else:
         _write_uvarint(out, ln)
-    out += _pack(f'>{len(v)}i', *v)
+    if len(v) < 32:
+        out += _ARRAY_STRUCTS['i'][len(v)].pack(*v)
+    else:
+        out += _pack(f'>{len(v)}i', *v)
     if o.unknown_tags:
         _write_tagged_fields(out, list(o.unknown_tags))
     else:
@@ -1597,7 +1735,6 @@ def _e_FetchRequest_13(o: FetchRequest, parts: list) -> None:
     v = o.cluster_id
     if v is not None:
         t = bytearray()
-        v = v
         if v is None:
             t.append(0)
         else:
@@ -1656,7 +1793,6 @@ def _e_FetchRequest_15(o: FetchRequest, parts: list) -> None:
     v = o.cluster_id
     if v is not None:
         t = bytearray()
-        v = v
         if v is None:
             t.append(0)
         else:
@@ -1669,9 +1805,8 @@ def _e_FetchRequest_15(o: FetchRequest, parts: list) -> None:
             t += b
         tags.append((0, t))
     v = o.replica_state
-    if v != ReplicaState():
+    if (v.replica_id != -1 or v.replica_epoch != -1 or v.unknown_tags):
         t = bytearray()
-        v = v
         _e_ReplicaState_15(v, t)
         tags.append((1, t))
     if o.unknown_tags:
@@ -1688,7 +1823,6 @@ def _e_FetchPartition_17(o: FetchPartition, out: bytearray) -> None:
     v = o.replica_directory_id
     if v != _ZERO_UUID:
         t = bytearray()
-        v = v
         t += _S_u.pack(v)
         tags.append((0, t))
     if o.unknown_tags:
@@ -1746,7 +1880,6 @@ def _e_FetchRequest_17(o: FetchRequest, parts: list) -> None:
     v = o.cluster_id
     if v is not None:
         t = bytearray()
-        v = v
         if v is None:
             t.append(0)
         else:
@@ -1759,9 +1892,8 @@ def _e_FetchRequest_17(o: FetchRequest, parts: list) -> None:
             t += b
         tags.append((0, t))
     v = o.replica_state
-    if v != ReplicaState():
+    if (v.replica_id != -1 or v.replica_epoch != -1 or v.unknown_tags):
         t = bytearray()
-        v = v
         _e_ReplicaState_15(v, t)
         tags.append((1, t))
     if o.unknown_tags:
@@ -1778,13 +1910,11 @@ def _e_FetchPartition_18(o: FetchPartition, out: bytearray) -> None:
     v = o.replica_directory_id
     if v != _ZERO_UUID:
         t = bytearray()
-        v = v
         t += _S_u.pack(v)
         tags.append((0, t))
     v = o.high_watermark
     if v != 9223372036854775807:
         t = bytearray()
-        v = v
         t += _S_q.pack(v)
         tags.append((1, t))
     if o.unknown_tags:
@@ -1842,7 +1972,6 @@ def _e_FetchRequest_18(o: FetchRequest, parts: list) -> None:
     v = o.cluster_id
     if v is not None:
         t = bytearray()
-        v = v
         if v is None:
             t.append(0)
         else:
@@ -1855,9 +1984,8 @@ def _e_FetchRequest_18(o: FetchRequest, parts: list) -> None:
             t += b
         tags.append((0, t))
     v = o.replica_state
-    if v != ReplicaState():
+    if (v.replica_id != -1 or v.replica_epoch != -1 or v.unknown_tags):
         t = bytearray()
-        v = v
         _e_ReplicaState_15(v, t)
         tags.append((1, t))
     if o.unknown_tags:

@@ -7,6 +7,7 @@ from struct import pack as _pack
 from struct import unpack_from as _unpack_from
 
 from broker.protocol._wire import (
+    ARRAY_STRUCTS as _ARRAY_STRUCTS,
     DEFAULT as _DEFAULT,
     I16 as _I16,
     I32 as _I32,
@@ -281,6 +282,9 @@ def _d_JoinGroupRequestProtocol_6(buf: memoryview, pos: int) -> tuple[JoinGroupR
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -295,6 +299,9 @@ def _d_JoinGroupRequestProtocol_6(buf: memoryview, pos: int) -> tuple[JoinGroupR
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -309,6 +316,9 @@ def _d_JoinGroupRequestProtocol_6(buf: memoryview, pos: int) -> tuple[JoinGroupR
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -333,6 +343,9 @@ def _d_JoinGroupRequest_6(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, 
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -349,6 +362,9 @@ def _d_JoinGroupRequest_6(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, 
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -363,6 +379,9 @@ def _d_JoinGroupRequest_6(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, 
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -379,6 +398,9 @@ def _d_JoinGroupRequest_6(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, 
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -393,6 +415,9 @@ def _d_JoinGroupRequest_6(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, 
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -408,6 +433,9 @@ def _d_JoinGroupRequest_6(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, 
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -432,6 +460,9 @@ def _d_JoinGroupRequest_8(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, 
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -448,6 +479,9 @@ def _d_JoinGroupRequest_8(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, 
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -462,6 +496,9 @@ def _d_JoinGroupRequest_8(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, 
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -478,6 +515,9 @@ def _d_JoinGroupRequest_8(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, 
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -492,6 +532,9 @@ def _d_JoinGroupRequest_8(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, 
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -507,6 +550,9 @@ def _d_JoinGroupRequest_8(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, 
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -523,6 +569,9 @@ def _d_JoinGroupRequest_8(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, 
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None

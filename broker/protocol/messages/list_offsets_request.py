@@ -7,6 +7,7 @@ from struct import pack as _pack
 from struct import unpack_from as _unpack_from
 
 from broker.protocol._wire import (
+    ARRAY_STRUCTS as _ARRAY_STRUCTS,
     DEFAULT as _DEFAULT,
     I16 as _I16,
     I32 as _I32,
@@ -238,6 +239,9 @@ def _d_ListOffsetsPartition_6(buf: memoryview, pos: int) -> tuple[ListOffsetsPar
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -262,6 +266,9 @@ def _d_ListOffsetsTopic_6(buf: memoryview, pos: int) -> tuple[ListOffsetsTopic, 
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -276,6 +283,9 @@ def _d_ListOffsetsTopic_6(buf: memoryview, pos: int) -> tuple[ListOffsetsTopic, 
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -291,6 +301,9 @@ def _d_ListOffsetsTopic_6(buf: memoryview, pos: int) -> tuple[ListOffsetsTopic, 
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -317,6 +330,9 @@ def _d_ListOffsetsRequest_6(buf: memoryview, pos: int) -> tuple[ListOffsetsReque
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -332,6 +348,9 @@ def _d_ListOffsetsRequest_6(buf: memoryview, pos: int) -> tuple[ListOffsetsReque
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -358,6 +377,9 @@ def _d_ListOffsetsRequest_10(buf: memoryview, pos: int) -> tuple[ListOffsetsRequ
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -375,6 +397,9 @@ def _d_ListOffsetsRequest_10(buf: memoryview, pos: int) -> tuple[ListOffsetsRequ
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None

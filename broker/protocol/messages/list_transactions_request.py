@@ -7,6 +7,7 @@ from struct import pack as _pack
 from struct import unpack_from as _unpack_from
 
 from broker.protocol._wire import (
+    ARRAY_STRUCTS as _ARRAY_STRUCTS,
     DEFAULT as _DEFAULT,
     I16 as _I16,
     I32 as _I32,
@@ -67,6 +68,9 @@ def _d_ListTransactionsRequest_0(buf: memoryview, pos: int) -> tuple[ListTransac
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -80,6 +84,9 @@ def _d_ListTransactionsRequest_0(buf: memoryview, pos: int) -> tuple[ListTransac
             ln = buf[pos]
             if ln < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                ln = (ln & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 ln, pos = _read_uvarint(buf, pos)
             ln -= 1
@@ -95,6 +102,9 @@ def _d_ListTransactionsRequest_0(buf: memoryview, pos: int) -> tuple[ListTransac
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -108,6 +118,9 @@ def _d_ListTransactionsRequest_0(buf: memoryview, pos: int) -> tuple[ListTransac
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -132,6 +145,9 @@ def _d_ListTransactionsRequest_1(buf: memoryview, pos: int) -> tuple[ListTransac
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -145,6 +161,9 @@ def _d_ListTransactionsRequest_1(buf: memoryview, pos: int) -> tuple[ListTransac
             ln = buf[pos]
             if ln < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                ln = (ln & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 ln, pos = _read_uvarint(buf, pos)
             ln -= 1
@@ -160,6 +179,9 @@ def _d_ListTransactionsRequest_1(buf: memoryview, pos: int) -> tuple[ListTransac
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -175,6 +197,9 @@ def _d_ListTransactionsRequest_1(buf: memoryview, pos: int) -> tuple[ListTransac
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -199,6 +224,9 @@ def _d_ListTransactionsRequest_2(buf: memoryview, pos: int) -> tuple[ListTransac
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -212,6 +240,9 @@ def _d_ListTransactionsRequest_2(buf: memoryview, pos: int) -> tuple[ListTransac
             ln = buf[pos]
             if ln < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                ln = (ln & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 ln, pos = _read_uvarint(buf, pos)
             ln -= 1
@@ -227,6 +258,9 @@ def _d_ListTransactionsRequest_2(buf: memoryview, pos: int) -> tuple[ListTransac
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -242,6 +276,9 @@ def _d_ListTransactionsRequest_2(buf: memoryview, pos: int) -> tuple[ListTransac
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -258,6 +295,9 @@ def _d_ListTransactionsRequest_2(buf: memoryview, pos: int) -> tuple[ListTransac
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -299,7 +339,10 @@ def _e_ListTransactionsRequest_0(o: ListTransactionsRequest, parts: list) -> Non
         out.append(ln)
     else:
         _write_uvarint(out, ln)
-    out += _pack(f'>{len(v)}q', *v)
+    if len(v) < 32:
+        out += _ARRAY_STRUCTS['q'][len(v)].pack(*v)
+    else:
+        out += _pack(f'>{len(v)}q', *v)
     if o.unknown_tags:
         _write_tagged_fields(out, list(o.unknown_tags))
     else:
@@ -328,7 +371,10 @@ def _e_ListTransactionsRequest_1(o: ListTransactionsRequest, parts: list) -> Non
         out.append(ln)
     else:
         _write_uvarint(out, ln)
-    out += _pack(f'>{len(v)}q', *v)
+    if len(v) < 32:
+        out += _ARRAY_STRUCTS['q'][len(v)].pack(*v)
+    else:
+        out += _pack(f'>{len(v)}q', *v)
     out += _S_q.pack(o.duration_filter)
     if o.unknown_tags:
         _write_tagged_fields(out, list(o.unknown_tags))
@@ -358,7 +404,10 @@ def _e_ListTransactionsRequest_2(o: ListTransactionsRequest, parts: list) -> Non
         out.append(ln)
     else:
         _write_uvarint(out, ln)
-    out += _pack(f'>{len(v)}q', *v)
+    if len(v) < 32:
+        out += _ARRAY_STRUCTS['q'][len(v)].pack(*v)
+    else:
+        out += _pack(f'>{len(v)}q', *v)
     out += _S_q.pack(o.duration_filter)
     v = o.transactional_id_pattern
     if v is None:

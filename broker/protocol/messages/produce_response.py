@@ -7,6 +7,7 @@ from struct import pack as _pack
 from struct import unpack_from as _unpack_from
 
 from broker.protocol._wire import (
+    ARRAY_STRUCTS as _ARRAY_STRUCTS,
     DEFAULT as _DEFAULT,
     I16 as _I16,
     I32 as _I32,
@@ -460,6 +461,9 @@ def _d_BatchIndexAndErrorMessage_9(buf: memoryview, pos: int) -> tuple[BatchInde
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -476,6 +480,9 @@ def _d_BatchIndexAndErrorMessage_9(buf: memoryview, pos: int) -> tuple[BatchInde
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -502,6 +509,9 @@ def _d_PartitionProduceResponse_9(buf: memoryview, pos: int) -> tuple[PartitionP
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -517,6 +527,9 @@ def _d_PartitionProduceResponse_9(buf: memoryview, pos: int) -> tuple[PartitionP
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -533,6 +546,9 @@ def _d_PartitionProduceResponse_9(buf: memoryview, pos: int) -> tuple[PartitionP
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -557,6 +573,9 @@ def _d_TopicProduceResponse_9(buf: memoryview, pos: int) -> tuple[TopicProduceRe
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -571,6 +590,9 @@ def _d_TopicProduceResponse_9(buf: memoryview, pos: int) -> tuple[TopicProduceRe
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -586,6 +608,9 @@ def _d_TopicProduceResponse_9(buf: memoryview, pos: int) -> tuple[TopicProduceRe
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -610,6 +635,9 @@ def _d_ProduceResponse_9(buf: memoryview, pos: int) -> tuple[ProduceResponse, in
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -627,6 +655,9 @@ def _d_ProduceResponse_9(buf: memoryview, pos: int) -> tuple[ProduceResponse, in
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -653,6 +684,9 @@ def _d_LeaderIdAndEpoch_10(buf: memoryview, pos: int) -> tuple[LeaderIdAndEpoch,
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -679,6 +713,9 @@ def _d_PartitionProduceResponse_10(buf: memoryview, pos: int) -> tuple[Partition
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -694,6 +731,9 @@ def _d_PartitionProduceResponse_10(buf: memoryview, pos: int) -> tuple[Partition
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -710,6 +750,9 @@ def _d_PartitionProduceResponse_10(buf: memoryview, pos: int) -> tuple[Partition
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     f_current_leader = LeaderIdAndEpoch()
@@ -740,6 +783,9 @@ def _d_TopicProduceResponse_10(buf: memoryview, pos: int) -> tuple[TopicProduceR
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -754,6 +800,9 @@ def _d_TopicProduceResponse_10(buf: memoryview, pos: int) -> tuple[TopicProduceR
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -769,6 +818,9 @@ def _d_TopicProduceResponse_10(buf: memoryview, pos: int) -> tuple[TopicProduceR
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -795,6 +847,9 @@ def _d_NodeEndpoint_10(buf: memoryview, pos: int) -> tuple[NodeEndpoint, int]:
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -811,6 +866,9 @@ def _d_NodeEndpoint_10(buf: memoryview, pos: int) -> tuple[NodeEndpoint, int]:
     ln = buf[pos]
     if ln < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        ln = (ln & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         ln, pos = _read_uvarint(buf, pos)
     ln -= 1
@@ -827,6 +885,9 @@ def _d_NodeEndpoint_10(buf: memoryview, pos: int) -> tuple[NodeEndpoint, int]:
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -851,6 +912,9 @@ def _d_ProduceResponse_10(buf: memoryview, pos: int) -> tuple[ProduceResponse, i
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -868,6 +932,9 @@ def _d_ProduceResponse_10(buf: memoryview, pos: int) -> tuple[ProduceResponse, i
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     f_node_endpoints = []
@@ -885,6 +952,9 @@ def _d_ProduceResponse_10(buf: memoryview, pos: int) -> tuple[ProduceResponse, i
                 cnt = buf[pos]
                 if cnt < 128:
                     pos += 1
+                elif buf[pos + 1] < 128:
+                    cnt = (cnt & 127) | (buf[pos + 1] << 7)
+                    pos += 2
                 else:
                     cnt, pos = _read_uvarint(buf, pos)
                 cnt -= 1
@@ -914,6 +984,9 @@ def _d_TopicProduceResponse_13(buf: memoryview, pos: int) -> tuple[TopicProduceR
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -929,6 +1002,9 @@ def _d_TopicProduceResponse_13(buf: memoryview, pos: int) -> tuple[TopicProduceR
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     unk = None
@@ -953,6 +1029,9 @@ def _d_ProduceResponse_13(buf: memoryview, pos: int) -> tuple[ProduceResponse, i
     cnt = buf[pos]
     if cnt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        cnt = (cnt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         cnt, pos = _read_uvarint(buf, pos)
     cnt -= 1
@@ -970,6 +1049,9 @@ def _d_ProduceResponse_13(buf: memoryview, pos: int) -> tuple[ProduceResponse, i
     nt = buf[pos]
     if nt < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        nt = (nt & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         nt, pos = _read_uvarint(buf, pos)
     f_node_endpoints = []
@@ -987,6 +1069,9 @@ def _d_ProduceResponse_13(buf: memoryview, pos: int) -> tuple[ProduceResponse, i
                 cnt = buf[pos]
                 if cnt < 128:
                     pos += 1
+                elif buf[pos + 1] < 128:
+                    cnt = (cnt & 127) | (buf[pos + 1] << 7)
+                    pos += 2
                 else:
                     cnt, pos = _read_uvarint(buf, pos)
                 cnt -= 1
@@ -1252,9 +1337,8 @@ def _e_PartitionProduceResponse_10(o: PartitionProduceResponse, out: bytearray) 
         out += b
     tags = []
     v = o.current_leader
-    if v != LeaderIdAndEpoch():
+    if (v.leader_id != -1 or v.leader_epoch != -1 or v.unknown_tags):
         t = bytearray()
-        v = v
         _e_LeaderIdAndEpoch_10(v, t)
         tags.append((0, t))
     if o.unknown_tags:
@@ -1331,7 +1415,6 @@ def _e_ProduceResponse_10(o: ProduceResponse, parts: list) -> None:
     v = o.node_endpoints
     if v:
         t = bytearray()
-        v = v
         ln = len(v) + 1
         if ln < 128:
             t.append(ln)
@@ -1379,7 +1462,6 @@ def _e_ProduceResponse_13(o: ProduceResponse, parts: list) -> None:
     v = o.node_endpoints
     if v:
         t = bytearray()
-        v = v
         ln = len(v) + 1
         if ln < 128:
             t.append(ln)
