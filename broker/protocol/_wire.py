@@ -72,23 +72,31 @@ class Message:
 
 
 def read_uvarint(buf: memoryview, pos: int) -> tuple[int, int]:
-    """Read an unsigned varint of at most 5 bytes (32 bits) at ``pos``."""
-    result = 0
-    shift = 0
-    n = len(buf)
-    while True:
-        if pos >= n:
-            raise TruncatedError("varint runs past the end of the frame")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            if result > 0xFFFFFFFF:
-                raise InvalidVarintError("unsigned varint exceeds 32 bits")
-            return result, pos
-        shift += 7
-        if shift >= 35:
-            raise InvalidVarintError("unsigned varint longer than 5 bytes")
+    """Read an unsigned varint of at most 5 bytes (32 bits) at ``pos``.
+
+    Unrolled for speed; running off the end raises IndexError, which the frame decoder
+    reports as TruncatedError.
+    """
+    b = buf[pos]
+    if b < 0x80:
+        return b, pos + 1
+    result = b & 0x7F
+    b = buf[pos + 1]
+    if b < 0x80:
+        return result | (b << 7), pos + 2
+    result |= (b & 0x7F) << 7
+    b = buf[pos + 2]
+    if b < 0x80:
+        return result | (b << 14), pos + 3
+    result |= (b & 0x7F) << 14
+    b = buf[pos + 3]
+    if b < 0x80:
+        return result | (b << 21), pos + 4
+    result |= (b & 0x7F) << 21
+    b = buf[pos + 4]
+    if b > 0x0F:
+        raise InvalidVarintError("unsigned varint longer than 5 bytes or above 32 bits")
+    return result | (b << 28), pos + 5
 
 
 def write_uvarint(out: bytearray, value: int) -> None:
