@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from broker.protocol import decode_request, encode_request, encode_response  # noqa: E402
-from broker.protocol.messages import _index  # noqa: E402
-from broker.protocol.messages import fetch_response as fr  # noqa: E402
-from broker.protocol.messages import metadata_response as md  # noqa: E402
-from broker.protocol.messages import produce_request as pq  # noqa: E402
-from broker.protocol.records import Record, build_batch  # noqa: E402
+from broker.protocol import decode_request, encode_request, encode_response
+from broker.protocol.messages import _index
+from broker.protocol.messages import fetch_response as fr
+from broker.protocol.messages import metadata_response as md
+from broker.protocol.messages import produce_request as pq
+from broker.protocol.records import Record, build_batch
 
 TARGETS_US = {"decode Produce v9, 1 x 1 MiB batch": 5.0,
               "encode Fetch v12 response, 100 x 64 KiB": 150.0,
@@ -104,7 +104,7 @@ def main() -> None:
             ro = memoryview(bytes(frame))  # kio refuses writable buffers
 
             def kio_decode(view: memoryview = ro) -> object:
-                header, n = kio["header"](view, 0)
+                _header, n = kio["header"](view, 0)
                 return kio["produce9"](view, n)
             theirs = median_us(kio_decode, args.repeat)
         rows.append((label, ours, theirs))

@@ -19,15 +19,15 @@ from broker.protocol.exceptions import (
 __all__ = [
     "ARRAY_STRUCTS",
     "DEFAULT",
-    "Message",
     "ZERO_UUID",
-    "read_uvarint",
-    "write_uvarint",
-    "write_tagged_fields",
-    "raise_truncated",
+    "Message",
     "raise_length",
-    "raise_tag_size",
     "raise_null",
+    "raise_tag_size",
+    "raise_truncated",
+    "read_uvarint",
+    "write_tagged_fields",
+    "write_uvarint",
 ]
 
 #: Placeholder default for mutable fields (lists, structs); each instance gets a fresh value.

@@ -19,6 +19,7 @@ _XERIAL_HEADER = struct.Struct(">8sii")
 _XERIAL_BLOCK = 32 * 1024
 _I32 = struct.Struct(">i")
 _FIRST_GUESS = 64 * 1024
+_CRAMJAM_ERRORS = (cramjam.DecompressionError, OSError, ValueError)
 
 
 class Compression(IntEnum):
@@ -74,7 +75,7 @@ def _bounded(module: object, data: bytes, max_size: int) -> memoryview:
         out = bytearray(size)
         try:
             n = module.decompress_into(data, out)  # type: ignore[attr-defined]
-        except Exception as exc:  # cramjam raises its own DecompressionError / OSError
+        except _CRAMJAM_ERRORS as exc:
             if "failed to write whole buffer" not in str(exc):
                 raise CorruptRecordBatchError(f"cannot decompress batch: {exc}") from None
             if size > max_size:
@@ -90,13 +91,13 @@ def _bounded(module: object, data: bytes, max_size: int) -> memoryview:
 def _snappy_raw(block: bytes, budget: int) -> bytes:
     try:
         n = cramjam.snappy.decompress_raw_len(block)
-    except Exception as exc:
+    except _CRAMJAM_ERRORS as exc:
         raise CorruptRecordBatchError(f"bad snappy block: {exc}") from None
     if n > budget:
         raise DecompressionLimitError("snappy batch expands past the cap")
     try:
         return bytes(cramjam.snappy.decompress_raw(block))
-    except Exception as exc:
+    except _CRAMJAM_ERRORS as exc:
         raise CorruptRecordBatchError(f"bad snappy block: {exc}") from None
 
 

@@ -164,7 +164,7 @@ def run_one(fn: Callable[[], None]) -> tuple[bool, str]:
         fn()
     except DecodeError:
         return True, ""
-    except Exception as exc:  # the bug class the fuzzer exists to find
+    except Exception as exc:  # noqa: BLE001 - any other exception is the bug we hunt
         return False, f"{type(exc).__name__}: {exc}"
     return True, ""
 
@@ -183,12 +183,12 @@ def fuzz(count: int, seed: int, report: Callable[[str], None] = print) -> int:
             data = mutate(rng.choice(batches), rng, batches)
             if rng.random() < 0.7:
                 data = fix_batch(data)
-            ok, msg = run_one(lambda: check_batch(data))
+            ok, msg = run_one(lambda data=data: check_batch(data))
             what = f"batch {data.hex()}"
         else:
             kind, api_key, version, frame = rng.choice(corpus)
             data = mutate(frame, rng, frames)
-            ok, msg = run_one(lambda: check_frame(kind, api_key, version, data))
+            ok, msg = run_one(lambda k=kind, a=api_key, v=version, d=data: check_frame(k, a, v, d))
             what = f"{kind} api={api_key} v={version} {data.hex()}"
         if time.perf_counter() - t0 > SLOW_SECONDS:
             slow += 1

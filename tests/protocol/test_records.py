@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import cramjam
 import pytest
@@ -129,7 +130,7 @@ def test_split_batches_and_partial_tail() -> None:
     lambda b: struct.pack_into(">i", b, 8, 10_000),         # runs past the blob
     lambda b: struct.pack_into(">h", b, 21, 7),             # unknown codec
 ])
-def test_header_validation(bad) -> None:  # noqa: ANN001
+def test_header_validation(bad: Callable[[bytearray], None]) -> None:
     batch = build_batch(_records([(None, b"v", [])]))
     bad(batch)
     with pytest.raises(CorruptRecordBatchError):

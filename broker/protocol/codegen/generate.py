@@ -42,8 +42,8 @@ def spec_names() -> list[str]:
 
 def render_index(messages: list[Message]) -> str:
     lines = [HEADER.format(spec="the spec files listed below"), "# ruff: noqa",
-             '"""Index of generated message modules: (api_key, api name, request module, response'
-             ' module)."""', "", "from __future__ import annotations", ""]
+             '"""Index of generated modules: (api_key, api name, request, response module)."""',
+             "", "from __future__ import annotations", ""]
     mods = sorted(module_name(m.name) for m in messages)
     for mod in mods:
         lines.append(f"from broker.protocol.messages import {mod}")
@@ -72,7 +72,8 @@ def generate(specs: Path) -> dict[str, str]:
         lo = OLDEST_DECODABLE.get(name, msg.valid[0])
         files[f"{module_name(name)}.py"] = render_module(msg, (lo, msg.valid[1]))
     files["_index.py"] = render_index(messages)
-    files["__init__.py"] = (HEADER.format(spec="the Kafka message specs") + "\n"
-                            '"""Generated Kafka message classes and codecs; see '
-                            'broker.protocol.codegen."""\n')
+    files["__init__.py"] = (
+        HEADER.format(spec="the Kafka message specs")
+        + '\n"""Generated Kafka message classes and codecs; see broker.protocol.codegen."""\n'
+    )
     return files

@@ -163,7 +163,7 @@ def load_message(path: Path) -> Message:
 
     def build_field(raw: dict) -> Field:
         ftype = raw["type"]
-        elem = ftype[2:] if ftype.startswith("[]") else ftype
+        elem = ftype.removeprefix("[]")
         fl = raw.get("flexibleVersions")
         f = Field(
             name=raw["name"],

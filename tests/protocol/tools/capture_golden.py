@@ -103,7 +103,7 @@ class FakeBroker:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
-        except Exception as exc:  # keep capturing other connections
+        except Exception as exc:  # noqa: BLE001 - report and keep capturing other clients
             print(f"[{self.client}] {type(exc).__name__}: {exc}", file=sys.stderr)
         finally:
             writer.close()
