@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -28,6 +29,10 @@ def hypercorn_config(host: str, port: int, sock: socket.socket | None = None) ->
     config.keep_alive_timeout = 90  # the SDK keeps idle connections for 90 s
     config.graceful_timeout = 5
     config.h2_max_concurrent_streams = 1000
+    # Hypercorn drops a connection after this many requests, and drops it abruptly: the
+    # request that crossed the limit gets no answer (s2-sdk then times out). The SDK keeps
+    # one connection for everything, so never recycle.
+    config.keep_alive_max_requests = sys.maxsize
     config.h11_max_incomplete_size = 64 * 1024
     return config
 
