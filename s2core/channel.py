@@ -192,10 +192,10 @@ class Channel:
 
     # ---------------------------------------------------------------- append
 
-    async def append(self, st: StreamState, records: list, commands: list,
+    async def append(self, uid: bytes, name: str, records: list, commands: list,
                      match_seq_num: int | None, fencing_token: str | None,
                      timestamps: list[int]) -> AppendAck:
-        """Sequence and durably append `records` (already validated) to `st`."""
+        """Sequence and durably append `records` (already validated) to stream `uid`."""
         if self.failed:
             raise self.failed
         if self._closing:
@@ -203,10 +203,13 @@ class Channel:
         size = sum(encoded_size(r.headers, r.body) + 64 for r in records)
         if self.mem_bytes + size > self.config.memory_bound_bytes:
             await self._wait_for_memory(size)
-        if st.deleted:
-            raise StreamNotFound(f"stream {st.name!r} was deleted")
+        # Look the state up only now, and sequence without awaiting: an idle state may be
+        # evicted (and later reloaded as a new object) while an append waits above.
+        st = await self.state(uid)
+        if st is None or st.deleted:
+            raise StreamNotFound(f"stream {name!r} was deleted")
         if st.sealed:
-            raise Sealed(f"stream {st.name!r} is sealed for a move; retry")
+            raise Sealed(f"stream {name!r} is sealed for a move; retry")
         if fencing_token is not None and fencing_token != st.token:
             raise FencingTokenMismatch(fencing_token, st.token)
         if match_seq_num is not None and match_seq_num != st.next_seq:
@@ -349,9 +352,10 @@ class Channel:
             raise self.failed
         return st.tail
 
-    async def wait_for_records(self, st: StreamState, after_seq: int, timeout: float) -> bool:
+    async def wait_for_records(self, uid: bytes, after_seq: int, timeout: float) -> bool:
         """Wait until the durable tail passes `after_seq`; False on timeout."""
-        if st.durable_seq > after_seq or st.deleted:
+        st = await self.state(uid)  # the live state object (an idle one may be reloaded)
+        if st is None or st.durable_seq > after_seq or st.deleted:
             return True
         fut = asyncio.get_running_loop().create_future()
         if st.waiters is None:

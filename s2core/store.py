@@ -302,11 +302,15 @@ class StreamStore:
         self._bg.add(t)
         t.add_done_callback(self._bg.discard)
 
-    async def _state(self, h: _Handle) -> tuple[Channel, StreamState]:
+    def _channel(self, h: _Handle) -> Channel:
         link = h.chain[-1]
         ch = self.channels.get(link["channel"])
         if ch is None:
             raise Unavailable(f"channel {link['channel']!r} is not served by this process")
+        return ch
+
+    async def _state(self, h: _Handle) -> tuple[Channel, StreamState]:
+        ch = self._channel(h)
         st = await ch.state(h.uid)
         if st is None:
             raise StreamNotFound("stream was deleted")
@@ -346,9 +350,10 @@ class StreamStore:
             h = await self._handle(basin, name, create=True)
         if h.chain[-1]["sealed_at"] is not None:
             raise Sealed(f"stream {name!r} is sealed; retry")
-        ch, st = await self._state(h)
+        ch = self._channel(h)
         timestamps = self._timestamps(h.config, records)
-        return await ch.append(st, records, commands, match_seq_num, fencing_token, timestamps)
+        return await ch.append(h.uid, name, records, commands, match_seq_num, fencing_token,
+                               timestamps)
 
     def _timestamps(self, cfg: StreamConfig, records: list[AppendRecord]) -> list[int]:
         now = self.clock.now_ms()
@@ -518,10 +523,10 @@ class StreamStore:
                 if left <= 0:
                     return
                 timeout = min(timeout, left)
-            if not await ch.wait_for_records(st, seq, timeout):
-                if st.deleted:
-                    raise StreamNotFound("stream was deleted")
-                yield ReadBatch([], st.tail)
+            if not await ch.wait_for_records(h.uid, seq, timeout):
+                yield ReadBatch([], (await ch.state(h.uid) or st).tail)
+            elif st.deleted or await ch.state(h.uid) is None:
+                raise StreamNotFound("stream was deleted")
 
     # ------------------------------------------------------------ streamlets
 

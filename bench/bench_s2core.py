@@ -1,0 +1,139 @@
+"""s2core append benchmark on the local-directory chunk store (3 replica dirs, quorum 2).
+
+Prints, for 1 KiB and 64 KiB records on 1 stream and on 10,000 streams:
+- closed-loop throughput (MiB/s, records/s) with concurrent appenders;
+- ack latency p50/p99/p999 at a fixed offered load of 10 MiB/s (open loop);
+and this machine's 64 KiB write+fdatasync p50/p99 in the same run, so the figures can be
+compared (target: ack p99 <= 1.2 x fdatasync p99 at 10 MiB/s).
+
+    python bench/bench_s2core.py [--seconds 5] [--dir /path/on/the/disk/to/test]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from s2core.channel import ChannelConfig  # noqa: E402
+from s2core.metadata import open_metadata_store  # noqa: E402
+from s2core.objstore.localdir import LocalDirObjectStore, measure_fdatasync  # noqa: E402
+from s2core.records import AppendRecord  # noqa: E402
+from s2core.store import ChannelSpec, StreamStore  # noqa: E402
+from s2core.wal.locallog import LocalLogReplica  # noqa: E402
+
+BASIN = "bench-basin"
+
+
+def pct(samples: list[float], p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(p * len(s)))]
+
+
+async def open_store(root: Path) -> StreamStore:
+    md = open_metadata_store(f"sqlite://{root}/metadata.db")
+    reps = [LocalLogReplica(root / f"wal{i}") for i in range(3)]
+    seg = LocalDirObjectStore(root / "segments")
+    spec = ChannelSpec("ch0", reps, 2, ChannelConfig(chunk_target_bytes=64 * 1024,
+                                                      linger_s=0.0005))
+    store = await StreamStore.open(md, seg, [spec])
+    await store.ensure_basin(BASIN)
+    return store
+
+
+async def make_streams(store: StreamStore, n: int, tag: str) -> list[str]:
+    names = [f"{tag}-{i}" for i in range(n)]
+    await asyncio.gather(*(store.create_stream(BASIN, s) for s in names))
+    return names
+
+
+async def throughput(store, streams, size, seconds, concurrency=64):
+    body = os.urandom(size)
+    rng = random.Random(1)
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker():
+        nonlocal done
+        while time.perf_counter() < stop:
+            await store.append(BASIN, rng.choice(streams), [AppendRecord(body)])
+            done += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    el = time.perf_counter() - t0
+    return done * size / el / 2**20, done / el
+
+
+async def latency_at_rate(store, streams, size, seconds, mib_per_s=10.0):
+    body = os.urandom(size)
+    rng = random.Random(2)
+    rate = mib_per_s * 2**20 / size
+    interval = 1.0 / rate
+    lat: list[float] = []
+    tasks = set()
+
+    async def one(t_sched):
+        await store.append(BASIN, rng.choice(streams), [AppendRecord(body)])
+        lat.append(time.perf_counter() - t_sched)
+
+    start = time.perf_counter()
+    n = 0
+    while (now := time.perf_counter()) - start < seconds:
+        due = start + n * interval
+        while due <= now:
+            t = asyncio.ensure_future(one(due))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+            n += 1
+            due = start + n * interval
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+    await asyncio.gather(*tasks)
+    achieved = len(lat) * size / (time.perf_counter() - start) / 2**20
+    return lat, achieved
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--dir", default=None)
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="s2bench-", dir=args.dir))
+    try:
+        fs = measure_fdatasync(root, 65536, 300)
+        print(f"machine: 64 KiB write+fdatasync p50 {pct(fs, .5)*1e3:.2f} ms  "
+              f"p99 {pct(fs, .99)*1e3:.2f} ms  (n=300, {root})")
+        store = await open_store(root)
+        one = await make_streams(store, 1, "one")
+        many = await make_streams(store, 10_000, "many")
+        print(f"{'records':>8} {'streams':>8} | {'MiB/s':>7} {'rec/s':>8} | at 10 MiB/s: "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'p999 ms':>8} {'achieved':>9}")
+        for size in (1024, 65536):
+            for streams in (one, many):
+                mib, rps = await throughput(store, streams, size, args.seconds)
+                lat, got = await latency_at_rate(store, streams, size, args.seconds)
+                print(f"{size // 1024:>6}KiB {len(streams):>8} | {mib:7.1f} {rps:8.0f} | "
+                      f"            {pct(lat, .5)*1e3:7.2f} {pct(lat, .99)*1e3:7.2f} "
+                      f"{pct(lat, .999)*1e3:8.2f} {got:8.1f}M")
+        await store.close()
+        fs = measure_fdatasync(root, 65536, 300)
+        print(f"machine again: 64 KiB write+fdatasync p50 {pct(fs, .5)*1e3:.2f} ms  "
+              f"p99 {pct(fs, .99)*1e3:.2f} ms")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
