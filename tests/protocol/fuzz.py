@@ -190,8 +190,11 @@ def fuzz(count: int, seed: int, report: Callable[[str], None] = print) -> int:
             data = mutate(frame, rng, frames)
             ok, msg = run_one(lambda k=kind, a=api_key, v=version, d=data: check_frame(k, a, v, d))
             what = f"{kind} api={api_key} v={version} {data.hex()}"
-        if time.perf_counter() - t0 > SLOW_SECONDS:
+        took = time.perf_counter() - t0
+        if took > SLOW_SECONDS:
             slow += 1
+            if slow <= 5:
+                report(f"SLOW #{i}: {took * 1000:.0f} ms\n  input: {what}")
         if not ok:
             failures += 1
             if failures <= 20:
