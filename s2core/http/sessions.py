@@ -8,7 +8,8 @@ ReadBatch with only the tail). Errors after the 200 travel in-band: an SSE `erro
 an S2S terminal frame. A session ends when its bounds are met, its `wait` runs out, or the
 client leaves (watched through ASGI's http.disconnect, so a vanished follower never stays).
 
-Append sessions apply their inputs strictly one after another and ack each in order; see
+Append sessions apply their inputs in order and ack each in order; inputs already waiting
+are applied as one store append when that changes no outcome (appendgroup.py); see
 docs/decisions/0004-s2-http-api.md for why they are not pipelined into s2core.
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from s2core.http import appendgroup, proto, s2s, sse
 from s2core.http import jsoncodec as jc
-from s2core.http import proto, s2s, sse
 from s2core.http.asgi import Request, Send, StreamingResponse, start_stream
 from s2core.http.context import Api
 from s2core.http.errors import HttpError, bad_request, from_store_error
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 UNARY_MAX_RECORDS = 1000
 UNARY_MAX_BYTES = 1024 * 1024
+_INBOX = 256  # decoded inputs waiting to be applied, per append session
 
 
 class _Follow:
@@ -182,33 +184,83 @@ async def _send_terminal(send: Send, err: HttpError) -> None:
 
 async def append_session(api: Api, req: Request, send: Send, basin: str,
                          name: str) -> StreamingResponse:
-    """Apply each AppendInput as it arrives and answer its AppendAck, in order."""
+    """Apply AppendInputs in order as they arrive and answer each with its AppendAck.
+
+    A reader task decodes frames into a bounded inbox (a malformed frame goes in as an
+    error, after the inputs before it); the applier takes whatever is waiting, appends it
+    (grouped, see appendgroup.py) and sends the acks of a group in one write."""
     algo = s2s.negotiate(req.headers.get("accept-encoding"))
     await create_with_header_config(api, req, basin, name, "append")
     await start_stream(send, "s2s/proto")
-    decoder = s2s.FrameDecoder(api.settings.max_message_bytes)
-    try:
-        async for chunk in req.stream():
-            decoder.feed(chunk)
-            while (frame := decoder.next_frame()) is not None:
-                if frame.terminal:
-                    raise s2s.BadFrame("a client may not send a terminal frame")
+    inbox: asyncio.Queue[proto.ParsedAppendInput | HttpError | None] = asyncio.Queue(
+        maxsize=_INBOX)
+
+    async def read_inputs() -> None:
+        decoder = s2s.FrameDecoder(api.settings.max_message_bytes)
+        try:
+            async for chunk in req.stream():
+                decoder.feed(chunk)
+                while (frame := decoder.next_frame()) is not None:
+                    if frame.terminal:
+                        raise s2s.BadFrame("a client may not send a terminal frame")
+                    try:
+                        await inbox.put(proto.decode_append_input(frame.body))
+                    except proto.DecodeError as exc:
+                        raise bad_request("bad_proto", f"malformed AppendInput: {exc}") \
+                            from None
+            if decoder.pending():
+                raise s2s.BadFrame("the session ended inside a frame")
+            await inbox.put(None)
+        except s2s.BadFrame as exc:
+            await inbox.put(bad_request("bad_frame", str(exc)))
+        except HttpError as exc:
+            await inbox.put(exc)
+
+    async def apply_inputs() -> None:
+        limits = api.store.limits
+        while True:
+            items = [await inbox.get()]
+            while not inbox.empty():
+                items.append(inbox.get_nowait())
+            i = 0
+            while i < len(items):
+                item = items[i]
+                if not isinstance(item, proto.ParsedAppendInput):
+                    if item is not None:
+                        await _send_terminal(send, item)
+                    return
+                run = _takewhile_inputs(items, i)
+                n = appendgroup.plan_group(run, limits.max_append_records,
+                                           limits.max_append_bytes)
+                group = appendgroup.merge(run[:n])
                 try:
-                    inp = proto.decode_append_input(frame.body)
-                except proto.DecodeError as exc:
-                    raise bad_request("bad_proto", f"malformed AppendInput: {exc}") from None
-                ack = await api.store.append(basin, name, inp.records,
-                                             match_seq_num=inp.match_seq_num,
-                                             fencing_token=inp.fencing_token)
-                api.metrics.on_append(len(inp.records), sum(
-                    metered_size(r.headers, r.body) for r in inp.records))
-                msg = s2s.encode_message(proto.encode_append_ack(ack), algo)
-                await send({"type": "http.response.body", "body": msg, "more_body": True})
-        if decoder.pending():
-            raise s2s.BadFrame("the session ended inside a frame")
-    except s2s.BadFrame as exc:
-        await _send_terminal(send, bad_request("bad_frame", str(exc)))
-    except Exception as exc:  # noqa: BLE001 - in-band: the 200 is already sent
-        await _send_terminal(send, _session_error(exc))
+                    ack = await api.store.append(basin, name, group.records,
+                                                 match_seq_num=group.match_seq_num,
+                                                 fencing_token=group.fencing_token)
+                except Exception as exc:  # noqa: BLE001 - in-band: the 200 is already sent
+                    await _send_terminal(send, _session_error(exc))
+                    return
+                api.metrics.on_append(len(group.records), sum(
+                    metered_size(r.headers, r.body) for r in group.records))
+                acks = appendgroup.split_ack(ack, [len(x.records) for x in run[:n]])
+                out = b"".join(s2s.encode_message(proto.encode_append_ack(a), algo)
+                               for a in acks)
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+                i += n
+
+    async with asyncio.TaskGroup() as tg:
+        reader = tg.create_task(read_inputs())
+        applier = tg.create_task(apply_inputs())
+        # the applier may stop early (an error): then nobody drains the inbox
+        applier.add_done_callback(lambda _: reader.cancel())
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return StreamingResponse()
+
+
+def _takewhile_inputs(items: list, start: int) -> list[proto.ParsedAppendInput]:
+    out = []
+    for x in items[start:]:
+        if not isinstance(x, proto.ParsedAppendInput):
+            break
+        out.append(x)
+    return out
