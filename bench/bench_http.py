@@ -15,18 +15,17 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from s2core.channel import ChannelConfig  # noqa: E402
-from s2core.metadata.memory import MemoryMetadataStore  # noqa: E402
-from s2core.objstore.memory import MemoryObjectStore  # noqa: E402
-from s2core.records import AppendRecord  # noqa: E402
-from s2core.store import ChannelSpec, StreamStore  # noqa: E402
+from s2core.channel import ChannelConfig
+from s2core.metadata.memory import MemoryMetadataStore
+from s2core.objstore.memory import MemoryObjectStore
+from s2core.records import AppendRecord
+from s2core.store import ChannelSpec, StreamStore
 
 BASIN = "bench-basin"
 
@@ -130,24 +129,30 @@ async def through_sdk(args, port: int) -> list[Result]:
         out.append(await drive("sdk unary sequential", 1, args.seconds, len(body), unary))
         out.append(await drive(f"sdk unary x{args.concurrency}", args.concurrency,
                                args.seconds, len(body), unary))
-        out.append(await session_case("sdk session (1)", streams[:1], args, body))
-        out.append(await session_case(f"sdk sessions x{args.concurrency}", streams, args, body))
+        out.append(await session_case("sdk session, 1 in flight", streams[:1], args, body, 1))
+        out.append(await session_case("sdk session, pipelined", streams[:1], args, body, 64))
+        out.append(await session_case(f"sdk sessions x{args.concurrency} pipel.", streams, args,
+                                      body, 64))
     return out
 
 
-async def session_case(name: str, streams, args, body: bytes) -> Result:
-    """Each stream gets a session fed as fast as it takes submissions (pipelined); latency
-    is from submit to ack."""
+async def session_case(name: str, streams, args, body: bytes, inflight: int) -> Result:
+    """Each stream gets a session fed as fast as it takes submissions, with up to `inflight`
+    batches unacknowledged; latency is from submit to ack."""
     from s2_sdk import AppendInput, Record
     latencies: list[float] = []
     deadline = time.perf_counter() + args.seconds
 
     async def feed(stream) -> None:
-        async with stream.append_session(max_unacked_batches=64) as session:
+        async with stream.append_session(max_unacked_batches=inflight) as session:
             pending = []
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
                 ticket = await session.submit(AppendInput(records=[Record(body=body)]))
+                if inflight == 1:
+                    await ticket
+                    latencies.append(time.perf_counter() - t0)
+                    continue
                 pending.append((t0, asyncio.ensure_future(ticket)))
                 while pending and pending[0][1].done():
                     t, fut = pending.pop(0)
@@ -176,22 +181,24 @@ async def main() -> None:
         await serve_forever()
         return
     core_seq, core_conc = await in_process(args)
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, os.path.abspath(__file__), "--serve",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     try:
-        port = int(proc.stdout.readline())
+        port = int(await proc.stdout.readline())
         http = await through_sdk(args, port)
     finally:
         proc.stdin.close()
-        proc.wait(15)
+        await asyncio.wait_for(proc.wait(), 15)
     print(f"appends of 1 record x {args.record_bytes} B, {args.seconds:g} s per case, "
           f"memory backends, server in a subprocess ({os.cpu_count()} cores)")
     print(core_seq.row(None))
     print(core_conc.row(None))
-    unary_seq, unary_conc, sess_one, sess_many = http
+    unary_seq, unary_conc, sess_one, sess_pipe, sess_many = http
     print(unary_seq.row(core_seq))
     print(unary_conc.row(core_conc))
     print(sess_one.row(core_seq))
+    print(sess_pipe.row(core_seq))
     print(sess_many.row(core_conc))
 
 
