@@ -3,6 +3,17 @@
 Entry points: ``decode_request`` / ``encode_response`` (and the client-side mirrors used by
 tests), the API registry, the error-code table and the record batch v2 helpers in
 ``broker.protocol.records``. Message classes live in ``broker.protocol.messages.<name>``.
+
+Typical server use::
+
+    size = frame_size(buffer)                     # None: need more bytes
+    try:
+        header, request = decode_request(frame)   # frame: memoryview of one frame's bytes
+    except UnsupportedVersionError as e:          # e.g. a too-new ApiVersions request
+        transport.writelines(encode_api_versions_unsupported(e.correlation_id))
+    ...
+    transport.writelines(encode_response(header.correlation_id, response,
+                                         header.request_api_key, header.request_api_version))
 """
 
 from __future__ import annotations

@@ -39,7 +39,6 @@ ZERO_UUID = bytes(16)
 #: Precompiled structs for short arrays of fixed-width elements, by format code and length.
 ARRAY_STRUCTS = {code: tuple(struct.Struct(f">{n}{code}") for n in range(32))
                  for code in "?bhiqHd"}
-U8 = struct.Struct(">B")
 I16 = struct.Struct(">h")
 I32 = struct.Struct(">i")
 NULL_I16 = b"\xff\xff"

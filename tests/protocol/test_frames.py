@@ -12,6 +12,7 @@ from broker.protocol import (
     decode_response,
     encode_request,
     encode_response,
+    peek_request_header,
 )
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages import _index
@@ -70,6 +71,7 @@ def test_old_produce_is_decoded_and_can_be_refused() -> None:
         name="t", partition_data=[pq.PartitionProduceData(0, b"batch")])])
     for version in (0, 1, 2):
         frame = b"".join(encode_request(RequestHeader(0, version, 3, "old"), body))
+        assert peek_request_header(frame[4:]) == (0, version, 3)
         header, got = decode_request(frame[4:])
         assert not info.supports(version)
         reply = pp.ProduceResponse(responses=[pp.TopicProduceResponse(
