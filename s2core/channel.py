@@ -45,6 +45,7 @@ class ChannelConfig:
     offload_interval_s: float = 5.0
     own_segment_bytes: int = 1024 * 1024
     append_wait_timeout_s: float = 30.0
+    offload_in_thread: bool = True   # False under a virtual-time loop (determinism)
 
 
 def record_size(r: SequencedRecord) -> int:
@@ -119,7 +120,7 @@ class Channel:
                                          f"{st.durable_seq}")
                 size = record_size(rec)
                 self._apply_commands(st, rec, recovering=True)
-                st.publish(rec, size)
+                st.publish(rec)
                 st.next_seq, st.last_ts = st.durable_seq, st.durable_ts
                 ends[st] = rec.end_seq
                 nbytes += size
@@ -300,7 +301,7 @@ class Channel:
             st = ap.state
             for rec in ap.records:
                 self._apply_commands(st, rec, recovering=False)
-                st.publish(rec, record_size(rec))
+                st.publish(rec)
             ends[st] = st.durable_seq
             first, last = ap.records[0], ap.records[-1]
             if not ap.future.done():

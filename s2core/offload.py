@@ -100,14 +100,19 @@ class Offloader:
         for mc in batch:
             for st, end in mc.ends.items():
                 ends[st] = max(ends.get(st, 0), end)
-        sections = []
+        todo = []
         for st, end in ends.items():
             if st.deleted or end <= st.offloaded_upto:
                 continue
             recs = st.records_between(st.offloaded_upto, end)
             if recs:
-                sections.append((st, end, recs[-1].timestamp, recs[0].timestamp,
-                                 build_section(st.uid, recs)))
+                todo.append((st, end, recs))
+        if ch.config.offload_in_thread:
+            # Encoding is CPU work: on a thread the loop still gets the GIL every switch
+            # interval, so appends are not stalled for the whole offload.
+            sections = await asyncio.to_thread(_build_sections, todo)
+        else:
+            sections = _build_sections(todo)
         floor = self._floor_after(batch[-1])
         await self._publish(sections, floor)
         for mc in batch:
@@ -129,6 +134,7 @@ class Offloader:
         cfg = ch.config
         objects: dict[str, list] = {}
         shared_key = None
+        shared_size = 0
         placed = []
         for st, end, last_ts, first_ts, blob in sections:
             if len(blob) >= cfg.own_segment_bytes:
@@ -143,7 +149,8 @@ class Offloader:
                     shared_key = (f"segments/shared/{ch.name}/{ch.log.epoch:010d}-"
                                   f"{ch.log.next_seq:012d}-{self._object_n:06d}")
                     objects[shared_key] = []
-                off = sum(len(b) for b in objects[shared_key])
+                off = shared_size
+                shared_size += len(blob)
                 objects[shared_key].append(blob)
                 placed.append((st, end, first_ts, last_ts, shared_key, off, len(blob)))
         for key, blobs in objects.items():
@@ -207,13 +214,14 @@ class Offloader:
         while ch.mem_chunks and ch.mem_chunks[0].offloaded and ch.mem_bytes - freed > keep:
             mc = ch.mem_chunks.popleft()
             for st, end in mc.ends.items():
-                freed += st.evict_below(min(end, st.offloaded_upto), _size)
+                st.evict_below(min(end, st.offloaded_upto))
                 ch.maybe_evict(st)
+            freed += mc.nbytes
         # an idle stream whose records all went to segments needs no state in memory
         if freed:
             ch.memory_freed(freed)
 
 
-def _size(r) -> int:
-    from s2core.channel import record_size
-    return record_size(r)
+def _build_sections(todo: list) -> list:
+    return [(st, end, recs[-1].timestamp, recs[0].timestamp, build_section(st.uid, recs))
+            for st, end, recs in todo]

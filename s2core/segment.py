@@ -34,8 +34,9 @@ def build_section(uid: bytes, records: list[SequencedRecord]) -> bytes:
     data: list = []
     index: list = []
     off = 0
+    pack_index = _IDX.pack
     for r in records:
-        index.append(_IDX.pack(r.seq_num, r.timestamp, off))
+        index.append(pack_index(r.seq_num, r.timestamp, off))
         off += encode_record(data, r.seq_num, r.span, r.timestamp, r.headers, r.body)
     first, end = records[0].seq_num, records[-1].end_seq
     header = bytearray(_HDR.pack(MAGIC, VERSION, uid, first, end, len(records), off, 0))

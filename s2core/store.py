@@ -101,7 +101,7 @@ class StreamStore:
         self.class_channel: dict[str, str] = {}
         self.default_channel = ""
         self._handles: OrderedDict[tuple[str, str], _Handle] = OrderedDict()
-        self._max_handles = 4096
+        self._max_handles = 65536
         self._bg: set[asyncio.Task] = set()
 
     @classmethod

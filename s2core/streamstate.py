@@ -22,7 +22,7 @@ class StreamState:
 
     __slots__ = (
         "uid", "next_seq", "last_ts", "token", "durable_seq", "durable_ts", "trim_seq",
-        "offloaded_upto", "ckpt_version", "mem_seqs", "mem_recs", "mem_bytes", "waiters",
+        "offloaded_upto", "ckpt_version", "mem_seqs", "mem_recs", "waiters",
         "sealed", "deleted", "basin", "name", "__weakref__",
     )
 
@@ -37,7 +37,6 @@ class StreamState:
         self.ckpt_version = ckpt_version
         self.mem_seqs: list[int] = []
         self.mem_recs: list[SequencedRecord] = []
-        self.mem_bytes = 0
         self.waiters: list[asyncio.Future] | None = None
         self.sealed = False
         self.deleted = False
@@ -64,11 +63,10 @@ class StreamState:
 
     # -- in-memory tail ----------------------------------------------------
 
-    def publish(self, rec: SequencedRecord, size: int) -> None:
+    def publish(self, rec: SequencedRecord) -> None:
         assert rec.seq_num == self.durable_seq, (rec.seq_num, self.durable_seq)
         self.mem_seqs.append(rec.seq_num)
         self.mem_recs.append(rec)
-        self.mem_bytes += size
         self.durable_seq = rec.end_seq
         self.durable_ts = max(self.durable_ts, rec.timestamp)
 
@@ -95,18 +93,15 @@ class StreamState:
         j = bisect.bisect_left(self.mem_seqs, hi)
         return self.mem_recs[i:j]
 
-    def evict_below(self, seq: int, sizer) -> int:
-        """Drop in-memory records ending at or before `seq`; return bytes freed."""
+    def evict_below(self, seq: int) -> None:
+        """Drop in-memory records ending at or before `seq` (the channel accounts the
+        bytes per chunk)."""
         j = bisect.bisect_left(self.mem_seqs, seq)
         while j > 0 and self.mem_recs[j - 1].end_seq > seq:
             j -= 1
-        if j == 0:
-            return 0
-        freed = sum(sizer(r) for r in self.mem_recs[:j])
-        del self.mem_seqs[:j]
-        del self.mem_recs[:j]
-        self.mem_bytes -= freed
-        return freed
+        if j:
+            del self.mem_seqs[:j]
+            del self.mem_recs[:j]
 
 
 def encode_ckpt(basin: str, name: str, nxt: int, ts: int, tok: str, trim: int) -> bytes:

@@ -126,6 +126,10 @@ class S2App:
             resp = Response.error(err)
         return route, resp
 
+    def drain(self) -> None:
+        """Shutting down: end every session now, telling clients to reconnect."""
+        self.api.draining.set()
+
     def _authorize(self, req: Request) -> None:
         if not self._tokens:
             return

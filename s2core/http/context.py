@@ -1,6 +1,7 @@
 """What every handler of the API shares: the store, settings, metrics and small caches."""
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class Api:
         self.settings = settings
         self.kafka_view = kafka_view
         self.metrics = Metrics()
+        self.draining = asyncio.Event()  # set at shutdown: sessions end, clients reconnect
         self._created: OrderedDict[tuple[str, str], tuple[Any, Response]] = OrderedDict()
 
     def basin_of(self, req: Request) -> str:
@@ -55,7 +57,7 @@ class Api:
         name = req.headers.get("s2-basin")
         where = "s2-basin header"
         if name is None:
-            host = req.headers.get("host") or req.headers.get(":authority") or ""
+            host = req.headers.get("host", "")
             host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if host.startswith("[") or _is_ip(host) or "." not in host:
                 raise bad_request("bad_header", "missing s2-basin header")

@@ -48,7 +48,14 @@ async def serve_http(app: object, host: str, port: int, shutdown_event: asyncio.
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         await app(scope, receive, send)  # type: ignore[operator]
 
-    await serve(asgi, config, shutdown_trigger=shutdown_event.wait, mode="asgi")
+    async def shutdown_trigger() -> None:
+        await shutdown_event.wait()
+        # sessions never end by themselves: end them before Hypercorn's graceful wait
+        drain = getattr(app, "drain", None)
+        if drain is not None:
+            drain()
+
+    await serve(asgi, config, shutdown_trigger=shutdown_trigger, mode="asgi")
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:

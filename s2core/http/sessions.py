@@ -85,14 +85,21 @@ class _Follow:
             await session.aclose()
 
 
-async def _until_disconnect(req: Request, work: Callable[[], Awaitable[None]]) -> None:
-    """Run `work`, cancelling it if the client disconnects first."""
+DRAINING = HttpError(503, "server_draining", "the server is shutting down; reconnect")
 
+
+async def _run(api: Api, req: Request, work: Callable[[], Awaitable[None]]) -> bool:
+    """Run `work`, cancelling it if the client disconnects or the server starts draining
+    first. Returns whether it was cut short by draining (the caller then says so in-band:
+    s2-sdk reconnects on `server_draining` without spending a retry)."""
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(work())
-        watcher = tg.create_task(req.wait_disconnect())
-        task.add_done_callback(lambda _: watcher.cancel())
-        watcher.add_done_callback(lambda _: task.cancel())
+        watchers = [tg.create_task(req.wait_disconnect()),
+                    tg.create_task(api.draining.wait())]
+        task.add_done_callback(lambda _: [w.cancel() for w in watchers])
+        for w in watchers:
+            w.add_done_callback(lambda _: task.cancel())
+    return task.cancelled() and api.draining.is_set()
 
 
 async def _prepare(api: Api, req: Request, basin: str, name: str, p: ReadParams) -> _Follow:
@@ -144,7 +151,8 @@ async def sse_read_session(api: Api, req: Request, send: Send, basin: str, name:
         except Exception as exc:  # noqa: BLE001 - in-band: the 200 is already sent
             await body(sse.error_event(_session_error(exc).body))
 
-    await _until_disconnect(req, work)
+    if await _run(api, req, work):
+        await body(sse.error_event(DRAINING.body))
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return StreamingResponse()
 
@@ -165,7 +173,8 @@ async def s2s_read_session(api: Api, req: Request, send: Send, basin: str, name:
         except Exception as exc:  # noqa: BLE001 - in-band: the 200 is already sent
             await _send_terminal(send, _session_error(exc))
 
-    await _until_disconnect(req, work)
+    if await _run(api, req, work):
+        await _send_terminal(send, DRAINING)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return StreamingResponse()
 
@@ -248,11 +257,19 @@ async def append_session(api: Api, req: Request, send: Send, basin: str,
                 await send({"type": "http.response.body", "body": out, "more_body": True})
                 i += n
 
+    async def on_drain() -> None:
+        # stop taking inputs; the ones already taken are applied and acked, then the client
+        # is told to reconnect (and resends only what was not acked)
+        await api.draining.wait()
+        reader.cancel()
+        await inbox.put(DRAINING)
+
     async with asyncio.TaskGroup() as tg:
         reader = tg.create_task(read_inputs())
         applier = tg.create_task(apply_inputs())
+        drainer = tg.create_task(on_drain())
         # the applier may stop early (an error): then nobody drains the inbox
-        applier.add_done_callback(lambda _: reader.cancel())
+        applier.add_done_callback(lambda _: (reader.cancel(), drainer.cancel()))
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return StreamingResponse()
 

@@ -16,12 +16,14 @@ class Env:
         self.cfg = dict(offload_target_bytes=4096, offload_interval_s=0.02)
         self.cfg.update(cfg)
         self.extra_channels = []
+        self.extra_replicas = {}
 
     def specs(self):
         specs = [ChannelSpec("ch0", self.replicas, 2, ChannelConfig(**self.cfg))]
         for name in self.extra_channels:
-            specs.append(ChannelSpec(name, [MemoryObjectStore(f"{name}-r{i}") for i in
-                                             range(3)], 2, ChannelConfig(**self.cfg)))
+            reps = self.extra_replicas.setdefault(
+                name, [MemoryObjectStore(f"{name}-r{i}") for i in range(3)])
+            specs.append(ChannelSpec(name, reps, 2, ChannelConfig(**self.cfg)))
         return specs
 
     async def open(self, **kw) -> StreamStore:
