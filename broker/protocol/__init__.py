@@ -18,6 +18,9 @@ Typical server use::
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from broker.protocol.errors import ErrorCode
 from broker.protocol.exceptions import (
     CorruptRecordBatchError,
@@ -34,19 +37,42 @@ from broker.protocol.exceptions import (
     UnknownApiKeyError,
     UnsupportedVersionError,
 )
-from broker.protocol.frames import (
-    DEFAULT_MAX_FRAME_SIZE,
-    RequestHeader,
-    ResponseHeader,
-    decode_request,
-    decode_response,
-    encode_api_versions_unsupported,
-    encode_request,
-    encode_response,
-    frame_size,
-    peek_request_header,
-)
-from broker.protocol.registry import APIS, APIS_BY_NAME, ApiInfo, advertised_versions
+
+if TYPE_CHECKING:
+    from broker.protocol.frames import (
+        DEFAULT_MAX_FRAME_SIZE,
+        RequestHeader,
+        ResponseHeader,
+        decode_request,
+        decode_response,
+        encode_api_versions_unsupported,
+        encode_request,
+        encode_response,
+        frame_size,
+        peek_request_header,
+    )
+    from broker.protocol.registry import APIS, APIS_BY_NAME, ApiInfo, advertised_versions
+
+# Loaded on first use, so that ``python -m broker.protocol.codegen`` can run (and repair)
+# even when the generated modules are stale or broken.
+_LAZY = {
+    "DEFAULT_MAX_FRAME_SIZE": "frames", "RequestHeader": "frames", "ResponseHeader": "frames",
+    "decode_request": "frames", "decode_response": "frames",
+    "encode_api_versions_unsupported": "frames", "encode_request": "frames",
+    "encode_response": "frames", "frame_size": "frames", "peek_request_header": "frames",
+    "APIS": "registry", "APIS_BY_NAME": "registry", "ApiInfo": "registry",
+    "advertised_versions": "registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'broker.protocol' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"broker.protocol.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "APIS",

@@ -17,7 +17,8 @@ API_VERSIONS_KEY = 18
 class ApiInfo:
     """One Kafka API as generated from its request/response specs.
 
-    ``min_version``/``max_version`` are the spec's validVersions; ``decodable_min_version`` may
+    ``min_version``/``max_version`` are the spec's validVersions (``deprecated_versions`` still
+    work but clients should move off them); ``decodable_min_version`` may
     be lower (Produce v0-v2: decoded only so they can be answered with UNSUPPORTED_VERSION, and
     advertised because librdkafka requires it, see KAFKA-18659).
     """
@@ -29,6 +30,7 @@ class ApiInfo:
     decodable_min_version: int
     flexible_min_version: int | None
     latest_version_unstable: bool
+    deprecated_versions: tuple[int, int] | None
     request: ModuleType
     response: ModuleType
 
@@ -76,6 +78,7 @@ def _build() -> dict[int, ApiInfo]:
             decodable_min_version=req.DECODABLE_VERSIONS[0],
             flexible_min_version=req.FLEXIBLE_MIN_VERSION,
             latest_version_unstable=req.LATEST_VERSION_UNSTABLE,
+            deprecated_versions=req.DEPRECATED_VERSIONS,
             request=req,
             response=resp,
         )

@@ -78,3 +78,20 @@ def test_generator_reads_a_spec_folder_given_on_the_command_line(tmp_path: Path)
     assert main([str(DEFAULT_SPECS), "--out", str(out), "--check"]) == 0
     (out / "produce_request.py").write_text("stale")
     assert main([str(DEFAULT_SPECS), "--out", str(out), "--check"]) == 1
+
+
+@needs_specs
+def test_generator_repairs_a_broken_generated_tree(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "broker"
+    shutil.copytree(DEFAULT_OUT.parents[1], copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    broken = copy / "protocol" / "messages" / "produce_request.py"
+    broken.write_text("raise ImportError('broken generated module')\n")
+    out = copy / "protocol" / "messages"
+    cmd = [sys.executable, "-m", "broker.protocol.codegen", str(DEFAULT_SPECS), "--out", str(out)]
+    subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+    assert broken.read_text() == (DEFAULT_OUT / "produce_request.py").read_text()

@@ -459,7 +459,8 @@ class ModuleEmitter:
                f"API_KEY = {msg.api_key!r}", f"VALID_VERSIONS = ({msg.valid[0]}, {msg.valid[1]})",
                f"DECODABLE_VERSIONS = ({lo}, {hi})",
                f"FLEXIBLE_MIN_VERSION = {flex_min!r}",
-               f"LATEST_VERSION_UNSTABLE = {msg.unstable!r}", ""]
+               f"LATEST_VERSION_UNSTABLE = {msg.unstable!r}",
+               f"DEPRECATED_VERSIONS = {fmt_versions(msg.deprecated)}", ""]
         for name in sorted(self.structs_fmt):
             out.append(f"{name} = _Struct({self.structs_fmt[name]!r})")
         out += ["", ""]

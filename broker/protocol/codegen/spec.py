@@ -127,6 +127,7 @@ class Message:
     valid: tuple[int, int]
     flexible: Versions
     unstable: bool
+    deprecated: Versions
     root: Struct
     structs: dict[str, Struct]
 
@@ -194,6 +195,7 @@ def load_message(path: Path) -> Message:
         valid=valid,
         flexible=parse_versions(data.get("flexibleVersions")),
         unstable=bool(data.get("latestVersionUnstable", False)),
+        deprecated=parse_versions(data.get("deprecatedVersions")),
         root=root,
         structs=structs,
     )

@@ -31,6 +31,7 @@ VALID_VERSIONS = (0, 1)
 DECODABLE_VERSIONS = (0, 1)
 FLEXIBLE_MIN_VERSION = 0
 LATEST_VERSION_UNSTABLE = False
+DEPRECATED_VERSIONS = None
 
 _S_ih = _Struct('>ih')
 _S_ii = _Struct('>ii')

@@ -31,6 +31,7 @@ VALID_VERSIONS = (0, 2)
 DECODABLE_VERSIONS = (0, 2)
 FLEXIBLE_MIN_VERSION = 2
 LATEST_VERSION_UNSTABLE = False
+DEPRECATED_VERSIONS = None
 
 _S_i = _Struct('>i')
 _S_iqh = _Struct('>iqh')

@@ -31,6 +31,7 @@ VALID_VERSIONS = (4, 18)
 DECODABLE_VERSIONS = (4, 18)
 FLEXIBLE_MIN_VERSION = 12
 LATEST_VERSION_UNSTABLE = False
+DEPRECATED_VERSIONS = None
 
 _S_iiibii = _Struct('>iiibii')
 _S_iiiib = _Struct('>iiiib')

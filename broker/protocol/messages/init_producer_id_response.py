@@ -31,6 +31,7 @@ VALID_VERSIONS = (0, 6)
 DECODABLE_VERSIONS = (0, 6)
 FLEXIBLE_MIN_VERSION = 2
 LATEST_VERSION_UNSTABLE = False
+DEPRECATED_VERSIONS = None
 
 _S_ihqh = _Struct('>ihqh')
 _S_ihqhqh = _Struct('>ihqhqh')

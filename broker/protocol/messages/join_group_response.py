@@ -31,6 +31,7 @@ VALID_VERSIONS = (0, 9)
 DECODABLE_VERSIONS = (0, 9)
 FLEXIBLE_MIN_VERSION = 6
 LATEST_VERSION_UNSTABLE = False
+DEPRECATED_VERSIONS = None
 
 _S_hi = _Struct('>hi')
 _S_ihi = _Struct('>ihi')

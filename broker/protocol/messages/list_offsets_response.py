@@ -31,6 +31,7 @@ VALID_VERSIONS = (1, 11)
 DECODABLE_VERSIONS = (1, 11)
 FLEXIBLE_MIN_VERSION = 6
 LATEST_VERSION_UNSTABLE = False
+DEPRECATED_VERSIONS = None
 
 _S_i = _Struct('>i')
 _S_ihqq = _Struct('>ihqq')

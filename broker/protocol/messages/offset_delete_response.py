@@ -31,6 +31,7 @@ VALID_VERSIONS = (0, 0)
 DECODABLE_VERSIONS = (0, 0)
 FLEXIBLE_MIN_VERSION = None
 LATEST_VERSION_UNSTABLE = False
+DEPRECATED_VERSIONS = None
 
 _S_hi = _Struct('>hi')
 _S_ih = _Struct('>ih')

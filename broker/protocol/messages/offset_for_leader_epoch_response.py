@@ -31,6 +31,7 @@ VALID_VERSIONS = (2, 4)
 DECODABLE_VERSIONS = (2, 4)
 FLEXIBLE_MIN_VERSION = 4
 LATEST_VERSION_UNSTABLE = False
+DEPRECATED_VERSIONS = None
 
 _S_hiiq = _Struct('>hiiq')
 _S_i = _Struct('>i')

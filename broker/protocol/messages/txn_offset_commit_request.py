@@ -31,6 +31,7 @@ VALID_VERSIONS = (0, 5)
 DECODABLE_VERSIONS = (0, 5)
 FLEXIBLE_MIN_VERSION = 3
 LATEST_VERSION_UNSTABLE = False
+DEPRECATED_VERSIONS = None
 
 _S_iq = _Struct('>iq')
 _S_iqi = _Struct('>iqi')
