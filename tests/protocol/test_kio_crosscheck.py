@@ -68,3 +68,30 @@ def test_kio_reads_and_rewrites_our_bytes(api_key: int, version: int, kind: str)
         assert out.getvalue() == ours
 
     check()
+
+
+@pytest.mark.parametrize(("kind", "version"), [("request", 1), ("request", 2),
+                                               ("response", 0), ("response", 1)])
+def test_headers_match_kio(kind: str, version: int) -> None:
+    from broker.protocol.messages import _index
+
+    module = _index.request_header if kind == "request" else _index.response_header
+    kio_mod = __import__(f"kio.schema.{kind}_header.v{version}.header", fromlist=["x"])
+    kio_cls = kio_mod.RequestHeader if kind == "request" else kio_mod.ResponseHeader
+    reader = kio_serial.entity_reader(kio_cls)
+    writer = kio_serial.entity_writer(kio_cls)
+
+    @SETTINGS
+    @given(header=message(module.MESSAGE, version, version == module.FLEXIBLE_MIN_VERSION,
+                          for_kio=True))
+    def check(header: object) -> None:
+        parts: list = [bytearray()]
+        module.ENCODERS[version](header, parts)
+        ours = b"".join(parts)
+        entity, size = reader(ours, 0)
+        assert size == len(ours)
+        out = io.BytesIO()
+        writer(out, entity)
+        assert out.getvalue() == ours
+
+    check()

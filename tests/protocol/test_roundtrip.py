@@ -62,3 +62,21 @@ def test_every_listed_version_has_codecs() -> None:
             expected = set(range(mod.DECODABLE_VERSIONS[0], mod.DECODABLE_VERSIONS[1] + 1))
             assert set(mod.DECODERS) == expected == set(mod.ENCODERS)
             assert mod.VALID_VERSIONS[1] == mod.DECODABLE_VERSIONS[1]
+
+
+@pytest.mark.parametrize(("module", "version"), [
+    (_index.request_header, v) for v in _index.request_header.DECODERS
+] + [(_index.response_header, v) for v in _index.response_header.DECODERS])
+def test_header_roundtrip(module: object, version: int) -> None:
+    flexible = version >= module.FLEXIBLE_MIN_VERSION  # type: ignore[attr-defined]
+
+    @SETTINGS
+    @given(header=message(module.MESSAGE, version, flexible))  # type: ignore[attr-defined]
+    def check(header: object) -> None:
+        parts: list = [bytearray()]
+        module.ENCODERS[version](header, parts)  # type: ignore[attr-defined]
+        data = b"".join(parts)
+        got, pos = module.DECODERS[version](memoryview(data), 0)  # type: ignore[attr-defined]
+        assert (got, pos) == (header, len(data))
+
+    check()
