@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import sys
 import timeit
@@ -129,6 +130,8 @@ def main() -> None:
             assert kio_encode() == body_bytes(encode_response(1, body, key, 12))
         rows.append((label, ours, theirs))
 
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load average {load}")
     print(f"{'benchmark (median us per call)':44} {'ours':>10} {'kio':>10} {'kio/ours':>9}"
           f"  target")
     for label, ours, theirs in rows:
