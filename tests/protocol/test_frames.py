@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from broker.protocol import (
     APIS,
     APIS_BY_NAME,
+    EncodeError,
     advertised_versions,
     decode_request,
     decode_response,
@@ -113,3 +116,16 @@ def test_encode_passes_record_payloads_by_reference() -> None:
         _, back = decode_response(frame[4:], 1, version)
         if version < 13:  # v13+ carries topic ids instead of names
             assert back == body
+
+
+def test_encode_errors_are_typed() -> None:
+    with pytest.raises(EncodeError):
+        encode_response(1, pp.ProduceResponse(throttle_time_ms=2**31), 0, 9)  # int32 overflow
+    with pytest.raises(EncodeError):
+        encode_response(1, pq.ProduceRequest(), 0, 9)  # a request is not a response
+    with pytest.raises(EncodeError):
+        encode_response(1, pp.ProduceResponse(), 0, 99)  # no such version
+    with pytest.raises(EncodeError):
+        encode_response(1, pp.ProduceResponse(), 999, 0)  # no such api
+    with pytest.raises(EncodeError):
+        encode_request(RequestHeader(0, 3, 1, "x" * 40_000), pq.ProduceRequest())  # int16 length
