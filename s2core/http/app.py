@@ -76,22 +76,18 @@ class S2App:
             return
         started = time.perf_counter()
         route = "unmatched"
-        status = 500
+        req = None
         try:
             req = Request(scope, receive, self.api.settings.max_body_bytes)
             route, resp = await self._dispatch(req, send)
-        except HttpError as err:
-            resp = Response.error(err)
-        except Exception as exc:
-            err = from_store_error(exc)
-            if err.status >= 500:
-                log.warning("%s %s failed", scope.get("method"), scope.get("path"),
-                            exc_info=exc)
+        except HttpError as err:  # from parsing the request line
             resp = Response.error(err)
         if isinstance(resp, Response):
             await resp.send(send)
-        status = resp.status
-        self.api.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
+        self.api.metrics.observe(scope["method"], route, resp.status,
+                                 time.perf_counter() - started)
+        if req is not None:
+            await req.discard_rest()
 
     async def _dispatch(self, req: Request, send: Send) -> tuple[str, Response | StreamingResponse]:
         segs = req.segments

@@ -4,6 +4,7 @@ Only what the S2 API needs, so the app has no web framework underneath it.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -57,6 +58,7 @@ class Request:
         self.query = self._decode_query(scope.get("query_string", b""))
         self.route = "unmatched"  # filled in by the router, for metrics
         self.body_consumed = False
+        self.body_ended = False  # the last body chunk arrived, or the client left
 
     @staticmethod
     def _decode_segments(raw_path: bytes) -> list[str]:
@@ -111,19 +113,35 @@ class Request:
     async def stream(self) -> AsyncIterator[bytes]:
         """The body as it arrives. Ends at the end of the body or when the client leaves."""
         self.body_consumed = True
-        while True:
-            msg = await self._receive()
-            if msg["type"] == "http.disconnect":
-                return
+        while not self.body_ended:
+            msg = await self._next()
             if msg.get("body"):
                 yield msg["body"]
-            if not msg.get("more_body", False):
-                return
 
     async def wait_disconnect(self) -> None:
         """Return when the client goes away (after the body, if any, is drained)."""
-        while (await self._receive())["type"] != "http.disconnect":
+        while (await self._next())["type"] != "http.disconnect":
             pass
+
+    async def _next(self) -> dict:
+        msg = await self._receive()
+        if msg["type"] == "http.disconnect" or not msg.get("more_body", False):
+            self.body_ended = True
+        return msg
+
+    async def discard_rest(self, idle_s: float = 1.0, limit: int = 64 << 20) -> None:
+        """Read and drop what is left of the body after the response was sent.
+
+        Hypercorn keeps feeding a finished app's bounded queue, and once it is full the
+        whole connection (every HTTP/2 stream on it) stops: so drain, but give up after
+        `limit` bytes or `idle_s` without data (a stream the client reset sends nothing)."""
+        received = 0
+        while not self.body_ended and received < limit:
+            try:
+                msg = await asyncio.wait_for(self._next(), idle_s)
+            except TimeoutError:
+                return
+            received += len(msg.get("body", b""))
 
     async def json(self) -> Any:
         """The body parsed as JSON (None for an empty body); 400 bad_json if malformed."""

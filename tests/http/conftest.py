@@ -55,10 +55,13 @@ async def start_server(auth_tokens=None, settings: Settings | None = None):
             await asyncio.sleep(0.01)
 
     async def shutdown():
+        if stop.is_set():
+            return
         stop.set()
         await asyncio.wait_for(task, 10)
         await store.close()
 
+    server.stop = shutdown
     return server, shutdown
 
 
