@@ -214,6 +214,8 @@ def set_log_append_time(buf: bytearray | memoryview, pos: int, timestamp_ms: int
     """Mark the batch at ``pos`` LogAppendTime with max timestamp ``timestamp_ms`` and
     recompute its CRC (both fields are covered by it), as a broker does for such topics."""
     h = parse_batch_header(buf, pos)
+    if h.size > len(buf) - pos:
+        raise CorruptRecordBatchError(f"batch of {h.size} bytes runs past the buffer")
     _I16.pack_into(buf, pos + _ATTR_OFFSET, h.attributes | TIMESTAMP_TYPE_BIT)
     _I64.pack_into(buf, pos + _MAX_TS_OFFSET, timestamp_ms)
     _U32.pack_into(buf, pos + _CRC_OFFSET, batch_crc(buf, pos, h.size))

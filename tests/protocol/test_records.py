@@ -98,6 +98,8 @@ def test_log_append_time_sets_type_max_timestamp_and_crc() -> None:
     assert h.timestamp_type == TimestampType.LOG_APPEND_TIME
     assert h.max_timestamp == 42_000 and h.compression == Compression.GZIP
     assert [r.timestamp for r in iter_records(batch)] == [42_000, 42_000]
+    with pytest.raises(CorruptRecordBatchError):
+        set_log_append_time(batch[:-1], 0, 1)
 
 
 def test_control_batch() -> None:
