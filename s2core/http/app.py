@@ -83,11 +83,11 @@ class S2App:
         except HttpError as err:  # from parsing the request line
             resp = Response.error(err)
         if isinstance(resp, Response):
+            if req is not None:
+                await req.discard_rest()
             await resp.send(send)
         self.api.metrics.observe(scope["method"], route, resp.status,
                                  time.perf_counter() - started)
-        if req is not None:
-            await req.discard_rest()
 
     async def _dispatch(self, req: Request, send: Send) -> tuple[str, Response | StreamingResponse]:
         segs = req.segments

@@ -130,11 +130,13 @@ class Request:
         return msg
 
     async def discard_rest(self, idle_s: float = 1.0, limit: int = 64 << 20) -> None:
-        """Read and drop what is left of the body after the response was sent.
+        """Read and drop what is left of the request body; call before ending a response.
 
-        Hypercorn keeps feeding a finished app's bounded queue, and once it is full the
-        whole connection (every HTTP/2 stream on it) stops: so drain, but give up after
-        `limit` bytes or `idle_s` without data (a stream the client reset sends nothing)."""
+        Hypercorn (0.18) fails the whole HTTP/2 connection when DATA arrives for a stream
+        whose response has ended (KeyError in its event loop), and over HTTP/1.1 it closes
+        the connection: so an early answer (413, 4xx before the body was read, an S2S
+        terminal frame) waits for the body's end first. Gives up after `limit` bytes or
+        `idle_s` without data (a client that reset its stream sends nothing more)."""
         received = 0
         while not self.body_ended and received < limit:
             try:

@@ -153,7 +153,7 @@ async def sse_read_session(api: Api, req: Request, send: Send, basin: str, name:
 
     if await _run(api, req, work):
         await body(sse.error_event(DRAINING.body))
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await end_stream(req, send)
     return StreamingResponse()
 
 
@@ -175,8 +175,14 @@ async def s2s_read_session(api: Api, req: Request, send: Send, basin: str, name:
 
     if await _run(api, req, work):
         await _send_terminal(send, DRAINING)
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await end_stream(req, send)
     return StreamingResponse()
+
+
+async def end_stream(req: Request, send: Send) -> None:
+    """End a streamed response, after the request body (see Request.discard_rest)."""
+    await req.discard_rest()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _session_error(exc: Exception) -> HttpError:
@@ -270,7 +276,7 @@ async def append_session(api: Api, req: Request, send: Send, basin: str,
         drainer = tg.create_task(on_drain())
         # the applier may stop early (an error): then nobody drains the inbox
         applier.add_done_callback(lambda _: (reader.cancel(), drainer.cancel()))
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await end_stream(req, send)
     return StreamingResponse()
 
 

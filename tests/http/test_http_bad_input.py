@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -217,3 +218,22 @@ async def test_s2s_over_http1_works(http):
         ack.ParseFromString(f.body)
         acks.append((ack.start.seq_num, ack.end.seq_num))
     assert acks == [(0, 1), (1, 2)]
+
+
+async def test_early_answers_keep_the_http2_connection(server):
+    """An answer sent before the body is all in must not cost the HTTP/2 connection (other
+    streams on it, in s2-sdk's case every request) its life."""
+    async with httpx.AsyncClient(http1=False, http2=True, base_url=server.url, headers=H,
+                                 timeout=20) as h2:
+        assert (await h2.post("/v1/streams", json={"stream": "s"})).http_version == "HTTP/2"
+        r = await h2.post(RECORDS, content=b"x" * (9 * 1024 * 1024),
+                          headers={"content-type": "application/json"})
+        err(r, 413, "request_too_large")
+        r = await h2.post(RECORDS, content=b"[" * 300_000,
+                          headers={"content-type": "application/json", "s2-format": "nope"})
+        err(r, 400, "bad_header")  # refused before the body was read
+        payload = frame(b"\xff") + frame(append_input(b"x")) * 20_000
+        r = await h2.post(RECORDS, content=payload, headers={"content-type": "s2s/proto"})
+        assert terminal_of(r.content)[:2] == (400, {"code": "bad_proto", "message": ANY})
+        r = await h2.get(RECORDS + "/tail")
+        assert r.status_code == 200 and r.json()["tail"]["seq_num"] == 0
