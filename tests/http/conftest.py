@@ -32,7 +32,7 @@ class Server:
         return S2(token, endpoints=Endpoints(account=self.url, basin=self.url), **kw)
 
 
-async def start_server(auth_tokens=None, settings: Settings | None = None):
+async def start_server(auth_tokens=None, settings: Settings | None = None, kafka_view=None):
     store = await StreamStore.open(
         MemoryMetadataStore(), MemoryObjectStore("segments"),
         [ChannelSpec("ch0", [MemoryObjectStore(f"r{i}") for i in range(3)], 2,
@@ -40,7 +40,7 @@ async def start_server(auth_tokens=None, settings: Settings | None = None):
     await store.ensure_basin(BASIN)
     sock = bind_socket()
     stop = asyncio.Event()
-    app = create_app(store, auth_tokens,
+    app = create_app(store, auth_tokens, kafka_view,
                      settings=settings or Settings(heartbeat_s=0.2))
     port = sock.getsockname()[1]
     task = asyncio.create_task(serve_http(app, "127.0.0.1", 0, stop, sock=sock))

@@ -193,3 +193,38 @@ async def test_curl_http1_and_h2c_on_one_port(server, http):
     events = parse_sse(out)
     assert json.loads(events[0]["data"])["records"][0]["body"] == "from curl"
     assert events[-1]["data"] == "[DONE]"
+
+
+async def test_request_token_makes_creates_idempotent(http):
+    body = {"stream": "once"}
+    first = await http.post("/v1/streams", json=body, headers={"s2-request-token": "t-1"})
+    again = await http.post("/v1/streams", json=body, headers={"s2-request-token": "t-1"})
+    assert first.status_code == again.status_code == 201 and first.json() == again.json()
+    other = await http.post("/v1/streams", json=body, headers={"s2-request-token": "t-2"})
+    assert other.status_code == 409
+    r = await http.post("/v1/basins", json={"basin": "token-basin"},
+                        headers={"s2-request-token": "b-1"})
+    assert r.status_code == 201
+    r2 = await http.post("/v1/basins", json={"basin": "token-basin"},
+                         headers={"s2-request-token": "b-1"})
+    assert r2.status_code == 201 and r2.json() == r.json()
+
+
+async def test_kafka_view_hook(make_server):
+    """Part 4 is not wired, but the hook is: unary reads of Kafka streams go through it."""
+    from s2core.records import ReadBatch, SequencedRecord, StreamPosition
+
+    class View:
+        def is_kafka_stream(self, basin, name):
+            return name.startswith("kafka/")
+
+        async def read_as_s2(self, basin, name, **read_args):
+            return ReadBatch([SequencedRecord(0, 1, (), b"from kafka")], StreamPosition(1, 1))
+
+    server = await make_server(kafka_view=View())
+    async with httpx.AsyncClient(base_url=server.url, headers=H) as http:
+        r = await http.get("/v1/streams/kafka%2Ft%2F0/records")
+        assert r.json()["records"][0]["body"] == "from kafka"
+        r = await http.get("/v1/streams/kafka%2Ft%2F0/records",
+                           headers={"accept": "text/event-stream"})
+        assert r.status_code == 501
