@@ -185,7 +185,8 @@ def encode_api_versions_unsupported(
 ) -> list[Buffer]:
     """The reply to an ApiVersions request whose version we do not know: a v0 response with
     UNSUPPORTED_VERSION and the (api_key, min, max) list, so the client retries with a version
-    we support (KIP-511). Defaults to every API in the registry."""
+    we support (KIP-511). Defaults to every API in the registry (Kafka itself lists only
+    ApiVersions' own range; clients accept either)."""
     rows = advertised_versions() if api_versions is None else api_versions
     body = ApiVersionsResponse(
         error_code=ErrorCode.UNSUPPORTED_VERSION,

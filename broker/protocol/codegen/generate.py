@@ -41,7 +41,7 @@ def spec_names() -> list[str]:
 
 
 def render_index(messages: list[Message]) -> str:
-    lines = [HEADER.format(spec="the spec files listed below"), "# ruff: noqa",
+    lines = [HEADER.format(spec="the specs named in the modules below"), "# ruff: noqa",
              '"""Index of generated modules: (api_key, api name, request, response module)."""',
              "", "from __future__ import annotations", ""]
     mods = sorted(module_name(m.name) for m in messages)
