@@ -100,3 +100,12 @@ async def test_stream_names_with_special_characters(basin):
     await stream.append(AppendInput(records=[Record(body=b"x")]))
     assert [r.body for r in (await stream.read(start=SeqNum(0))).records] == [b"x"]
     await basin.delete_stream(name)
+
+
+async def test_endpoints_from_env(server, monkeypatch):
+    from s2_sdk import S2, Endpoints, Retry
+    monkeypatch.setenv("S2_ACCOUNT_ENDPOINT", server.url)
+    monkeypatch.setenv("S2_BASIN_ENDPOINT", server.url)  # no {basin}: the s2-basin header
+    async with S2("t", endpoints=Endpoints.from_env(), retry=Retry(max_attempts=1)) as s2:
+        assert [b.name for b in (await s2.list_basins()).items] == [BASIN]
+        assert (await s2.basin(BASIN).list_streams()).items == []
