@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
 
 import httpx
 import pytest
@@ -176,6 +177,7 @@ async def run(*args: str) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl command")
 async def test_curl_http1_and_h2c_on_one_port(server, http):
     code, out = await run("curl", "-sS", "--http1.1", "-H", f"s2-basin: {BASIN}",
                           "-H", "content-type: application/json",
@@ -228,3 +230,28 @@ async def test_kafka_view_hook(make_server):
         r = await http.get("/v1/streams/kafka%2Ft%2F0/records",
                            headers={"accept": "text/event-stream"})
         assert r.status_code == 501
+
+
+async def test_s2s_read_session_frames_and_heartbeats(http):
+    """S2S at the frame level: the batch, then heartbeats (no records, the tail) while
+    following."""
+    from s2core.http import s2s
+    from s2core.http.proto import ReadBatchPb
+    await http.post("/v1/streams/s/records", json={"records": [{"body": "a"}]})
+    batches = []
+    async with http.stream("GET", "/v1/streams/s/records", params={"seq_num": 0},
+                           headers={"content-type": "s2s/proto"}) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "s2s/proto"
+        dec = s2s.FrameDecoder(1 << 20)
+        async for chunk in r.aiter_bytes():
+            dec.feed(chunk)
+            while (f := dec.next_frame()) is not None:
+                assert not f.terminal
+                b = ReadBatchPb()
+                b.ParseFromString(f.body)
+                batches.append(b)
+            if len(batches) >= 3:
+                break
+    assert [r.body for r in batches[0].records] == [b"a"]
+    for hb in batches[1:]:
+        assert len(hb.records) == 0 and hb.HasField("tail") and hb.tail.seq_num == 1
