@@ -197,6 +197,17 @@ class Channel:
                      match_seq_num: int | None, fencing_token: str | None,
                      timestamps: list[int]) -> AppendAck:
         """Sequence and durably append `records` (already validated) to stream `uid`."""
+        _, fut = await self.submit(uid, name, records, commands, match_seq_num,
+                                   fencing_token, timestamps)
+        return await fut
+
+    async def submit(self, uid: bytes, name: str, records: list, commands: list,
+                     match_seq_num: int | None, fencing_token: str | None,
+                     timestamps: list[int]) -> tuple[int, asyncio.Future]:
+        """Sequence `records`; return their first seq_num and a future of the durable ack.
+
+        Callers that must keep an order between appends (a Kafka producer's pipelined
+        batches) submit them one after another and await the futures concurrently."""
         if self.failed:
             raise self.failed
         if self._closing:
@@ -237,7 +248,7 @@ class Channel:
         oc.nbytes += size
         self.mem_bytes += size
         self._schedule_seal(oc)
-        return await fut
+        return seqd[0].seq_num, fut
 
     async def _wait_for_memory(self, size: int) -> None:
         deadline = self.clock.monotonic() + self.config.append_wait_timeout_s

@@ -1,15 +1,13 @@
-"""The server process: opens the store from a config and serves it until told to stop."""
+"""Opening the stream store described by a config, and its periodic maintenance."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import signal
 import socket
 from typing import Any
 
 from s2core.channel import ChannelConfig
-from s2core.config import parse_hostport
 from s2core.metadata import open_metadata_store
 from s2core.objstore import open_object_store
 from s2core.store import ChannelSpec, Limits, StreamStore
@@ -58,38 +56,8 @@ async def open_store(cfg: dict[str, Any]) -> StreamStore:
     return store
 
 
-async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT (or `stop`): everything acked is durable on return."""
-    from s2core.http.app import create_app, serve_http
-
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-    store = await open_store(cfg)
-    maintenance = loop.create_task(_maintenance(store, stop))
-    host, port = parse_hostport(cfg["server"]["http_listen"], "server.http_listen")
-    tokens = cfg["server"]["http_auth_tokens"] or None
-    app = create_app(store, auth_tokens=tokens)
-    bound: asyncio.Future = loop.create_future()
-    http = loop.create_task(serve_http(app, host, port, stop, bound=bound))
-    try:
-        http_addr = await asyncio.wait_for(asyncio.shield(bound), 30)
-        print(f"s2kafka ready http={http_addr[0]}:{http_addr[1]} "
-              f"data_dir={cfg['server']['data_dir']}", flush=True)
-        await stop.wait()
-    finally:
-        stop.set()
-        await asyncio.gather(http, return_exceptions=True)
-        maintenance.cancel()
-        await store.close()
-        log.info("s2kafka stopped cleanly")
-
-
-async def _maintenance(store: StreamStore, stop: asyncio.Event) -> None:
+async def maintenance(store: StreamStore, stop: asyncio.Event) -> None:
+    """Periodic retention and trim sweeps until `stop` is set."""
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), 60)

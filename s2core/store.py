@@ -322,6 +322,19 @@ class StreamStore:
                      match_seq_num: int | None = None,
                      fencing_token: str | None = None) -> AppendAck:
         """Append a batch atomically; returns once it is durable on a write quorum."""
+        _, fut = await self.submit_append(basin, name, records, match_seq_num=match_seq_num,
+                                          fencing_token=fencing_token)
+        return await fut
+
+    async def submit_append(self, basin: str, name: str, records: list[AppendRecord], *,
+                            match_seq_num: int | None = None,
+                            fencing_token: str | None = None,
+                            max_bytes: int | None = None) -> tuple[int, asyncio.Future]:
+        """Validate and sequence a batch; return its first seq_num and a future that
+        resolves to the AppendAck once the batch is durable (or to the append's error).
+
+        `max_bytes` raises the per-append size limit for trusted callers (the Kafka layer
+        enforces its own per-topic limits)."""
         if not records:
             raise InvalidArgument("an append needs at least one record")
         if len(records) > self.limits.max_append_records:
@@ -333,26 +346,25 @@ class StreamStore:
             if r.span < 1:
                 raise InvalidArgument("record span must be >= 1")
             total += metered_size(r.headers, r.body)
-            commands.append(parse_command(r.headers, r.body))
-        if total > self.limits.max_append_bytes:
+            commands.append(parse_command(r.headers, r.body) if r.headers else None)
+        limit = max_bytes or self.limits.max_append_bytes
+        if total > limit:
             raise LimitExceeded(f"append of {total} metered bytes is over the limit of "
-                                f"{self.limits.max_append_bytes}")
+                                f"{limit}")
         if fencing_token is not None and len(fencing_token.encode()) > 36:
             raise InvalidArgument("fencing token longer than 36 bytes")
-        brow_create = False
         try:
             h = await self._handle(basin, name)
         except StreamNotFound:
             brow, _ = await self._basin(basin)
-            brow_create = brow["config"].get("create_stream_on_append", False)
-            if not brow_create:
+            if not brow["config"].get("create_stream_on_append", False):
                 raise
             h = await self._handle(basin, name, create=True)
         if h.chain[-1]["sealed_at"] is not None:
             raise Sealed(f"stream {name!r} is sealed; retry")
         ch = self._channel(h)
         timestamps = self._timestamps(h.config, records)
-        return await ch.append(h.uid, name, records, commands, match_seq_num, fencing_token,
+        return await ch.submit(h.uid, name, records, commands, match_seq_num, fencing_token,
                                timestamps)
 
     def _timestamps(self, cfg: StreamConfig, records: list[AppendRecord]) -> list[int]:
@@ -374,6 +386,11 @@ class StreamStore:
     async def check_tail(self, basin: str, name: str) -> StreamPosition:
         _, st = await self._state(await self._handle(basin, name))
         return st.tail
+
+    async def wait_for_tail(self, basin: str, name: str, beyond: int, timeout: float) -> bool:
+        """Wait until the stream's tail is past `beyond`; False on timeout."""
+        h = await self._handle(basin, name)
+        return await self._channel(h).wait_for_records(h.uid, beyond, timeout)
 
     async def first_seq(self, basin: str, name: str) -> int:
         """The first readable seq_num (after trims and retention)."""

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as e:
         print(f"s2kafka: configuration error: {e}", file=sys.stderr)
         return 2
-    from s2core.server import serve
+    from broker.main import serve
     try:
         import uvloop
     except ImportError:

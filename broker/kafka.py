@@ -1,0 +1,89 @@
+"""The broker: shared state of every Kafka connection (store, topics, producers, services)."""
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+from broker.producers import ProducerRegistry
+from broker.protocol.registry import APIS
+from broker.services import load_services
+from broker.topics import TopicRegistry, stream_name
+from s2core.errors import StreamNotFound
+from s2core.metadata.base import VersionMismatch
+from s2core.store import StreamStore
+
+
+@dataclass
+class BrokerConfig:
+    """Settings of the Kafka layer (from the [kafka] and [server] config sections)."""
+
+    basin: str = "default-basin"
+    node_id: int = 0
+    advertised_host: str = "127.0.0.1"
+    advertised_port: int = 9092
+    auto_create_topics: bool = True
+    auto_create_partitions: int = 1
+    max_frame_bytes: int = 100 * 1024 * 1024
+    max_inflight_requests: int = 64
+    idle_timeout_s: float = 600.0
+    max_batch_decompressed_bytes: int = 64 * 1024 * 1024
+
+
+class Broker:
+    """Everything a Kafka request handler may need."""
+
+    def __init__(self, store: StreamStore, config: BrokerConfig) -> None:
+        self.store = store
+        self.config = config
+        self.basin = config.basin
+        self.topics = TopicRegistry(store, config.basin)
+        self.producers = ProducerRegistry(self)
+        self.services = load_services()
+        self.cluster_id = ""
+        self.extensions: dict[str, object] = {}
+
+    async def start(self) -> None:
+        await self.store.ensure_basin(self.basin)
+        await self.topics.load()
+        self.cluster_id = await self._cluster_id()
+
+    async def _cluster_id(self) -> str:
+        key = "kafka/cluster"
+        row = await self.store.metadata.get(key)
+        if row is None:
+            cid = base64.urlsafe_b64encode(self.store.rng.getrandbits(128).to_bytes(16, "big"))
+            value = json.dumps({"cluster_id": cid.decode().rstrip("=")}).encode()
+            try:
+                await self.store.metadata.create(key, value)
+            except VersionMismatch:
+                pass
+            row = await self.store.metadata.get(key)
+        return json.loads(row.value)["cluster_id"]
+
+    def api_versions(self) -> list[tuple[int, int, int]]:
+        """(api_key, min, max) for every API with a registered service: never more."""
+        out = []
+        for key, svc in sorted(self.services.items()):
+            info = APIS[key]
+            lo = max(svc.VERSIONS[0], info.decodable_min_version)
+            hi = min(svc.VERSIONS[1], info.max_stable_version)
+            out.append((key, lo, hi))
+        return out
+
+    def stream(self, topic: str, partition: int) -> str:
+        return stream_name(topic, partition)
+
+    async def partition_bounds(self, topic: str, partition: int) -> tuple[int, int]:
+        """(log start offset, high watermark) of a partition."""
+        name = stream_name(topic, partition)
+        try:
+            tail = await self.store.check_tail(self.basin, name)
+        except StreamNotFound:
+            t = self.topics.get(topic)
+            if t is None:
+                raise
+            await self.topics.ensure_partition(t, partition)
+            tail = await self.store.check_tail(self.basin, name)
+        first = await self.store.first_seq(self.basin, name)
+        return first, tail.seq_num

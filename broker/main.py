@@ -1,0 +1,66 @@
+"""`s2kafka serve`: the stream store, the Kafka listener and the S2 HTTP API in one process."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from broker.kafka import Broker, BrokerConfig
+from broker.server import KafkaServer
+from s2core.config import parse_hostport
+from s2core.http import create_app, serve_http
+from s2core.http.server import bind_socket
+from s2core.server import maintenance, open_store
+
+log = logging.getLogger(__name__)
+
+
+def broker_config(cfg: dict[str, Any]) -> BrokerConfig:
+    host, port = parse_hostport(cfg["server"]["kafka_listen"], "server.kafka_listen")
+    adv = cfg["server"]["kafka_advertised"]
+    adv_host, adv_port = parse_hostport(adv, "server.kafka_advertised") if adv else (host, port)
+    if adv_host in ("0.0.0.0", "::", ""):
+        adv_host = "127.0.0.1"
+    k = cfg["kafka"]
+    return BrokerConfig(basin=cfg["server"]["default_basin"], advertised_host=adv_host,
+                        advertised_port=adv_port, auto_create_topics=k["auto_create_topics"],
+                        auto_create_partitions=k["auto_create_partitions"],
+                        max_frame_bytes=k["max_frame_bytes"])
+
+
+async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or `stop`); everything acked is durable on return."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    store = await open_store(cfg)
+    bcfg = broker_config(cfg)
+    broker = Broker(store, bcfg)
+    await broker.start()
+    kafka = KafkaServer(broker)
+    k_host, k_port = parse_hostport(cfg["server"]["kafka_listen"], "server.kafka_listen")
+    k_addr = await kafka.start(k_host, k_port)
+    if bcfg.advertised_port == 0:  # an ephemeral listener advertises what it got
+        bcfg.advertised_port = k_addr[1]
+    h_host, h_port = parse_hostport(cfg["server"]["http_listen"], "server.http_listen")
+    sock = bind_socket(h_host, h_port)
+    h_addr = sock.getsockname()[:2]
+    app = create_app(store, auth_tokens=cfg["server"]["http_auth_tokens"] or None)
+    http = loop.create_task(serve_http(app, h_host, h_port, stop, sock=sock))
+    sweeper = loop.create_task(maintenance(store, stop))
+    print(f"s2kafka ready kafka={bcfg.advertised_host}:{bcfg.advertised_port} "
+          f"http={h_addr[0]}:{h_addr[1]} data_dir={cfg['server']['data_dir']}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        stop.set()
+        await kafka.stop()
+        await asyncio.gather(http, return_exceptions=True)
+        sweeper.cancel()
+        await store.close()
+        log.info("s2kafka stopped cleanly")

@@ -1,0 +1,288 @@
+"""The Kafka listener: an asyncio connection shell around the pure codec.
+
+Frames are read into exactly-sized buffers (large ones straight from the socket, with no
+copy), decoded, and dispatched by API key. A request's first phase runs in request order
+(so a producer's pipelined batches are sequenced in the order sent); what it then awaits
+(durability, long polls) runs concurrently, and responses are written in request order.
+At most `max_inflight_requests` requests per connection are in progress; beyond that the
+connection stops reading. Oversized or malformed frames close the connection.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import struct
+import time
+from typing import Any
+
+from broker.kafka import Broker
+from broker.protocol.exceptions import (
+    DecodeError, UnknownApiKeyError, UnsupportedVersionError,
+)
+from broker.protocol.frames import decode_request, encode_api_versions_unsupported, \
+    encode_response
+from broker.protocol.registry import API_VERSIONS_KEY
+
+log = logging.getLogger(__name__)
+
+_SCRATCH = 64 * 1024
+_SIZE = struct.Struct(">i")
+
+
+class RecordParts(list):
+    """Record payloads for one `records` field, kept as separate buffers (never joined).
+
+    The codec treats it as one opaque bytes-like value (its len is the byte total); the
+    connection flattens it into the buffers handed to `transport.writelines`."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self, parts=()) -> None:
+        super().__init__(parts)
+        self.nbytes = sum(len(p) for p in self)
+
+    def add(self, part) -> None:
+        self.append(part)
+        self.nbytes += len(part)
+
+    def __len__(self) -> int:  # noqa: D105 - the codec writes this as the byte length
+        return self.nbytes
+
+    def __bool__(self) -> bool:
+        return list.__len__(self) > 0
+
+
+def _flatten(parts: list) -> list:
+    out = []
+    for p in parts:
+        if isinstance(p, RecordParts):
+            out.extend(list.__iter__(p))
+        else:
+            out.append(p)
+    return out
+
+
+class Connection(asyncio.BufferedProtocol):
+    """One client connection."""
+
+    def __init__(self, broker: Broker, server: KafkaServer) -> None:
+        self.broker = broker
+        self.server = server
+        self.cfg = broker.config
+        self.transport: asyncio.Transport | None = None
+        self.peer = None
+        self.client_id: str | None = None
+        self._scratch = bytearray(_SCRATCH)
+        self._have = 0            # bytes in _scratch
+        self._frame: bytearray | None = None  # a large frame being filled directly
+        self._frame_have = 0
+        self._requests: asyncio.Queue = asyncio.Queue()
+        self._responses: asyncio.Queue = asyncio.Queue()
+        self._inflight = 0
+        self._paused = False
+        self._closed = False
+        self._last_active = time.monotonic()
+        self._tasks: list[asyncio.Task] = []
+
+    # -- asyncio protocol ------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._dispatch_loop()),
+                       loop.create_task(self._write_loop())]
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self._closed = True
+        self._requests.put_nowait(None)
+        self._responses.put_nowait(None)
+        self.server.connections.discard(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._frame is not None:
+            return memoryview(self._frame)[self._frame_have:]
+        if self._have == len(self._scratch):
+            self._scratch.extend(bytes(len(self._scratch)))
+        return memoryview(self._scratch)[self._have:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._last_active = time.monotonic()
+        if self._frame is not None:
+            self._frame_have += nbytes
+            if self._frame_have == len(self._frame):
+                frame, self._frame = self._frame, None
+                self._submit(frame)
+            return
+        self._have += nbytes
+        self._parse_scratch()
+
+    def _parse_scratch(self) -> None:
+        buf = self._scratch
+        pos = 0
+        while self._have - pos >= 4:
+            (size,) = _SIZE.unpack_from(buf, pos)
+            if size < 8 or size > self.cfg.max_frame_bytes:
+                log.warning("closing %s: frame size %d outside 8..%d", self.peer, size,
+                            self.cfg.max_frame_bytes)
+                self.close()
+                return
+            if self._have - pos - 4 >= size:
+                self._submit(bytes(buf[pos + 4:pos + 4 + size]))
+                pos += 4 + size
+                continue
+            if size > _SCRATCH:  # big frame: read the rest straight into its own buffer
+                frame = bytearray(size)
+                got = self._have - pos - 4
+                frame[:got] = buf[pos + 4:self._have]
+                self._frame, self._frame_have = frame, got
+                pos = self._have
+            break
+        if pos:
+            rest = self._have - pos
+            buf[:rest] = buf[pos:self._have]
+            self._have = rest
+            if len(buf) > _SCRATCH and rest <= _SCRATCH:
+                del buf[_SCRATCH:]
+
+    def _submit(self, frame) -> None:
+        self._inflight += 1
+        self._requests.put_nowait(frame)
+        if self._inflight >= self.cfg.max_inflight_requests and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _done_one(self) -> None:
+        self._inflight -= 1
+        if self._paused and self._inflight < self.cfg.max_inflight_requests // 2:
+            self._paused = False
+            if not self._closed:
+                self.transport.resume_reading()
+
+    def close(self) -> None:
+        if not self._closed and self.transport is not None:
+            self._closed = True
+            self.transport.close()
+
+    # -- request processing ----------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            frame = await self._requests.get()
+            if frame is None:
+                return
+            try:
+                item = await self._dispatch(memoryview(frame))
+            except Exception:  # noqa: BLE001 - a bug in one handler must not kill the broker
+                log.exception("request from %s failed; closing the connection", self.peer)
+                self._responses.put_nowait(None)
+                self.close()
+                return
+            self._responses.put_nowait(item)
+
+    async def _dispatch(self, frame: memoryview) -> Any:
+        try:
+            header, request = decode_request(frame)
+        except UnsupportedVersionError as e:
+            if e.api_key == API_VERSIONS_KEY:
+                return encode_api_versions_unsupported(e.correlation_id,
+                                                       self.broker.api_versions())
+            log.info("closing %s: unsupported %s", self.peer, e)
+            return _Close()
+        except UnknownApiKeyError as e:
+            log.info("closing %s: %s", self.peer, e)
+            return _Close()
+        except DecodeError as e:
+            log.info("closing %s: malformed request: %s", self.peer, e)
+            return _Close()
+        api_key = header.request_api_key
+        version = header.request_api_version
+        svc = self.broker.services.get(api_key)
+        if svc is None or not svc.VERSIONS[0] <= version <= svc.VERSIONS[1]:
+            if api_key == API_VERSIONS_KEY:
+                return encode_api_versions_unsupported(header.correlation_id,
+                                                       self.broker.api_versions())
+            if svc is None or not hasattr(svc, "unsupported_version"):
+                log.info("closing %s: api %d v%d not served", self.peer, api_key, version)
+                return _Close()
+        if header.client_id is not None:
+            self.client_id = header.client_id
+        if svc is not None and not svc.VERSIONS[0] <= version <= svc.VERSIONS[1]:
+            result = svc.unsupported_version(self.broker, header, request)
+        else:
+            result = await svc.handle(self.broker, self, header, request)
+        return (header, result)
+
+    async def _write_loop(self) -> None:
+        while True:
+            item = await self._responses.get()
+            if item is None:
+                return
+            try:
+                if isinstance(item, _Close):
+                    self.close()
+                    return
+                if isinstance(item, list):  # pre-encoded
+                    self._write(item)
+                    continue
+                header, result = item
+                if inspect.isawaitable(result):
+                    result = await result
+                if result is None:
+                    continue  # acks=0
+                parts = encode_response(header.correlation_id, result,
+                                        header.request_api_key, header.request_api_version)
+                self._write(_flatten(parts))
+            except Exception:  # noqa: BLE001
+                log.exception("response to %s failed; closing the connection", self.peer)
+                self.close()
+                return
+            finally:
+                self._done_one()
+
+    def _write(self, parts: list) -> None:
+        if not self._closed:
+            self.transport.writelines(parts)
+
+
+class _Close:
+    """Marker: close the connection here (after earlier responses are written)."""
+
+
+class KafkaServer:
+    """The Kafka listener and its connections."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.server: asyncio.base_events.Server | None = None
+        self.connections: set[Connection] = set()
+        self._idle_task: asyncio.Task | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: Connection(self.broker, self),
+                                               host, port, reuse_address=True, backlog=1024)
+        self._idle_task = loop.create_task(self._reap_idle())
+        return self.server.sockets[0].getsockname()[:2]
+
+    async def _reap_idle(self) -> None:
+        timeout = self.broker.config.idle_timeout_s
+        while True:
+            await asyncio.sleep(min(timeout, 30))
+            now = time.monotonic()
+            for c in list(self.connections):
+                if now - c._last_active > timeout and c._inflight == 0:
+                    log.info("closing idle connection %s", c.peer)
+                    c.close()
+
+    async def stop(self) -> None:
+        if self._idle_task:
+            self._idle_task.cancel()
+        if self.server:
+            self.server.close()
+        for c in list(self.connections):
+            c.close()
+        if self.server:
+            await self.server.wait_closed()

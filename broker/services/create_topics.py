@@ -1,0 +1,62 @@
+"""CreateTopics: validation (names, partitions, replication, configs), validate_only."""
+from __future__ import annotations
+
+from broker.protocol.errors import ErrorCode
+from broker.protocol.messages.create_topics_response import (
+    CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse,
+)
+from broker.topic_configs import TOPIC_CONFIGS
+from broker.topics import TopicError
+
+API_KEY = 19
+VERSIONS = (2, 7)
+SOURCE_DYNAMIC_TOPIC, SOURCE_DEFAULT = 1, 5
+
+
+async def handle(broker, conn, header, request):
+    names = [t.name for t in request.topics]
+    results = []
+    for t in request.topics:
+        results.append(await _create(broker, t, names.count(t.name) > 1, request.validate_only))
+    return CreateTopicsResponse(throttle_time_ms=0, topics=results)
+
+
+async def _create(broker, t, duplicated: bool, validate_only: bool) -> CreatableTopicResult:
+    def fail(code, message):
+        return CreatableTopicResult(name=t.name, error_code=code, error_message=message,
+                                    topic_config_error_code=0, num_partitions=-1,
+                                    replication_factor=-1, configs=None)
+
+    if duplicated:
+        return fail(ErrorCode.INVALID_REQUEST, "Duplicate topic name in the request.")
+    partitions = t.num_partitions
+    if t.assignments:
+        if partitions != -1 or t.replication_factor != -1:
+            return fail(ErrorCode.INVALID_REQUEST, "Both numPartitions or replicationFactor "
+                        "and replicasAssignments were set.")
+        for a in t.assignments:
+            if list(a.broker_ids) != [broker.config.node_id]:
+                return fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                            f"Replica assignment {list(a.broker_ids)} is not this broker.")
+        partitions = len(t.assignments)
+    elif partitions == -1:
+        partitions = broker.config.auto_create_partitions
+    if t.replication_factor not in (-1, 1) and not t.assignments:
+        return fail(ErrorCode.INVALID_REPLICATION_FACTOR,
+                    f"Replication factor {t.replication_factor} is larger than the number of "
+                    "available brokers (1); every write is already on a storage quorum.")
+    configs: dict[str, str | None] = {}
+    for c in t.configs or ():
+        configs[c.name] = c.value
+    try:
+        topic = await broker.topics.create(t.name, partitions, configs,
+                                           validate_only=validate_only)
+    except TopicError as e:
+        return fail(e.code, e.message)
+    return CreatableTopicResult(
+        name=topic.name, topic_id=topic.id, error_code=0, error_message=None,
+        topic_config_error_code=0, num_partitions=topic.partitions, replication_factor=1,
+        configs=[CreatableTopicConfigs(name=k, value=topic.config(k), read_only=False,
+                                       config_source=SOURCE_DYNAMIC_TOPIC if k in topic.configs
+                                       else SOURCE_DEFAULT, is_sensitive=False)
+                 for k in sorted(TOPIC_CONFIGS)])

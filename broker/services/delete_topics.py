@@ -1,0 +1,38 @@
+"""DeleteTopics: by name (v1-v5) or by name or topic id (v6)."""
+from __future__ import annotations
+
+from broker.protocol.errors import ErrorCode
+from broker.protocol.messages.delete_topics_response import (
+    DeletableTopicResult, DeleteTopicsResponse,
+)
+from broker.topics import TopicError
+
+API_KEY = 20
+VERSIONS = (1, 6)
+ZERO_UUID = bytes(16)
+
+
+async def handle(broker, conn, header, request):
+    if header.request_api_version >= 6:
+        wanted = [(t.name, t.topic_id) for t in request.topics]
+    else:
+        wanted = [(n, ZERO_UUID) for n in request.topic_names]
+    results = []
+    for name, topic_id in wanted:
+        if name is None:
+            topic = broker.topics.by_id.get(topic_id)
+            if topic is None:
+                results.append(DeletableTopicResult(name=None, topic_id=topic_id,
+                                                    error_code=ErrorCode.UNKNOWN_TOPIC_ID,
+                                                    error_message="unknown topic id"))
+                continue
+            name = topic.name
+        try:
+            topic = await broker.topics.delete(name)
+        except TopicError as e:
+            results.append(DeletableTopicResult(name=name, topic_id=topic_id,
+                                                error_code=e.code, error_message=e.message))
+            continue
+        broker.producers.forget_topic(name)
+        results.append(DeletableTopicResult(name=name, topic_id=topic.id, error_code=0))
+    return DeleteTopicsResponse(throttle_time_ms=0, responses=results)

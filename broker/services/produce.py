@@ -1,0 +1,222 @@
+"""Produce: validate record batches and store each as one s2core record spanning its count.
+
+The first phase (in request order on the connection) validates, dedupes idempotent batches
+and sequences the appends, so pipelined batches keep their order; the response waits for the
+write quorum (acks=1/all) or is never sent (acks=0). Batch bytes are stored as produced:
+base offset and partition leader epoch are outside the CRC and are stamped at fetch time.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+
+from broker.producers import BatchRecord, ProducerError, check_sequence, record_batch
+from broker.protocol.errors import ErrorCode
+from broker.protocol.exceptions import DecodeError
+from broker.protocol.messages.produce_response import (
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+)
+from broker.protocol.records import iter_records, set_log_append_time, split_batches
+from broker.services._common import kafka_error
+from s2core.errors import S2Error, StreamNotFound
+from s2core.records import AppendRecord
+
+API_KEY = 0
+VERSIONS = (3, 13)
+ZERO_UUID = bytes(16)
+log = logging.getLogger(__name__)
+
+
+class _Reject(Exception):
+    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def unsupported_version(broker, header, request):
+    """Produce v0-v2 (message formats v0/v1) are decoded only to be refused cleanly."""
+    return ProduceResponse(responses=[
+        TopicProduceResponse(name=t.name, partition_responses=[
+            PartitionProduceResponse(index=p.index, error_code=ErrorCode.UNSUPPORTED_VERSION,
+                                     base_offset=-1)
+            for p in t.partition_data])
+        for t in request.topic_data], throttle_time_ms=0)
+
+
+async def handle(broker, conn, header, request):
+    version = header.request_api_version
+    if request.transactional_id is not None:
+        return _all(request, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    if request.acks not in (-1, 0, 1):
+        return _all(request, ErrorCode.INVALID_REQUIRED_ACKS)
+    pending = []
+    for t in request.topic_data:
+        topic = broker.topics.get(t.name) if version < 13 else \
+            broker.topics.by_id.get(t.topic_id)
+        parts = []
+        for p in t.partition_data:
+            parts.append((p.index, await _partition(broker, topic, t, p)))
+        pending.append((t, parts))
+    if request.acks == 0:
+        for _, parts in pending:
+            for _, res in parts:
+                if inspect.iscoroutine(res):
+                    res.close()  # nobody waits for the outcome of an acks=0 produce
+        return None
+    return _respond(pending, version)
+
+
+def _ignore(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def _respond(pending, version) -> ProduceResponse:
+    responses = []
+    for t, parts in pending:
+        out = []
+        for index, res in parts:
+            if isinstance(res, PartitionProduceResponse):
+                out.append(res)
+                continue
+            out.append(await res)
+        responses.append(TopicProduceResponse(name=t.name, topic_id=t.topic_id,
+                                              partition_responses=out))
+    return ProduceResponse(responses=responses, throttle_time_ms=0)
+
+
+def _all(request, code):
+    return ProduceResponse(responses=[
+        TopicProduceResponse(name=t.name, topic_id=t.topic_id, partition_responses=[
+            PartitionProduceResponse(index=p.index, error_code=code, base_offset=-1)
+            for p in t.partition_data])
+        for t in request.topic_data], throttle_time_ms=0)
+
+
+def _error(index, code, message=None):
+    return PartitionProduceResponse(index=index, error_code=code, base_offset=-1,
+                                    log_append_time_ms=-1, log_start_offset=-1,
+                                    error_message=message)
+
+
+async def _partition(broker, topic, t, p):
+    """Validate and submit one partition's batches; returns a response or an awaitable."""
+    index = p.index
+    if topic is None:
+        code = ErrorCode.UNKNOWN_TOPIC_ID if t.topic_id and t.topic_id != ZERO_UUID and \
+            t.name in (None, "") else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        return _error(index, code)
+    if not 0 <= index < topic.partitions:
+        return _error(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+    try:
+        return await _submit(broker, topic, index, p.records)
+    except _Reject as e:
+        return _error(index, e.code, e.message)
+    except ProducerError as e:
+        return _error(index, e.code, str(e))
+    except S2Error as e:
+        return _error(index, kafka_error(e), str(e))
+
+
+async def _submit(broker, topic, index, records):
+    if records is None or len(records) == 0:
+        raise _Reject(ErrorCode.CORRUPT_MESSAGE, "no record batches")
+    try:
+        batches = split_batches(records, check_offsets=True)
+    except DecodeError as e:
+        raise _Reject(ErrorCode.CORRUPT_MESSAGE, str(e)) from None
+    max_bytes = int(topic.config("max.message.bytes"))
+    log_append = topic.config("message.timestamp.type") == "LogAppendTime"
+    compacted = "compact" in topic.config("cleanup.policy")
+    now = broker.store.clock.now_ms()
+    mv = records if isinstance(records, memoryview) else memoryview(records)
+    appends: list[AppendRecord] = []
+    dupes: dict[int, BatchRecord] = {}
+    seq_checks = []
+    pstate = None
+    for i, (pos, h) in enumerate(batches):
+        if h.size > max_bytes:
+            raise _Reject(ErrorCode.MESSAGE_TOO_LARGE,
+                          f"batch of {h.size} bytes is over max.message.bytes {max_bytes}")
+        if h.is_control:
+            raise _Reject(ErrorCode.INVALID_RECORD, "clients may not produce control batches")
+        if h.is_transactional:
+            raise _Reject(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                          "transactions are not supported")
+        body = mv[pos:pos + h.size]
+        if compacted:
+            _check_keys(broker, body)
+        if log_append:
+            body = bytearray(body)
+            set_log_append_time(body, 0, now)
+        if h.producer_id >= 0:
+            if pstate is None:
+                pstate = await broker.producers.state(topic.name, index)
+            last_seq = (h.base_sequence + h.last_offset_delta) & 0x7FFFFFFF
+            dup = check_sequence(pstate, h.producer_id, h.producer_epoch, h.base_sequence,
+                                 last_seq)
+            if dup is not None:
+                dupes[i] = dup
+                continue
+            seq_checks.append((len(appends), h, last_seq))
+        appends.append(AppendRecord(body=body, timestamp=now if log_append else h.max_timestamp,
+                                    span=h.record_count))
+    if not appends:
+        return _duplicate(broker, topic, index, dupes, log_append, now)
+    name = broker.stream(topic.name, index)
+    try:
+        first, fut = await broker.store.submit_append(broker.basin, name, appends,
+                                                      max_bytes=broker.config.max_frame_bytes)
+    except StreamNotFound:
+        await broker.topics.ensure_partition(topic, index)
+        first, fut = await broker.store.submit_append(broker.basin, name, appends,
+                                                      max_bytes=broker.config.max_frame_bytes)
+    offsets = [first]
+    for a in appends[:-1]:
+        offsets.append(offsets[-1] + a.span)
+    for k, h, last_seq in seq_checks:
+        record_batch(pstate, h.producer_id, h.producer_epoch,
+                     BatchRecord(h.base_sequence, last_seq, offsets[k], fut))
+    fut.add_done_callback(_ignore)  # errors are reported by _await_ack, if anyone awaits
+    return _await_ack(broker, topic.name, index, fut, first, log_append, now, pstate)
+
+
+async def _await_ack(broker, topic, index, fut, first, log_append, now, pstate):
+    try:
+        await fut
+    except S2Error as e:
+        if pstate is not None:  # the outcome is unknown: make the producer resend in order
+            broker.producers.partitions.pop((topic, index), None)
+        return _error(index, kafka_error(e), str(e))
+    start = await broker.store.first_seq(broker.basin, broker.stream(topic, index))
+    return PartitionProduceResponse(index=index, error_code=0, base_offset=first,
+                                    log_append_time_ms=now if log_append else -1,
+                                    log_start_offset=start)
+
+
+async def _duplicate(broker, topic, index, dupes, log_append, now):
+    first = min(d.offset for d in dupes.values())
+    for d in dupes.values():
+        if d.done is not None:
+            try:
+                await d.done
+            except S2Error as e:
+                return _error(index, kafka_error(e), str(e))
+    start = await broker.store.first_seq(broker.basin, broker.stream(topic.name, index))
+    return PartitionProduceResponse(index=index, error_code=0, base_offset=first,
+                                    log_append_time_ms=now if log_append else -1,
+                                    log_start_offset=start)
+
+
+def _check_keys(broker, body) -> None:
+    """Compacted topics need a key on every record: look inside (decompressing, capped)."""
+    try:
+        for rec in iter_records(body, 0, max_decompressed=broker.config.max_batch_decompressed_bytes):
+            if rec.key is None:
+                raise _Reject(ErrorCode.INVALID_RECORD,
+                              "compacted topic: every record needs a key")
+    except DecodeError as e:
+        raise _Reject(ErrorCode.CORRUPT_MESSAGE, str(e)) from None
+

@@ -1,0 +1,219 @@
+"""Kafka topics on s2core: topic rows in the metadata store, one stream per partition.
+
+A topic row `kafka/topics/<name>` holds its UUID, partition count and non-default configs.
+Partition p of topic t is the stream `kafka/<t>/<p>` in the broker's basin; its offsets are
+the stream's seq_nums.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from broker.protocol.errors import ErrorCode
+from broker.topic_configs import ConfigError, effective, validate_topic_configs
+from s2core.errors import AlreadyExists, StreamNotFound
+from s2core.metadata.base import VersionMismatch
+from s2core.store import StreamStore
+
+_LEGAL = re.compile(r"^[a-zA-Z0-9._-]+$")
+MAX_TOPIC_NAME = 249
+PREFIX = "kafka/topics/"
+
+
+class TopicError(Exception):
+    """A topic operation failed with a Kafka error code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def check_topic_name(name: str | None) -> None:
+    if not name or name in (".", "..") or len(name) > MAX_TOPIC_NAME or not _LEGAL.match(name):
+        raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION,
+                         f"Topic name {name!r} is illegal: it must be 1-249 characters of "
+                         "[a-zA-Z0-9._-] and not '.' or '..'")
+
+
+@dataclass(slots=True)
+class Topic:
+    """A topic as cached from its metadata row."""
+
+    name: str
+    id: bytes
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+    created_ms: int = 0
+    version: int = 0
+
+    def config(self, key: str) -> str:
+        return effective(self.configs, key)
+
+    def to_json(self) -> bytes:
+        return json.dumps({"id": self.id.hex(), "partitions": self.partitions,
+                           "configs": self.configs, "created_ms": self.created_ms}).encode()
+
+
+def stream_name(topic: str, partition: int) -> str:
+    return f"kafka/{topic}/{partition}"
+
+
+def stream_config(configs: dict[str, str]) -> dict:
+    """The s2core stream config for partitions of a topic with these Kafka configs."""
+    ms = int(effective(configs, "retention.ms"))
+    retention = {"infinite": {}} if ms < 0 else {"age": max(1, (ms + 999) // 1000)}
+    return {"retention_policy": retention,
+            "timestamping": {"mode": "client-prefer", "uncapped": True}}
+
+
+class TopicRegistry:
+    """All topics, cached in memory; every change is a conditional metadata write."""
+
+    def __init__(self, store: StreamStore, basin: str) -> None:
+        self.store = store
+        self.metadata = store.metadata
+        self.basin = basin
+        self.topics: dict[str, Topic] = {}
+        self.by_id: dict[bytes, Topic] = {}
+
+    async def load(self) -> None:
+        self.topics.clear()
+        self.by_id.clear()
+        after = ""
+        while True:
+            rows = await self.metadata.list_prefix(PREFIX, start_after=after, limit=1000)
+            for key, v in rows:
+                self._cache(key[len(PREFIX):], v.value, v.version)
+            if len(rows) < 1000:
+                return
+            after = rows[-1][0]
+
+    def _cache(self, name: str, raw: bytes, version: int) -> Topic:
+        d = json.loads(raw)
+        t = Topic(name, bytes.fromhex(d["id"]), d["partitions"], d["configs"],
+                  d.get("created_ms", 0), version)
+        old = self.topics.get(name)
+        if old is not None:
+            self.by_id.pop(old.id, None)
+        self.topics[name] = t
+        self.by_id[t.id] = t
+        return t
+
+    def get(self, name: str) -> Topic | None:
+        return self.topics.get(name)
+
+    async def create(self, name: str, partitions: int, configs: dict[str, str | None], *,
+                     validate_only: bool = False) -> Topic:
+        check_topic_name(name)
+        if partitions < 1:
+            raise TopicError(ErrorCode.INVALID_PARTITIONS,
+                             f"Number of partitions must be larger than 0, got {partitions}")
+        try:
+            normalized = validate_topic_configs(configs)
+        except ConfigError as e:
+            raise TopicError(ErrorCode.INVALID_CONFIG, str(e)) from None
+        if name in self.topics:
+            raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
+        topic = Topic(name, uuid.UUID(int=self.store.rng.getrandbits(128)).bytes, partitions,
+                      normalized, self.store.clock.now_ms())
+        if validate_only:
+            return topic
+        try:
+            topic.version = await self.metadata.create(PREFIX + name, topic.to_json())
+        except VersionMismatch:
+            await self.refresh(name)
+            raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS,
+                             f"Topic '{name}' already exists.") from None
+        self.topics[name] = topic
+        self.by_id[topic.id] = topic
+        for p in range(partitions):
+            await self.ensure_partition(topic, p)
+        return topic
+
+    async def ensure_partition(self, topic: Topic, partition: int) -> None:
+        try:
+            await self.store.create_stream(self.basin, stream_name(topic.name, partition),
+                                           stream_config(topic.configs))
+        except AlreadyExists:
+            pass
+
+    async def refresh(self, name: str) -> Topic | None:
+        row = await self.metadata.get(PREFIX + name)
+        if row is None:
+            old = self.topics.pop(name, None)
+            if old is not None:
+                self.by_id.pop(old.id, None)
+            return None
+        return self._cache(name, row.value, row.version)
+
+    async def delete(self, name: str) -> Topic:
+        topic = self.topics.get(name) or await self.refresh(name)
+        if topic is None:
+            raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                             "This server does not host this topic-partition.")
+        try:
+            await self.metadata.delete(PREFIX + name, topic.version)
+        except VersionMismatch:
+            await self.refresh(name)
+            return await self.delete(name)
+        self.topics.pop(name, None)
+        self.by_id.pop(topic.id, None)
+        for p in range(topic.partitions):
+            try:
+                await self.store.delete_stream(self.basin, stream_name(name, p))
+            except StreamNotFound:
+                pass
+        return topic
+
+    async def _update(self, topic: Topic, **changes) -> Topic:
+        new = Topic(topic.name, topic.id, changes.get("partitions", topic.partitions),
+                    changes.get("configs", topic.configs), topic.created_ms)
+        try:
+            new.version = await self.metadata.put(PREFIX + topic.name, new.to_json(),
+                                                  topic.version)
+        except VersionMismatch:
+            await self.refresh(topic.name)
+            raise TopicError(ErrorCode.REQUEST_TIMED_OUT,
+                             "the topic changed concurrently; retry") from None
+        self.topics[new.name] = new
+        self.by_id[new.id] = new
+        return new
+
+    async def add_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                             "This server does not host this topic-partition.")
+        if count <= topic.partitions:
+            raise TopicError(ErrorCode.INVALID_PARTITIONS,
+                             f"Topic currently has {topic.partitions} partitions, which is "
+                             f"higher than or equal to the requested {count}.")
+        if validate_only:
+            return
+        topic = await self._update(topic, partitions=count)
+        for p in range(count):
+            await self.ensure_partition(topic, p)
+
+    async def set_configs(self, name: str, configs: dict[str, str], *,
+                          validate_only: bool = False) -> Topic:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                             "This server does not host this topic-partition.")
+        try:
+            normalized = validate_topic_configs(configs)
+        except ConfigError as e:
+            raise TopicError(ErrorCode.INVALID_CONFIG, str(e)) from None
+        if validate_only:
+            return topic
+        topic = await self._update(topic, configs=normalized)
+        patch = stream_config(normalized)
+        for p in range(topic.partitions):
+            try:
+                await self.store.reconfigure_stream(self.basin, stream_name(name, p), patch)
+            except StreamNotFound:
+                await self.ensure_partition(topic, p)
+        return topic
