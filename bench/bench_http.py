@@ -175,6 +175,9 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--record-bytes", type=int, default=100)
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default=default_loop(),
+                    help="event loop of both sides (default: uvloop when installed, as the "
+                         "server runs it)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -182,7 +185,7 @@ async def main() -> None:
         return
     core_seq, core_conc = await in_process(args)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, os.path.abspath(__file__), "--serve",
+        sys.executable, os.path.abspath(__file__), "--serve", "--loop", args.loop,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     try:
         port = int(await proc.stdout.readline())
@@ -191,7 +194,8 @@ async def main() -> None:
         proc.stdin.close()
         await asyncio.wait_for(proc.wait(), 15)
     print(f"appends of 1 record x {args.record_bytes} B, {args.seconds:g} s per case, "
-          f"memory backends, server in a subprocess ({os.cpu_count()} cores)")
+          f"memory backends, server in a subprocess, {args.loop} ({os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f})")
     print(core_seq.row(None))
     print(core_conc.row(None))
     unary_seq, unary_conc, sess_one, sess_pipe, sess_many = http
@@ -202,5 +206,19 @@ async def main() -> None:
     print(sess_many.row(core_conc))
 
 
+def default_loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+        return "uvloop"
+    except ImportError:
+        return "asyncio"
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "--loop" in sys.argv and sys.argv[sys.argv.index("--loop") + 1] == "asyncio":
+        asyncio.run(main())
+    elif default_loop() == "uvloop" or "--loop" in sys.argv:
+        import uvloop
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
