@@ -80,7 +80,7 @@ class S2App:
         try:
             req = Request(scope, receive, self.api.settings.max_body_bytes)
             route, resp = await self._dispatch(req, send)
-        except HttpError as err:  # from parsing the request line
+        except HttpError as err:  # refused before any handler ran (URL, route, auth)
             resp = Response.error(err)
         if isinstance(resp, Response):
             if req is not None:
@@ -101,7 +101,7 @@ class S2App:
                 self._authorize(req)
                 raise HttpError(501, "not_implemented",
                                 f"/v1/{segs[1]} is not offered by this server")
-            raise HttpError(404, "not_found", f"no such resource: {req.raw_path.decode()}")
+            raise HttpError(404, "not_found", f"no such resource: {req.raw_path.decode('latin-1')}")
         methods, args, route = found
         if req.method not in methods:
             raise HttpError(405, "method_not_allowed", f"{req.method} is not allowed here",

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from s2core.http.asgi import Request
 from s2core.http.errors import bad_request, invalid
 
+# a unary read (and each batch of a session) returns at most this much
+UNARY_MAX_RECORDS = 1000
+UNARY_MAX_BYTES = 1024 * 1024
 _READ_PARAMS = {"seq_num", "timestamp", "tail_offset", "clamp", "count", "bytes", "until",
                 "wait"}
 

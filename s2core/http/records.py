@@ -11,15 +11,18 @@ from s2core.http import proto
 from s2core.http.asgi import Request, Response, Send, StreamingResponse
 from s2core.http.context import Api
 from s2core.http.errors import HttpError, bad_request, invalid
-from s2core.http.readparams import ReadParams, parse_read_params
+from s2core.http.readparams import (
+    UNARY_MAX_BYTES,
+    UNARY_MAX_RECORDS,
+    ReadParams,
+    parse_read_params,
+)
 from s2core.http.sessions import append_session, s2s_read_session, sse_read_session
 from s2core.http.streams import create_with_header_config
 from s2core.records import ReadBatch, metered_size
 
 PROTO_TYPES = ("application/x-protobuf", "application/protobuf")
 S2S_TYPE = "s2s/proto"
-UNARY_MAX_RECORDS = 1000
-UNARY_MAX_BYTES = 1024 * 1024
 
 
 def check_no_encryption(req: Request) -> None:

@@ -24,14 +24,12 @@ from s2core.http import jsoncodec as jc
 from s2core.http.asgi import Request, Send, StreamingResponse, start_stream
 from s2core.http.context import Api
 from s2core.http.errors import HttpError, bad_request, from_store_error
-from s2core.http.readparams import ReadParams
+from s2core.http.readparams import UNARY_MAX_BYTES, UNARY_MAX_RECORDS, ReadParams
 from s2core.http.streams import create_with_header_config
 from s2core.records import ReadBatch, metered_size
 
 log = logging.getLogger(__name__)
 
-UNARY_MAX_RECORDS = 1000
-UNARY_MAX_BYTES = 1024 * 1024
 _INBOX = 256  # decoded inputs waiting to be applied, per append session
 
 
