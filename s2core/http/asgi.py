@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from s2core.http.errors import HttpError, bad_request
+from s2core.http.s2s import GZIP, ZSTD, BadFrame, decompress
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
+_ENCODINGS = {"gzip": GZIP, "zstd": ZSTD}
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
@@ -94,8 +96,26 @@ class Request:
         return any(p.split(";", 1)[0].strip().lower() == media_type
                    for p in accept.split(","))
 
-    async def body(self) -> bytes:
-        """The whole body; 413 beyond `max_body` (checked against Content-Length first)."""
+    async def body(self, malformed: str = "bad_proto") -> bytes:
+        """The whole body, decompressed per Content-Encoding (zstd, gzip: s2-sdk compresses
+        request bodies when asked to); 413 beyond `max_body` (checked against
+        Content-Length first, and again after decompressing). A body that does not
+        decompress is 400 with the code `malformed`."""
+        raw = await self._raw_body()
+        encoding = self.headers.get("content-encoding", "identity").strip().lower()
+        if encoding == "identity":
+            return raw
+        algo = _ENCODINGS.get(encoding)
+        if algo is None:
+            raise HttpError(415, "bad_header", f"unsupported content-encoding {encoding!r}")
+        try:
+            return decompress(raw, algo, self.max_body)
+        except BadFrame as exc:
+            if "larger than" in str(exc):
+                raise _too_large(self.max_body) from None
+            raise bad_request(malformed, f"body does not decompress: {exc}") from None
+
+    async def _raw_body(self) -> bytes:
         assert not self.body_consumed, "body read twice"
         self.body_consumed = True
         declared = self.headers.get("content-length")
@@ -147,7 +167,7 @@ class Request:
 
     async def json(self) -> Any:
         """The body parsed as JSON (None for an empty body); 400 bad_json if malformed."""
-        raw = await self.body()
+        raw = await self.body("bad_json")
         if not raw.strip():
             return None
         try:

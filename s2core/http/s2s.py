@@ -80,8 +80,8 @@ def decompress(body: bytes, algo: int, max_size: int) -> bytes:
         elif algo == GZIP:
             d = zlib.decompressobj(16 + zlib.MAX_WBITS)
             out = d.decompress(body, max_size + 1)
-            if not d.eof:
-                raise BadFrame("truncated or oversized gzip message")
+            if not d.eof and len(out) <= max_size:
+                raise BadFrame("truncated gzip data")
         elif algo == ZSTD and zstandard is not None:
             out = zstandard.ZstdDecompressor().decompress(body, max_output_size=max_size + 1)
         else:

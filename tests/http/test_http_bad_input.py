@@ -237,3 +237,20 @@ async def test_early_answers_keep_the_http2_connection(server):
         assert terminal_of(r.content)[:2] == (400, {"code": "bad_proto", "message": ANY})
         r = await h2.get(RECORDS + "/tail")
         assert r.status_code == 200 and r.json()["tail"]["seq_num"] == 0
+
+
+async def test_bad_content_encoding(http):
+    import gzip
+    js = {"content-type": "application/json"}
+    err(await http.post(RECORDS, content=b"x", headers={**js, "content-encoding": "br"}),
+        415, "bad_header")
+    err(await http.post(RECORDS, content=b"not gzip", headers={**js, "content-encoding": "gzip"}),
+        400, "bad_json")
+    err(await http.post(RECORDS, content=b"not zstd", headers={
+        "content-type": "application/x-protobuf", "content-encoding": "zstd"}), 400, "bad_proto")
+    bomb = gzip.compress(b" " * (20 * 1024 * 1024))
+    err(await http.post(RECORDS, content=bomb, headers={**js, "content-encoding": "gzip"}),
+        413, "request_too_large")
+    ok = gzip.compress(json.dumps({"records": [{"body": "zipped"}]}).encode())
+    r = await http.post(RECORDS, content=ok, headers={**js, "content-encoding": "gzip"})
+    assert r.status_code == 200

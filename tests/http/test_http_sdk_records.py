@@ -251,3 +251,18 @@ async def test_more_than_a_thousand_requests_on_one_connection(basin):
     async with asyncio.timeout(30):
         await asyncio.gather(*(loop(s) for s in streams))
     assert [(await s.check_tail()).seq_num for s in streams] == [70] * 16
+
+
+@pytest.mark.parametrize("comp", [Compression.ZSTD, Compression.GZIP])
+async def test_compressed_unary_requests(server, comp):
+    """With compression on, the SDK compresses request bodies (Content-Encoding)."""
+    from s2_sdk import BasinConfig, StreamConfig
+    payload = b"compressible " * 1000
+    async with server.sdk(compression=comp) as s2:
+        await s2.create_basin("zip-basin", config=BasinConfig(create_stream_on_read=True))
+        basin = s2.basin("zip-basin")
+        await basin.create_stream("z", config=StreamConfig(retention_policy="infinite"))
+        ack = await basin.stream("z").append(AppendInput(records=[Record(body=payload)] * 3))
+        assert ack.end.seq_num == 3
+        batch = await basin.stream("z").read(start=SeqNum(0))
+        assert [r.body for r in batch.records] == [payload] * 3
