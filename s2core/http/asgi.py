@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from s2core.http.errors import HttpError, bad_request
-from s2core.http.s2s import GZIP, ZSTD, BadFrame, decompress
+from s2core.http.s2s import GZIP, ZSTD, BadFrame, TooLarge, decompress
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
@@ -110,9 +110,9 @@ class Request:
             raise HttpError(415, "bad_header", f"unsupported content-encoding {encoding!r}")
         try:
             return decompress(raw, algo, self.max_body)
+        except TooLarge:
+            raise _too_large(self.max_body) from None
         except BadFrame as exc:
-            if "larger than" in str(exc):
-                raise _too_large(self.max_body) from None
             raise bad_request(malformed, f"body does not decompress: {exc}") from None
 
     async def _raw_body(self) -> bytes:

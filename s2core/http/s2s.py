@@ -30,6 +30,10 @@ class BadFrame(Exception):
     """The peer sent bytes that are not a valid S2S frame."""
 
 
+class TooLarge(BadFrame):
+    """A message (or body) is larger than allowed once decompressed."""
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One decoded message; `body` is decompressed."""
@@ -93,7 +97,7 @@ def decompress(body: bytes, algo: int, max_size: int) -> bytes:
             raise BadFrame(f"bad zstd data: {exc}") from None
         raise
     if len(out) > max_size:
-        raise BadFrame(f"message larger than {max_size} bytes")
+        raise TooLarge(f"message larger than {max_size} bytes")
     return out
 
 
