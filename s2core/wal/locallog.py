@@ -112,7 +112,7 @@ class LocalLogReplica:
                 raise Closed(f"{self.name} is closed")
             if if_absent and key in self._index:
                 raise ObjectExists(key)
-            self._queue.append((key, raw_key, bytes(data), if_absent, fut))
+            self._queue.append((key, raw_key, data, if_absent, fut))  # not copied: callers never mutate a chunk after handing it over
             self._wakeup.notify()
         await asyncio.wrap_future(fut)
 
@@ -143,11 +143,8 @@ class LocalLogReplica:
                 if not self._live[loc[0]] and loc[0] != self._fileno:
                     del self._live[loc[0]]
                     drop = loc[0]
-        if drop is not None:
-            try:
-                os.unlink(self._path(drop))
-            except FileNotFoundError:
-                pass
+        if drop is not None:  # unlinking a big file takes milliseconds: not on the loop
+            await asyncio.to_thread(_unlink, self._path(drop))
 
     async def close(self) -> None:
         with self._lock:
@@ -224,6 +221,13 @@ class LocalLogReplica:
         self._size = 0
         if self._fsync:  # the new file's name must survive too
             _fsync_dir(self.root)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _fsync_dir(path: str) -> None:
