@@ -76,9 +76,9 @@ TOPIC_CONFIGS: dict[str, ConfigKey] = {k.name: k for k in [
     _K("file.delete.delay.ms", "60000", "long", 0),
     _K("flush.messages", "9223372036854775807", "long", 1),
     _K("flush.ms", "9223372036854775807", "long", 0),
-    _K("follower.replication.throttled.replicas", "", "string"),
+    _K("follower.replication.throttled.replicas", "", "list"),
     _K("index.interval.bytes", "4096", "int", 0),
-    _K("leader.replication.throttled.replicas", "", "string"),
+    _K("leader.replication.throttled.replicas", "", "list"),
     _K("local.retention.bytes", "-2", "long", -2),
     _K("local.retention.ms", "-2", "long", -2),
     _K("max.compaction.lag.ms", "9223372036854775807", "long", 1),
@@ -102,21 +102,67 @@ TOPIC_CONFIGS: dict[str, ConfigKey] = {k.name: k for k in [
     _K("unclean.leader.election.enable", "false", "boolean"),
 ]}
 
-# Read-only broker configs we report (DescribeConfigs on the broker resource).
-BROKER_CONFIGS: dict[str, str] = {
-    "auto.create.topics.enable": "true",
-    "num.partitions": "1",
-    "default.replication.factor": "1",
-    "message.max.bytes": "1048588",
-    "log.retention.ms": "604800000",
-    "log.cleanup.policy": "delete",
-    "compression.type": "producer",
-    "min.insync.replicas": "1",
-    "offsets.topic.replication.factor": "1",
-    "transaction.state.log.replication.factor": "1",
-    "group.initial.rebalance.delay.ms": "0",
-    "log.message.timestamp.type": "CreateTime",
+# The broker config each topic config falls back to, where that broker config has a default
+# (Kafka's ServerTopicConfigSynonyms; retention.ms, segment.ms, segment.jitter.ms and flush.ms
+# fall back to broker configs without a default, so Kafka reports no synonym for them).
+TOPIC_SYNONYMS: dict[str, str] = {
+    "cleanup.policy": "log.cleanup.policy",
+    "compression.type": "compression.type",
+    "compression.gzip.level": "compression.gzip.level",
+    "compression.lz4.level": "compression.lz4.level",
+    "compression.zstd.level": "compression.zstd.level",
+    "delete.retention.ms": "log.cleaner.delete.retention.ms",
+    "file.delete.delay.ms": "log.segment.delete.delay.ms",
+    "flush.messages": "log.flush.interval.messages",
+    "index.interval.bytes": "log.index.interval.bytes",
+    "local.retention.bytes": "log.local.retention.bytes",
+    "local.retention.ms": "log.local.retention.ms",
+    "max.compaction.lag.ms": "log.cleaner.max.compaction.lag.ms",
+    "max.message.bytes": "message.max.bytes",
+    "message.downconversion.enable": "log.message.downconversion.enable",
+    "message.timestamp.after.max.ms": "log.message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms": "log.message.timestamp.before.max.ms",
+    "message.timestamp.difference.max.ms": "log.message.timestamp.difference.max.ms",
+    "message.timestamp.type": "log.message.timestamp.type",
+    "min.cleanable.dirty.ratio": "log.cleaner.min.cleanable.ratio",
+    "min.compaction.lag.ms": "log.cleaner.min.compaction.lag.ms",
+    "min.insync.replicas": "min.insync.replicas",
+    "preallocate": "log.preallocate",
+    "retention.bytes": "log.retention.bytes",
+    "segment.bytes": "log.segment.bytes",
+    "segment.index.bytes": "log.index.size.max.bytes",
+    "unclean.leader.election.enable": "unclean.leader.election.enable",
 }
+assert set(TOPIC_SYNONYMS) <= set(TOPIC_CONFIGS)
+
+# DescribeConfigs v3+ config types (Kafka's DescribeConfigsResponse.ConfigType).
+CONFIG_TYPE_IDS: dict[str, int] = {"boolean": 1, "string": 2, "int": 3, "short": 4,
+                                   "long": 5, "double": 6, "list": 7, "class": 8,
+                                   "password": 9}
+
+# Broker configs we report (DescribeConfigs on the broker resource): Kafka's defaults; the
+# broker overrides those it derives from its own configuration. None is alterable.
+BROKER_CONFIGS: dict[str, ConfigKey] = {k.name: k for k in [
+    _K("advertised.listeners", "", "string"),
+    _K("auto.create.topics.enable", "true", "boolean"),
+    _K("broker.id", "-1", "int"),
+    _K("compression.type", "producer", "string"),
+    _K("default.replication.factor", "1", "int"),
+    _K("delete.topic.enable", "true", "boolean"),
+    _K("log.cleanup.policy", "delete", "list"),
+    _K("log.message.timestamp.type", "CreateTime", "string"),
+    _K("log.retention.bytes", "-1", "long"),
+    _K("log.retention.hours", "168", "int"),
+    _K("log.segment.bytes", "1073741824", "int"),
+    _K("message.max.bytes", "1048588", "int"),
+    _K("min.insync.replicas", "1", "int"),
+    _K("node.id", "-1", "int"),
+    _K("num.partitions", "1", "int"),
+    _K("offsets.topic.replication.factor", "3", "short"),
+    _K("socket.request.max.bytes", "104857600", "int"),
+    _K("transaction.state.log.replication.factor", "3", "short"),
+    _K("unclean.leader.election.enable", "false", "boolean"),
+]}
 
 
 def validate_topic_configs(configs: dict[str, str | None]) -> dict[str, str]:

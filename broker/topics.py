@@ -187,10 +187,13 @@ class TopicRegistry:
         if topic is None:
             raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                              "This server does not host this topic-partition.")
-        if count <= topic.partitions:
+        if count < topic.partitions:
             raise TopicError(ErrorCode.INVALID_PARTITIONS,
-                             f"Topic currently has {topic.partitions} partitions, which is "
-                             f"higher than or equal to the requested {count}.")
+                             f"The topic {name} currently has {topic.partitions} partition(s); "
+                             f"{count} would not be an increase.")
+        if count == topic.partitions:
+            raise TopicError(ErrorCode.INVALID_PARTITIONS,
+                             f"Topic already has {topic.partitions} partition(s).")
         if validate_only:
             return
         topic = await self._update(topic, partitions=count)

@@ -1,0 +1,65 @@
+"""CreatePartitions: grow a topic (never shrink), validate_only, manual assignments.
+
+Every partition lives on this broker (node_id), so a manual assignment must name exactly
+that node; the new partitions are new streams `kafka/<topic>/<p>`.
+"""
+from __future__ import annotations
+
+from broker.protocol.errors import ErrorCode
+from broker.protocol.messages.create_partitions_response import (
+    CreatePartitionsResponse, CreatePartitionsTopicResult,
+)
+from broker.topics import TopicError
+
+API_KEY = 37
+VERSIONS = (0, 3)
+
+
+async def handle(broker, conn, header, request):
+    names = [t.name for t in request.topics]
+    results = []
+    for t in request.topics:
+        if names.count(t.name) > 1:
+            results.append(_result(t.name, ErrorCode.INVALID_REQUEST, "Duplicate topic name."))
+            continue
+        try:
+            await broker.topics.add_partitions(t.name, t.count, validate_only=True)
+            _check_assignments(broker, t)
+            if not request.validate_only:
+                await broker.topics.add_partitions(t.name, t.count)
+        except TopicError as e:
+            results.append(_result(t.name, e.code, e.message))
+            continue
+        results.append(_result(t.name, ErrorCode.NONE, None))
+    return CreatePartitionsResponse(throttle_time_ms=0, results=results)
+
+
+def _result(name, code, message) -> CreatePartitionsTopicResult:
+    return CreatePartitionsTopicResult(name=name, error_code=code, error_message=message)
+
+
+def _check_assignments(broker, t) -> None:
+    if t.assignments is None:
+        return
+    topic = broker.topics.get(t.name)
+    assert topic is not None and t.count > topic.partitions  # checked by add_partitions
+    added = t.count - topic.partitions
+    if len(t.assignments) != added:
+        raise TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                         f"Attempted to add {added} additional partition(s), but only "
+                         f"{len(t.assignments)} assignment(s) were specified.")
+    node = broker.config.node_id
+    for a in t.assignments:
+        ids = list(a.broker_ids)
+        if not ids:
+            raise TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                             "The manual partition assignment includes an empty replica list.")
+        for b in ids:
+            if b != node:
+                raise TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                                 f"The manual partition assignment includes broker {b}, but "
+                                 "no such broker is registered.")
+        if len(ids) > 1:
+            raise TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                             f"The manual partition assignment includes the partition replica "
+                             f"assignment {ids} which contains duplicate broker IDs.")
