@@ -7,6 +7,7 @@ import signal
 from typing import Any
 
 from broker.kafka import Broker, BrokerConfig
+from broker.s2view import KafkaS2View
 from broker.server import KafkaServer
 from s2core.config import parse_hostport
 from s2core.http import create_app, serve_http
@@ -50,7 +51,8 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     h_host, h_port = parse_hostport(cfg["server"]["http_listen"], "server.http_listen")
     sock = bind_socket(h_host, h_port)
     h_addr = sock.getsockname()[:2]
-    app = create_app(store, auth_tokens=cfg["server"]["http_auth_tokens"] or None)
+    app = create_app(store, auth_tokens=cfg["server"]["http_auth_tokens"] or None,
+                     kafka_view=KafkaS2View(broker))
     http = loop.create_task(serve_http(app, h_host, h_port, stop, sock=sock))
     sweeper = loop.create_task(maintenance(store, stop))
     print(f"s2kafka ready kafka={bcfg.advertised_host}:{bcfg.advertised_port} "

@@ -16,15 +16,18 @@ from s2core.store import StreamStore
 
 
 class KafkaView(Protocol):
-    """Hook for showing Kafka topics as S2 streams (issue 6, part 4; not wired yet).
+    """Shows Kafka topic partitions as S2 streams (provided by the broker).
 
-    `is_kafka_stream` says whether a stream holds Kafka record batches; `read_as_s2` reads
-    it as S2 records (one per Kafka record), with the arguments of `StreamStore.read`.
+    `is_kafka_stream` says whether a stream holds Kafka record batches; `read` and
+    `read_session` take the arguments of `StreamStore.read` / `read_session` and return S2
+    records, one per Kafka record (seq_num = Kafka offset).
     """
 
     def is_kafka_stream(self, basin: str, name: str) -> bool: ...
 
-    async def read_as_s2(self, basin: str, name: str, **read_args: Any) -> Any: ...
+    async def read(self, basin: str, name: str, **read_args: Any) -> Any: ...
+
+    def read_session(self, basin: str, name: str, **read_args: Any) -> Any: ...
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Api:
         self.store = store
         self.settings = settings
         self.kafka_view = kafka_view
+
         self.metrics = Metrics()
         self.draining = asyncio.Event()  # set at shutdown: sessions end, clients reconnect
         self._created: OrderedDict[tuple[str, str], tuple[Any, Response]] = OrderedDict()
@@ -99,6 +103,23 @@ class Api:
         self._created[(kind, token)] = (request, response)
         while len(self._created) > self.settings.request_token_cache:
             self._created.popitem(last=False)
+
+    def reader(self, basin: str, name: str) -> Any:
+        """What serves reads of this stream: the Kafka view for Kafka partitions, else the
+        store (both have `read` and `read_session`)."""
+        kv = self.kafka_view
+        if kv is not None and kv.is_kafka_stream(basin, name):
+            return kv
+        return self.store
+
+    def check_writable(self, basin: str, name: str) -> None:
+        """Kafka partitions take writes from Kafka producers only."""
+        kv = self.kafka_view
+        if kv is not None and kv.is_kafka_stream(basin, name):
+            from s2core.http.errors import HttpError
+            raise HttpError(409, "kafka_partition",
+                            f"stream {name!r} is a Kafka topic partition: write to it with a "
+                            "Kafka producer (reads work here)")
 
 
 def _is_ip(host: str) -> bool:

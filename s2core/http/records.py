@@ -51,6 +51,7 @@ async def append(api: Api, req: Request, send: Send, name: str) -> Response | St
         inp = jc.decode_append_input(await req.json(), fmt)
     else:
         raise HttpError(415, "bad_header", f"unsupported content type {ctype!r}")
+    api.check_writable(basin, name)
     await create_with_header_config(api, req, basin, name, "append")
     ack = await api.store.append(basin, name, inp.records, match_seq_num=inp.match_seq_num,
                                  fencing_token=inp.fencing_token)
@@ -84,16 +85,13 @@ async def unary_read(api: Api, basin: str, name: str, p: ReadParams) -> ReadBatc
     """One bounded read; with `wait`, a long poll for the first records past the tail."""
     count = min(p.count or UNARY_MAX_RECORDS, UNARY_MAX_RECORDS)
     nbytes = min(p.bytes or UNARY_MAX_BYTES, UNARY_MAX_BYTES)
-    kv = api.kafka_view
-    if kv is not None and kv.is_kafka_stream(basin, name):
-        return await kv.read_as_s2(basin, name, **p.start_args(), count=count,
-                                   max_bytes=nbytes, until=p.until)
-    batch = await api.store.read(basin, name, **p.start_args(), count=count,
-                                 max_bytes=nbytes, until=p.until)
+    reader = api.reader(basin, name)
+    batch = await reader.read(basin, name, **p.start_args(), count=count,
+                              max_bytes=nbytes, until=p.until)
     wait = min(p.wait or 0, api.settings.max_unary_wait_s)
     if batch.records or wait <= 0 or batch.tail is None:
         return batch
-    session = api.store.read_session(basin, name, seq_num=batch.tail.seq_num, count=count,
+    session = reader.read_session(basin, name, seq_num=batch.tail.seq_num, count=count,
                                      max_bytes=nbytes, until=p.until, clamp=True,
                                      wait_s=wait, heartbeat_s=wait)
     try:

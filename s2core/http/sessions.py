@@ -38,6 +38,7 @@ class _Follow:
 
     def __init__(self, api: Api, basin: str, name: str, p: ReadParams) -> None:
         self.api, self.basin, self.name, self.p = api, basin, name, p
+        self.reader = api.reader(basin, name)
         self.count_left = p.count
         self.bytes_left = p.bytes
         # S2: without bounds a session follows forever; with bounds it stops at the tail
@@ -47,7 +48,7 @@ class _Follow:
     async def first(self) -> ReadBatch:
         """The first batch; raises (before any response is sent) if the read is invalid."""
         p = self.p
-        return await self.api.store.read(
+        return await self.reader.read(
             self.basin, self.name, **p.start_args(),
             count=min(self.count_left or UNARY_MAX_RECORDS, UNARY_MAX_RECORDS),
             max_bytes=min(self.bytes_left or UNARY_MAX_BYTES, UNARY_MAX_BYTES), until=p.until)
@@ -70,7 +71,7 @@ class _Follow:
         else:
             assert first.tail is not None, "a read always reports the tail"
             nxt = first.tail.seq_num
-        session = self.api.store.read_session(
+        session = self.reader.read_session(
             self.basin, self.name, seq_num=nxt, count=self.count_left,
             max_bytes=self.bytes_left, until=self.p.until, clamp=True, wait_s=self.wait_s,
             heartbeat_s=self.api.settings.heartbeat_s)
@@ -101,10 +102,6 @@ async def _run(api: Api, req: Request, work: Callable[[], Awaitable[None]]) -> b
 
 
 async def _prepare(api: Api, req: Request, basin: str, name: str, p: ReadParams) -> _Follow:
-    kv = api.kafka_view
-    if kv is not None and kv.is_kafka_stream(basin, name):
-        raise HttpError(501, "not_implemented",
-                        "read sessions of Kafka topics are not offered yet; use unary reads")
     await create_with_header_config(api, req, basin, name, "read")
     return _Follow(api, basin, name, p)
 
@@ -207,6 +204,7 @@ async def append_session(api: Api, req: Request, send: Send, basin: str,
     error, after the inputs before it); the applier takes whatever is waiting, appends it
     (grouped, see appendgroup.py) and sends the acks of a group in one write."""
     algo = s2s.negotiate(req.headers.get("accept-encoding"))
+    api.check_writable(basin, name)
     await create_with_header_config(api, req, basin, name, "append")
     await start_stream(send, "s2s/proto")
     inbox: asyncio.Queue[proto.ParsedAppendInput | HttpError | None] = asyncio.Queue(

@@ -213,23 +213,26 @@ async def test_request_token_makes_creates_idempotent(http):
 
 
 async def test_kafka_view_hook(make_server):
-    """Part 4 is not wired, but the hook is: unary reads of Kafka streams go through it."""
+    """Reads of streams the Kafka view claims go through it; writes to them are refused."""
     from s2core.records import ReadBatch, SequencedRecord, StreamPosition
 
     class View:
         def is_kafka_stream(self, basin, name):
             return name.startswith("kafka/")
 
-        async def read_as_s2(self, basin, name, **read_args):
+        async def read(self, basin, name, **read_args):
             return ReadBatch([SequencedRecord(0, 1, (), b"from kafka")], StreamPosition(1, 1))
+
+        async def read_session(self, basin, name, **read_args):
+            yield ReadBatch([SequencedRecord(1, 2, (), b"followed")], StreamPosition(2, 2))
 
     server = await make_server(kafka_view=View())
     async with httpx.AsyncClient(base_url=server.url, headers=H) as http:
         r = await http.get("/v1/streams/kafka%2Ft%2F0/records")
         assert r.json()["records"][0]["body"] == "from kafka"
-        r = await http.get("/v1/streams/kafka%2Ft%2F0/records",
-                           headers={"accept": "text/event-stream"})
-        assert r.status_code == 501
+        r = await http.post("/v1/streams/kafka%2Ft%2F0/records",
+                            json={"records": [{"body": "x"}]})
+        assert r.status_code == 409 and r.json()["code"] == "kafka_partition"
 
 
 async def test_s2s_read_session_frames_and_heartbeats(http):
