@@ -129,3 +129,18 @@ def test_encode_errors_are_typed() -> None:
         encode_response(1, pp.ProduceResponse(), 999, 0)  # no such api
     with pytest.raises(EncodeError):
         encode_request(RequestHeader(0, 3, 1, "x" * 40_000), pq.ProduceRequest())  # int16 length
+
+
+def test_records_may_be_a_list_of_buffers_written_back_to_back() -> None:
+    stored = [memoryview(bytearray(b"a" * 300)), b"b" * 5, bytearray(b"c" * 70_000)]
+    body = fr.FetchResponse(responses=[fr.FetchableTopicResponse(topic="t", partitions=[
+        fr.PartitionData(partition_index=0, records=stored),
+        fr.PartitionData(partition_index=1, records=[])])])
+    for version in (4, 12):
+        parts = encode_response(1, body, 1, version)
+        assert [p for p in parts if any(p is s for s in stored)] == stored
+        frame = b"".join(parts)
+        assert struct.unpack(">i", frame[:4])[0] == len(frame) - 4
+        _, back = decode_response(frame[4:], 1, version)
+        first, second = back.responses[0].partitions
+        assert first.records == b"".join(stored) and second.records == b""

@@ -85,7 +85,7 @@ class ModuleEmitter:
 
     def py_type(self, f: Field) -> str:
         base = {"bool": "bool", "float64": "float", "string": "str", "bytes": "bytes",
-                "records": "memoryview | bytes", "uuid": "bytes"}
+                "records": "memoryview | bytes | list[memoryview | bytes]", "uuid": "bytes"}
         t = f.elem
         s = f.struct.name if f.struct is not None else base.get(t, "int")
         if f.is_array:
@@ -388,13 +388,19 @@ class ModuleEmitter:
             lines += self.write_len(flex, "len(b)", out, ind, False)
             lines.append(f"{ind}{out} += b")
             return lines
-        lines = self.write_len(flex, f"len({var})", out, ind, True)
         if t == "bytes":
+            lines = self.write_len(flex, f"len({var})", out, ind, True)
             lines.append(f"{ind}{out} += {var}")
-        else:  # records: passed through by reference
-            assert out == "out", "records inside a tagged field are not supported"
-            lines += [f"{ind}parts.append({var})", f"{ind}out = bytearray()",
-                      f"{ind}parts.append(out)"]
+            return lines
+        # records: passed through by reference; a list of buffers (several stored batches)
+        # is written back to back without joining them.
+        assert out == "out", "records inside a tagged field are not supported"
+        lines = [f"{ind}if isinstance({var}, list):"]
+        lines += self.write_len(flex, f"sum(map(len, {var}))", out, ind + "    ", True)
+        lines += [f"{ind}    parts.extend({var})", f"{ind}else:"]
+        lines += self.write_len(flex, f"len({var})", out, ind + "    ", True)
+        lines += [f"{ind}    parts.append({var})", f"{ind}out = bytearray()",
+                  f"{ind}parts.append(out)"]
         return lines
 
     def non_default(self, f: Field, expr: str = "v") -> str:

@@ -125,7 +125,7 @@ class PartitionData(_Message):
         snapshot_id: SnapshotId = _DEFAULT,
         aborted_transactions: list[AbortedTransaction] | None = _DEFAULT,
         preferred_read_replica: int = -1,
-        records: memoryview | bytes | None = None,
+        records: memoryview | bytes | list[memoryview | bytes] | None = None,
         unknown_tags: list[tuple[int, bytes]] | None = None,
     ) -> None:
         self.partition_index = partition_index
@@ -1066,8 +1066,12 @@ def _e_PartitionData_4(o: PartitionData, parts: list) -> None:
     if v is None:
         out += _NULL_I32
     else:
-        out += _I32.pack(len(v))
-        parts.append(v)
+        if isinstance(v, list):
+            out += _I32.pack(sum(map(len, v)))
+            parts.extend(v)
+        else:
+            out += _I32.pack(len(v))
+            parts.append(v)
         out = bytearray()
         parts.append(out)
 
@@ -1109,8 +1113,12 @@ def _e_PartitionData_5(o: PartitionData, parts: list) -> None:
     if v is None:
         out += _NULL_I32
     else:
-        out += _I32.pack(len(v))
-        parts.append(v)
+        if isinstance(v, list):
+            out += _I32.pack(sum(map(len, v)))
+            parts.extend(v)
+        else:
+            out += _I32.pack(len(v))
+            parts.append(v)
         out = bytearray()
         parts.append(out)
 
@@ -1163,8 +1171,12 @@ def _e_PartitionData_11(o: PartitionData, parts: list) -> None:
     if v is None:
         out += _NULL_I32
     else:
-        out += _I32.pack(len(v))
-        parts.append(v)
+        if isinstance(v, list):
+            out += _I32.pack(sum(map(len, v)))
+            parts.extend(v)
+        else:
+            out += _I32.pack(len(v))
+            parts.append(v)
         out = bytearray()
         parts.append(out)
 
@@ -1243,12 +1255,20 @@ def _e_PartitionData_12(o: PartitionData, parts: list) -> None:
     if v is None:
         out.append(0)
     else:
-        ln = len(v) + 1
-        if ln < 128:
-            out.append(ln)
+        if isinstance(v, list):
+            ln = sum(map(len, v)) + 1
+            if ln < 128:
+                out.append(ln)
+            else:
+                _write_uvarint(out, ln)
+            parts.extend(v)
         else:
-            _write_uvarint(out, ln)
-        parts.append(v)
+            ln = len(v) + 1
+            if ln < 128:
+                out.append(ln)
+            else:
+                _write_uvarint(out, ln)
+            parts.append(v)
         out = bytearray()
         parts.append(out)
     tags = []

@@ -46,7 +46,7 @@ class PartitionProduceData(_Message):
     def __init__(
         self,
         index: int = 0,
-        records: memoryview | bytes | None = None,
+        records: memoryview | bytes | list[memoryview | bytes] | None = None,
         unknown_tags: list[tuple[int, bytes]] | None = None,
     ) -> None:
         self.index = index
@@ -498,8 +498,12 @@ def _e_PartitionProduceData_0(o: PartitionProduceData, parts: list) -> None:
     if v is None:
         out += _NULL_I32
     else:
-        out += _I32.pack(len(v))
-        parts.append(v)
+        if isinstance(v, list):
+            out += _I32.pack(sum(map(len, v)))
+            parts.extend(v)
+        else:
+            out += _I32.pack(len(v))
+            parts.append(v)
         out = bytearray()
         parts.append(out)
 
@@ -551,12 +555,20 @@ def _e_PartitionProduceData_9(o: PartitionProduceData, parts: list) -> None:
     if v is None:
         out.append(0)
     else:
-        ln = len(v) + 1
-        if ln < 128:
-            out.append(ln)
+        if isinstance(v, list):
+            ln = sum(map(len, v)) + 1
+            if ln < 128:
+                out.append(ln)
+            else:
+                _write_uvarint(out, ln)
+            parts.extend(v)
         else:
-            _write_uvarint(out, ln)
-        parts.append(v)
+            ln = len(v) + 1
+            if ln < 128:
+                out.append(ln)
+            else:
+                _write_uvarint(out, ln)
+            parts.append(v)
         out = bytearray()
         parts.append(out)
     if o.unknown_tags:
