@@ -5,6 +5,7 @@ import base64
 import json
 from dataclasses import dataclass
 
+from broker.groups.coordinator import GroupCoordinator
 from broker.producers import ProducerRegistry
 from broker.protocol.registry import APIS
 from broker.services import load_services
@@ -42,11 +43,18 @@ class Broker:
         self.services = load_services()
         self.cluster_id = ""
         self.extensions: dict[str, object] = {}
+        # consumer groups (broker/groups): the coordinator, started and stopped here
+        self.extensions["groups"] = GroupCoordinator(self)
 
     async def start(self) -> None:
         await self.store.ensure_basin(self.basin)
         await self.topics.load()
         self.cluster_id = await self._cluster_id()
+        await self.extensions["groups"].start()
+
+    async def stop(self) -> None:
+        """Stop background work (after the listener stopped, before the store closes)."""
+        await self.extensions["groups"].stop()
 
     async def _cluster_id(self) -> str:
         key = "kafka/cluster"
@@ -67,7 +75,8 @@ class Broker:
         for key, svc in sorted(self.services.items()):
             info = APIS[key]
             lo = max(svc.VERSIONS[0], info.decodable_min_version)
-            hi = min(svc.VERSIONS[1], info.max_stable_version)
+            # ADVERTISED_MAX: a service may vouch for a version the spec copy marks unstable
+            hi = min(svc.VERSIONS[1], getattr(svc, "ADVERTISED_MAX", info.max_stable_version))
             out.append((key, lo, hi))
         return out
 

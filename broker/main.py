@@ -62,6 +62,7 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     finally:
         stop.set()
         await kafka.stop()
+        await broker.stop()  # consumer groups
         await asyncio.gather(http, return_exceptions=True)
         sweeper.cancel()
         await store.close()

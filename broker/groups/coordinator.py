@@ -1,0 +1,250 @@
+"""The group coordinator: every group of this broker, their offsets and their journal.
+
+Journal record kinds (JSON objects, applied in stream order):
+
+    {"k": "g",  "g": id, "v": {...}}   a group's state (classic or consumer), replacing it
+    {"k": "gd", "g": id}               the group and its offsets are deleted
+    {"k": "o",  "g": id, "o": [[topic, partition, offset, leader_epoch, metadata, ms]...]}
+    {"k": "od", "g": id, "o": [[topic, partition]...]}
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+from broker.groups.classic import ClassicGroup
+from broker.groups.consumer import ConsumerGroup
+from broker.groups.journal import Journal, partition_of
+from broker.groups.offsets import MAX_METADATA_BYTES, OffsetTable
+from broker.protocol.errors import ErrorCode as E
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GroupConfig:
+    """Coordinator settings (Kafka's group.* broker configs)."""
+
+    min_session_timeout_ms: int = 6000
+    max_session_timeout_ms: int = 1_800_000
+    consumer_session_timeout_ms: int = 45_000       # group.consumer.session.timeout.ms
+    consumer_heartbeat_interval_ms: int = 5000      # group.consumer.heartbeat.interval.ms
+    reap_interval_s: float = 0.1
+
+
+class GroupCoordinator:
+    """Owns the groups; services call it. Start before serving, stop after."""
+
+    def __init__(self, broker, config: GroupConfig | None = None) -> None:
+        self.broker = broker
+        self.config = config or GroupConfig()
+        self.clock = broker.store.clock
+        self.groups: dict[str, ClassicGroup | ConsumerGroup] = {}
+        self.offsets = OffsetTable()
+        self.journal = Journal(broker.store, broker.basin, self.live_records)
+        self._dirty: set[str] = set()
+        self._flusher: asyncio.Task | None = None
+        self._reaper: asyncio.Task | None = None
+
+    # --------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        t0 = self.clock.monotonic()
+        n = await self.journal.replay(self.apply)
+        log.info("group coordinator loaded %d records, %d groups, %d offsets in %.3fs", n,
+                 len(self.groups), sum(len(v) for v in self.offsets.groups.values()),
+                 self.clock.monotonic() - t0)
+        self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self.journal.close()
+
+    def now(self) -> float:
+        return self.clock.monotonic()
+
+    def new_member_id(self, prefix: str) -> str:
+        return f"{prefix}-{uuid.UUID(int=self.broker.store.rng.getrandbits(128))}"
+
+    # ----------------------------------------------------------------- journal
+
+    def apply(self, rec: dict) -> None:
+        kind, gid = rec["k"], rec["g"]
+        if kind == "o":
+            self.offsets.put_rows(gid, rec["o"])
+        elif kind == "od":
+            self.offsets.delete_rows(gid, rec["o"])
+        elif kind == "gd":
+            self.groups.pop(gid, None)
+            self.offsets.drop_group(gid)
+        elif kind == "g":
+            v = rec["v"]
+            group = self._new_group(gid, v["type"])
+            group.restore(v)
+            self.groups[gid] = group
+        else:
+            raise ValueError(f"unknown group journal record kind {kind!r}")
+
+    def live_records(self, partition: int) -> list[dict]:
+        out = []
+        names = {g for g in self.groups if partition_of(g) == partition}
+        names |= {g for g in self.offsets.groups if partition_of(g) == partition}
+        for gid in sorted(names):
+            group = self.groups.get(gid)
+            if group is not None:
+                out.append({"k": "g", "g": gid, "v": group.to_json()})
+            out.extend(self.offsets.snapshot_records(gid))
+        return out
+
+    async def persist(self, group) -> None:
+        """Store the group's current state; returns once durable."""
+        self._dirty.discard(group.group_id)
+        await self.journal.write(group.group_id,
+                                 [{"k": "g", "g": group.group_id, "v": group.to_json()}])
+
+    def changed(self, group) -> None:
+        """Store the group soon (membership changed outside a request that waits for it)."""
+        self._dirty.add(group.group_id)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._dirty:
+            gid = self._dirty.pop()
+            group = self.groups.get(gid)
+            if group is None:
+                continue
+            try:
+                await self.persist(group)
+            except Exception:
+                log.exception("storing group %s failed", gid)
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reap_interval_s)
+            now = self.now()
+            for group in list(self.groups.values()):
+                try:
+                    if group.expire(now):
+                        self.changed(group)
+                except Exception:
+                    log.exception("expiring members of group %s failed", group.group_id)
+
+    # ------------------------------------------------------------------ groups
+
+    def _new_group(self, gid: str, kind: str):
+        if kind == "classic":
+            return ClassicGroup(gid, self.now, self.new_member_id, self.changed)
+        assert kind == "consumer", kind
+        return ConsumerGroup(gid, self)
+
+    def group(self, gid: str):
+        return self.groups.get(gid)
+
+    def classic(self, gid: str, create: bool) -> ClassicGroup | None | int:
+        """The classic group `gid` (created if asked), None, or an error code when `gid`
+        is a consumer (KIP-848) group."""
+        group = self.groups.get(gid)
+        if isinstance(group, ConsumerGroup):
+            if not group.is_empty() or not create:
+                return E.GROUP_ID_NOT_FOUND if not create else E.INCONSISTENT_GROUP_PROTOCOL
+            group = None  # an empty consumer group turns classic (KIP-848 downgrade)
+        if group is None and create:
+            group = self.groups[gid] = self._new_group(gid, "classic")
+        return group
+
+    def consumer(self, gid: str, create: bool) -> ConsumerGroup | None | int:
+        group = self.groups.get(gid)
+        if isinstance(group, ClassicGroup):
+            if not group.is_empty():
+                return E.GROUP_ID_NOT_FOUND
+            group = None  # an empty classic group turns consumer (KIP-848 upgrade)
+        if group is None and create:
+            group = self.groups[gid] = self._new_group(gid, "consumer")
+        return group
+
+    def check_session_timeout(self, ms: int) -> bool:
+        return self.config.min_session_timeout_ms <= ms <= self.config.max_session_timeout_ms
+
+    async def sync_leader(self, group: ClassicGroup, fut: asyncio.Future):
+        """Store the leader's assignment, then hand it to every member."""
+        gen = group.generation
+        try:
+            await self.persist(group)
+        except Exception:
+            log.exception("storing group %s failed", group.group_id)
+            group.finish_sync(gen, E.COORDINATOR_NOT_AVAILABLE)
+        else:
+            group.finish_sync(gen)
+        return await fut
+
+    async def delete_groups(self, gids: list[str]) -> list[tuple[str, int]]:
+        out = []
+        for gid in gids:
+            group = self.groups.get(gid)
+            if group is None and not self.offsets.has_group(gid):
+                out.append((gid, E.GROUP_ID_NOT_FOUND))
+                continue
+            if group is not None and not group.is_empty():
+                out.append((gid, E.NON_EMPTY_GROUP))
+                continue
+            try:
+                await self.journal.write(gid, [{"k": "gd", "g": gid}],
+                                         lambda gid=gid: self.apply({"k": "gd", "g": gid}))
+            except Exception:
+                log.exception("deleting group %s failed", gid)
+                out.append((gid, E.COORDINATOR_NOT_AVAILABLE))
+                continue
+            out.append((gid, E.NONE))
+        return out
+
+    # ----------------------------------------------------------------- offsets
+
+    def commit_error(self, gid: str, generation: int, member_id: str,
+                     instance_id: str | None, version: int) -> int:
+        """Kafka's validation of an OffsetCommit against the group's membership."""
+        group = self.groups.get(gid)
+        if group is None:
+            return E.NONE if generation < 0 else E.ILLEGAL_GENERATION
+        if isinstance(group, ConsumerGroup):
+            return group.validate_commit(member_id, generation, version)
+        if group.fenced(member_id, instance_id):
+            return E.FENCED_INSTANCE_ID
+        if generation < 0 and group.is_empty():
+            return E.NONE
+        if member_id not in group.members:
+            return E.UNKNOWN_MEMBER_ID
+        if generation != group.generation:
+            return E.ILLEGAL_GENERATION
+        if group.state == "CompletingRebalance":
+            return E.REBALANCE_IN_PROGRESS
+        group.touch(member_id)
+        return E.NONE
+
+    async def commit(self, gid: str, rows: list[list]) -> None:
+        """Store offsets; returns once durable and visible."""
+        if gid not in self.groups:
+            # a standalone commit: the group exists from now on (Empty, as in Kafka)
+            group = self.groups[gid] = self._new_group(gid, "classic")
+            await self.persist(group)
+        await self.journal.write(gid, [{"k": "o", "g": gid, "o": rows}],
+                                 lambda: self.offsets.put_rows(gid, rows))
+
+    async def delete_offsets(self, gid: str, keys: list[list]) -> None:
+        await self.journal.write(gid, [{"k": "od", "g": gid, "o": keys}],
+                                 lambda: self.offsets.delete_rows(gid, keys))
+
+    def fetch_error(self, gid: str, member_id: str | None, member_epoch: int) -> int:
+        group = self.groups.get(gid)
+        if isinstance(group, ConsumerGroup):
+            return group.validate_fetch(member_id, member_epoch)
+        return E.NONE
+
+
+__all__ = ["MAX_METADATA_BYTES", "GroupConfig", "GroupCoordinator"]

@@ -1,0 +1,182 @@
+"""The group journal: our `__consumer_offsets`, on s2core streams.
+
+Groups hash onto `PARTITIONS` streams `kafka-internal/offsets/<n>` in the broker's basin.
+Every record is one JSON object (see `coordinator.apply` for the kinds). A write is
+acknowledged only once the append is durable, and its effect on memory (`apply`) runs in
+sequence order, after durability, so readers never see an offset that could be lost.
+
+Compaction: when a stream holds many more records than its live state needs, the journal
+writes the live state of that stream's groups as ordinary records (a snapshot) and, once
+those are durable, appends an s2core `trim` command below them. Replay reads from the
+stream's first seq_num, so restart time follows the live state, not the history.
+A crash between snapshot and trim only leaves records that replay to the same state.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from s2core.errors import AlreadyExists
+from s2core.records import AppendRecord, trim_record
+from s2core.store import StreamStore
+
+log = logging.getLogger(__name__)
+
+PARTITIONS = 8
+STREAM_PREFIX = "kafka-internal/offsets/"
+STREAM_CONFIG = {"retention_policy": {"infinite": {}}}
+MAX_BATCH_RECORDS = 500
+MAX_BATCH_BYTES = 512 * 1024
+
+
+def partition_of(group_id: str) -> int:
+    return zlib.crc32(group_id.encode()) % PARTITIONS
+
+
+def encode(record: dict) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+@dataclass
+class _Pending:
+    fut: asyncio.Future
+    apply: Callable[[], None] | None
+    settled: bool = False
+
+
+@dataclass
+class _Partition:
+    index: int
+    stream: str
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pending: deque = field(default_factory=deque)
+    first_seq: int = 0
+    tail: int = 0
+    compacting: bool = False
+
+
+class Journal:
+    """Durable, ordered group records; `live_records(partition)` feeds snapshots."""
+
+    def __init__(self, store: StreamStore, basin: str,
+                 live_records: Callable[[int], list[dict]],
+                 compact_slack: int = 1000) -> None:
+        self.store = store
+        self.basin = basin
+        self.live_records = live_records
+        self.compact_slack = compact_slack
+        self.parts = [_Partition(i, f"{STREAM_PREFIX}{i}") for i in range(PARTITIONS)]
+        self._bg: set[asyncio.Task] = set()
+
+    async def replay(self, apply: Callable[[dict], None]) -> int:
+        """Create missing streams and apply every stored record in order; returns the count."""
+        n = 0
+        for part in self.parts:
+            try:
+                await self.store.create_stream(self.basin, part.stream, STREAM_CONFIG)
+            except AlreadyExists:
+                pass
+            seq = part.first_seq = await self.store.first_seq(self.basin, part.stream)
+            part.tail = (await self.store.check_tail(self.basin, part.stream)).seq_num
+            while seq < part.tail:
+                batch = await self.store.read(self.basin, part.stream, seq_num=seq,
+                                              count=1000, max_bytes=4 * 1024 * 1024)
+                if not batch.records:
+                    break
+                for rec in batch.records:
+                    if not rec.is_command():
+                        apply(json.loads(rec.body))
+                        n += 1
+                    seq = rec.end_seq
+        return n
+
+    async def write(self, group_id: str, records: list[dict],
+                    apply: Callable[[], None] | None = None) -> None:
+        """Append records of one group atomically; return once durable and applied.
+
+        Raises the store's error if the append failed (then `apply` never runs)."""
+        part = self.parts[partition_of(group_id)]
+        bodies = [AppendRecord(body=encode(r)) for r in records]
+        async with part.lock:
+            _, fut = await self.store.submit_append(self.basin, part.stream, bodies,
+                                                    max_bytes=64 * 1024 * 1024)
+            entry = _Pending(fut, apply)
+            part.pending.append(entry)
+        await self._settle(part, entry)
+        if entry.fut.exception() is not None:
+            raise entry.fut.exception()
+        self._maybe_compact(part)
+
+    async def _settle(self, part: _Partition, entry: _Pending) -> None:
+        """Apply acknowledged writes in sequence order, up to and including `entry`."""
+        for e in list(part.pending):
+            await asyncio.wait([e.fut])
+            if e is entry:
+                break
+        while part.pending and part.pending[0].fut.done():
+            e = part.pending.popleft()
+            e.settled = True
+            if e.fut.exception() is None:
+                part.tail = max(part.tail, e.fut.result().end.seq_num)
+                if e.apply is not None:
+                    e.apply()
+        assert entry.settled, "a write is settled once it and every earlier write are done"
+
+    def _maybe_compact(self, part: _Partition) -> None:
+        if part.compacting:
+            return
+        live = len(self.live_records(part.index))
+        if part.tail - part.first_seq <= 2 * live + self.compact_slack:
+            return
+        part.compacting = True
+        t = asyncio.get_running_loop().create_task(self.compact(part.index))
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    async def compact(self, index: int) -> None:
+        """Snapshot the live state of one stream's groups, then trim below the snapshot."""
+        part = self.parts[index]
+        part.compacting = True
+        try:
+            async with part.lock:
+                while part.pending:  # everything sequenced so far is in memory
+                    await self._settle(part, part.pending[-1])
+                start = part.tail
+                records = self.live_records(index)
+                futs = []
+                for chunk in _batches(records):
+                    _, fut = await self.store.submit_append(
+                        self.basin, part.stream, chunk, max_bytes=64 * 1024 * 1024)
+                    futs.append(fut)
+            for fut in futs:
+                await fut
+            await self.store.append(self.basin, part.stream, [trim_record(start)])
+            part.first_seq = start
+            log.info("group journal %s compacted: %d live records from seq %d",
+                     part.stream, len(records), start)
+        except Exception:
+            log.exception("group journal %s compaction failed", part.stream)
+        finally:
+            part.compacting = False
+
+    async def close(self) -> None:
+        for t in list(self._bg):
+            await asyncio.gather(t, return_exceptions=True)
+
+
+def _batches(records: list[dict]):
+    chunk, size = [], 0
+    for r in records:
+        body = encode(r)
+        if chunk and (len(chunk) >= MAX_BATCH_RECORDS or size + len(body) > MAX_BATCH_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(AppendRecord(body=body))
+        size += len(body)
+    if chunk:
+        yield chunk

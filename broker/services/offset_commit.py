@@ -1,0 +1,63 @@
+"""OffsetCommit: store a group's offsets (with metadata) durably, after Kafka's checks."""
+from broker.groups.offsets import MAX_METADATA_BYTES
+from broker.protocol.errors import ErrorCode
+from broker.protocol.messages.offset_commit_response import (
+    OffsetCommitResponse,
+    OffsetCommitResponsePartition,
+    OffsetCommitResponseTopic,
+)
+
+API_KEY = 8
+VERSIONS = (2, 10)
+
+
+def _reply(request, codes: dict) -> OffsetCommitResponse:
+    return OffsetCommitResponse(throttle_time_ms=0, topics=[
+        OffsetCommitResponseTopic(name=t.name, topic_id=t.topic_id, partitions=[
+            OffsetCommitResponsePartition(partition_index=p.partition_index,
+                                          error_code=codes[(i, p.partition_index)])
+            for p in t.partitions])
+        for i, t in enumerate(request.topics)])
+
+
+async def handle(broker, conn, header, request):
+    coord = broker.extensions["groups"]
+    version = header.request_api_version
+    keys = [(i, p.partition_index) for i, t in enumerate(request.topics) for p in t.partitions]
+    if not request.group_id:
+        return _reply(request, dict.fromkeys(keys, ErrorCode.INVALID_GROUP_ID))
+    code = coord.commit_error(request.group_id, request.generation_id_or_member_epoch,
+                              request.member_id, request.group_instance_id, version)
+    if code:
+        return _reply(request, dict.fromkeys(keys, code))
+    codes, rows = {}, []
+    now = broker.store.clock.now_ms()
+    for i, t in enumerate(request.topics):
+        topic = broker.topics.by_id.get(t.topic_id) if version >= 10 \
+            else broker.topics.get(t.name)
+        missing = ErrorCode.UNKNOWN_TOPIC_ID if version >= 10 \
+            else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        for p in t.partitions:
+            key = (i, p.partition_index)
+            meta = p.committed_metadata
+            if topic is None or not 0 <= p.partition_index < topic.partitions:
+                codes[key] = missing
+            elif meta is not None and len(meta.encode()) > MAX_METADATA_BYTES:
+                codes[key] = ErrorCode.OFFSET_METADATA_TOO_LARGE
+            else:
+                codes[key] = ErrorCode.NONE
+                epoch = p.committed_leader_epoch if version >= 6 else -1
+                rows.append([topic.name, p.partition_index, p.committed_offset,
+                             -1 if epoch is None else epoch, meta or "", now])
+    if not rows:
+        return _reply(request, codes)
+    return _commit(coord, request, codes, rows)
+
+
+async def _commit(coord, request, codes, rows):
+    try:
+        await coord.commit(request.group_id, rows)
+    except Exception:  # noqa: BLE001 - the store's error: not durable, the client retries
+        codes = {k: (ErrorCode.COORDINATOR_NOT_AVAILABLE if c == ErrorCode.NONE else c)
+                 for k, c in codes.items()}
+    return _reply(request, codes)

@@ -1,0 +1,75 @@
+"""OffsetFetch: a group's committed offsets (one group before v8, several from v8)."""
+from broker.protocol.errors import ErrorCode
+from broker.protocol.messages.offset_fetch_response import (
+    OffsetFetchResponse,
+    OffsetFetchResponseGroup,
+    OffsetFetchResponsePartition,
+    OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+)
+
+API_KEY = 9
+VERSIONS = (1, 10)
+
+
+def _group(broker, coord, version, group_id, topics, member_id=None, member_epoch=-1):
+    """(error, [(name, topic_id, [(partition, offset, epoch, metadata, error)])])."""
+    code = coord.fetch_error(group_id, member_id, member_epoch)
+    if code:
+        return code, []
+    table = coord.offsets.of_group(group_id)
+    out = []
+    if topics is None:
+        by_topic: dict[str, list] = {}
+        for (t, p), e in sorted(table.items()):
+            by_topic.setdefault(t, []).append((p, e.offset, e.leader_epoch, e.metadata, 0))
+        for t, parts in by_topic.items():
+            topic = broker.topics.get(t)
+            if version >= 10 and topic is None:
+                continue
+            out.append((t, topic.id if topic else bytes(16), parts))
+        return ErrorCode.NONE, out
+    for t in topics:
+        if version >= 10:
+            topic = broker.topics.by_id.get(t.topic_id)
+            name = topic.name if topic else None
+        else:
+            name = t.name
+        parts = []
+        for p in t.partition_indexes:
+            e = table.get((name, p)) if name is not None else None
+            if e is None:
+                err = ErrorCode.UNKNOWN_TOPIC_ID if version >= 10 and name is None else 0
+                parts.append((p, -1, -1, "", err))
+            else:
+                parts.append((p, e.offset, e.leader_epoch, e.metadata, 0))
+        out.append((t.name if version < 10 else (name or ""), getattr(t, "topic_id", None),
+                    parts))
+    return ErrorCode.NONE, out
+
+
+async def handle(broker, conn, header, request):
+    coord = broker.extensions["groups"]
+    version = header.request_api_version
+    if version >= 8:
+        groups = []
+        for g in request.groups:
+            code, topics = _group(broker, coord, version, g.group_id, g.topics,
+                                  g.member_id if version >= 9 else None,
+                                  g.member_epoch if version >= 9 else -1)
+            groups.append(OffsetFetchResponseGroup(group_id=g.group_id, error_code=code, topics=[
+                OffsetFetchResponseTopics(name=n, topic_id=tid or bytes(16), partitions=[
+                    OffsetFetchResponsePartitions(
+                        partition_index=p, committed_offset=o, committed_leader_epoch=e,
+                        metadata=m, error_code=err) for p, o, e, m, err in parts])
+                for n, tid, parts in topics]))
+        return OffsetFetchResponse(throttle_time_ms=0, groups=groups)
+    code, topics = _group(broker, coord, version, request.group_id, request.topics)
+    return OffsetFetchResponse(throttle_time_ms=0, error_code=code, topics=[
+        OffsetFetchResponseTopic(name=n, partitions=[
+            OffsetFetchResponsePartition(partition_index=p, committed_offset=o,
+                                         committed_leader_epoch=e, metadata=m,
+                                         error_code=err)
+            for p, o, e, m, err in parts])
+        for n, _tid, parts in topics])

@@ -1,0 +1,38 @@
+"""SyncGroup: the leader hands out the assignment; every member receives its own."""
+import asyncio
+
+from broker.groups.classic import SyncResult
+from broker.protocol.errors import ErrorCode
+from broker.protocol.messages.sync_group_response import SyncGroupResponse
+
+API_KEY = 14
+VERSIONS = (0, 5)
+
+
+def _response(r: SyncResult) -> SyncGroupResponse:
+    return SyncGroupResponse(throttle_time_ms=0, error_code=r.error,
+                             protocol_type=r.protocol_type, protocol_name=r.protocol_name,
+                             assignment=r.assignment)
+
+
+async def handle(broker, conn, header, request):
+    coord = broker.extensions["groups"]
+    if not request.group_id:
+        return _response(SyncResult(ErrorCode.INVALID_GROUP_ID))
+    group = coord.classic(request.group_id, create=False)
+    if group is None or isinstance(group, int):
+        return _response(SyncResult(ErrorCode.UNKNOWN_MEMBER_ID))
+    result, leader = group.sync(request, header.request_api_version)
+    if leader:
+        return _leader(coord, group, result)
+    if isinstance(result, asyncio.Future):
+        return _wait(result)
+    return _response(result)
+
+
+async def _leader(coord, group, fut):
+    return _response(await coord.sync_leader(group, fut))
+
+
+async def _wait(fut):
+    return _response(await fut)
