@@ -43,7 +43,7 @@ async def open_store(root: Path) -> StreamStore:
     reps = [LocalLogReplica(root / f"wal{i}") for i in range(3)]
     seg = LocalDirObjectStore(root / "segments")
     spec = ChannelSpec("ch0", reps, 2, ChannelConfig(chunk_target_bytes=64 * 1024,
-                                                      linger_s=0.0005))
+                                                      linger_s=0.0))
     store = await StreamStore.open(md, seg, [spec])
     await store.ensure_basin(BASIN)
     return store

@@ -37,7 +37,7 @@ class ChannelConfig:
     """Tuning of one channel (see config/s2kafka.toml for the meaning of each)."""
 
     chunk_target_bytes: int = 64 * 1024
-    linger_s: float = 0.0005
+    linger_s: float = 0.0
     max_inflight_chunks: int = 4
     memory_bound_bytes: int = 256 * 1024 * 1024
     keep_in_memory_fraction: float = 0.5
