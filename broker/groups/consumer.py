@@ -174,7 +174,7 @@ class ConsumerGroup:
         cfg = self.coordinator.config
         if req.member_epoch in (-1, -2):
             return self._leave(req), None
-        m = self._member(req, version, client_id, client_host)
+        m, changed = self._member(req, version, client_id, client_host)
         m.deadline = now + cfg.consumer_session_timeout_ms / 1000
         if req.rebalance_timeout_ms is not None and req.rebalance_timeout_ms > 0:
             m.rebalance_timeout_ms = req.rebalance_timeout_ms
@@ -182,7 +182,6 @@ class ConsumerGroup:
             m.rack_id = req.rack_id
         if req.server_assignor is not None:
             m.assignor = req.server_assignor
-        changed = False
         if req.subscribed_topic_names is not None and \
                 sorted(req.subscribed_topic_names) != sorted(m.topic_names):
             m.topic_names = list(req.subscribed_topic_names)
@@ -208,7 +207,8 @@ class ConsumerGroup:
             m.sent = send
         return m, send
 
-    def _member(self, req, version, client_id, client_host) -> ConsumerMember:
+    def _member(self, req, version, client_id, client_host) -> tuple[ConsumerMember, bool]:
+        """The member the heartbeat is from, and whether it just joined."""
         mid = req.member_id
         if req.member_epoch == 0:
             if not mid:
@@ -221,16 +221,18 @@ class ConsumerGroup:
                                      "SubscribedTopicRegex must be set in first request.")
             m = self.members.get(mid)
             if req.instance_id is not None:
-                m = self._static_join(mid, req.instance_id, m)
+                back = self._static_join(mid, req.instance_id, m)
+                if back is not m:
+                    return back, False  # a static member back: it keeps its assignment
             if m is None:
                 m = ConsumerMember(mid, req.instance_id, client_id=client_id,
                                    client_host=client_host)
                 self.members[mid] = m
-                self.epoch += 1
-            else:  # a member rejoining with epoch 0 starts over
+                return m, True
+            if m.epoch != 0 or m.assigned:  # a member rejoining with epoch 0 starts over
                 m.epoch, m.prev_epoch, m.state = 0, -1, STABLE
                 m.assigned, m.revoking, m.sent = {}, {}, None
-            return m
+            return m, False
         m = self.members.get(mid)
         if m is None:
             raise HeartbeatError(E.UNKNOWN_MEMBER_ID,
@@ -242,7 +244,7 @@ class ConsumerGroup:
                 raise HeartbeatError(E.FENCED_MEMBER_EPOCH,
                                      f"The member epoch {req.member_epoch} does not match "
                                      f"the expected epoch {m.epoch}.")
-        return m
+        return m, False
 
     def _static_join(self, mid, instance_id, m):
         other = next((x for x in self.members.values() if x.instance_id == instance_id), None)
