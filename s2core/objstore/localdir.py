@@ -124,9 +124,12 @@ class LocalDirObjectStore:
         try:
             os.mkdir(dirpath)
         except FileExistsError:
-            if not os.path.isdir(dirpath):
+            if os.path.isdir(dirpath):
+                return
+            if os.path.lexists(dirpath):
                 raise InvalidArgument(f"{key!r}: a prefix of it is an object") from None
-            return
+            # created and removed again by a concurrent put and delete: the caller retries
+            raise FileNotFoundError(dirpath) from None
         except NotADirectoryError:
             raise InvalidArgument(f"{key!r}: a prefix of it is an object") from None
         if self._fsync:
