@@ -24,17 +24,24 @@ from broker.protocol.messages.join_group_request import JoinGroupRequest, JoinGr
 from broker.protocol.messages.leave_group_request import LeaveGroupRequest, MemberIdentity
 from broker.protocol.messages.list_groups_request import ListGroupsRequest
 from broker.protocol.messages.offset_commit_request import (
-    OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    OffsetCommitRequest,
+    OffsetCommitRequestPartition,
+    OffsetCommitRequestTopic,
 )
 from broker.protocol.messages.offset_delete_request import (
-    OffsetDeleteRequest, OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    OffsetDeleteRequest,
+    OffsetDeleteRequestPartition,
+    OffsetDeleteRequestTopic,
 )
 from broker.protocol.messages.offset_fetch_request import (
-    OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopic,
+    OffsetFetchRequest,
+    OffsetFetchRequestGroup,
+    OffsetFetchRequestTopic,
     OffsetFetchRequestTopics,
 )
 from broker.protocol.messages.sync_group_request import (
-    SyncGroupRequest, SyncGroupRequestAssignment,
+    SyncGroupRequest,
+    SyncGroupRequestAssignment,
 )
 
 COMMIT, FETCH_OFFSETS, FIND, JOIN, HEARTBEAT, LEAVE, SYNC, DESCRIBE, LIST = 8, 9, 10, 11, 12, \
@@ -148,7 +155,7 @@ def gid() -> str:
 
 # ------------------------------------------------------------------ FindCoordinator
 
-@pytest.mark.parametrize("version", range(0, 4))
+@pytest.mark.parametrize("version", range(4))
 def test_find_coordinator_single_key(broker, wire, version):
     r = wire.call(FIND, version, FindCoordinatorRequest(key="g", key_type=0))
     assert r.error_code == 0 and f"{r.host}:{r.port}" == broker.bootstrap
@@ -183,7 +190,7 @@ def test_member_id_required_from_v4_and_not_before(wire):
     assert r.error_code == 0 and r.member_id and r.generation_id == 1
 
 
-@pytest.mark.parametrize("version", range(0, 10))
+@pytest.mark.parametrize("version", range(10))
 def test_join_group_every_version(wire, version):
     g = gid()
     r = join(wire, g, version=version)
@@ -266,7 +273,7 @@ def test_static_member_duplicate_is_fenced(wire):
 
 def test_leave_group_batch_and_unknown_members(wire):
     g = gid()
-    mid, gen = one_member_group(wire, g)
+    mid, _gen = one_member_group(wire, g)
     r = wire.call(LEAVE, 3, LeaveGroupRequest(group_id=g, members=[
         MemberIdentity(member_id="ghost"), MemberIdentity(member_id=mid)]))
     assert r.error_code == 0
@@ -379,7 +386,7 @@ def test_offset_delete(wire, topic_name):
     r = wire.call(OFFSET_DELETE, 0, OffsetDeleteRequest(group_id=g, topics=[]))
     assert r.error_code == E.GROUP_ID_NOT_FOUND
     assert commit(wire, g, topic_name, 4) == 0
-    mid, gen = one_member_group(wire, g, topic_name)
+    mid, _gen = one_member_group(wire, g, topic_name)
     req = OffsetDeleteRequest(group_id=g, topics=[OffsetDeleteRequestTopic(
         name=topic_name, partitions=[OffsetDeleteRequestPartition(partition_index=0)])])
     r = wire.call(OFFSET_DELETE, 0, req)

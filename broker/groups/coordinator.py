@@ -30,7 +30,7 @@ class GroupConfig:
     min_session_timeout_ms: int = 6000
     max_session_timeout_ms: int = 1_800_000
     consumer_session_timeout_ms: int = 45_000       # group.consumer.session.timeout.ms
-    consumer_heartbeat_interval_ms: int = 5000      # group.consumer.heartbeat.interval.ms
+    consumer_heartbeat_interval_ms: int = 1000      # Kafka: 5000; cheap here, converges faster
     reap_interval_s: float = 0.1
 
 
