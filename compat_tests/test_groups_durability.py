@@ -8,7 +8,12 @@ import uuid
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from test_groups_clients import (
-    PARTITIONS, ConfluentMember, Ledger, group_members, make_topic, wait_for,
+    PARTITIONS,
+    ConfluentMember,
+    Ledger,
+    group_members,
+    make_topic,
+    wait_for,
 )
 from test_groups_kip848 import kip848_member
 
