@@ -302,7 +302,7 @@ def test_acks0_produce_error_closes_connection(broker, survives, topic_name):
         bad = batch_of([b"a"])
         bad[-1] ^= 0xFF
         w.send(PRODUCE, 9, produce_request(topic_name, bytes(bad), acks=0))
-        assert w.closed_by_peer(timeout=5)
+        assert w.closed_by_peer(timeout=2)
     finally:
         w.close()
 

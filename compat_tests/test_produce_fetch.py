@@ -350,7 +350,7 @@ def test_create_time_is_kept(broker, topic_name):
 def test_records_with_old_create_time_stay_readable(broker, topic_name):
     create_topic(broker, topic_name)
     ck_produce(broker, topic_name, [{"value": b"2001", "timestamp": 1_000_000_000_000}])
-    (r,) = kp_consume(broker, topic_name, 1, timeout=5)
+    (r,) = kp_consume(broker, topic_name, 1, timeout=2)
     assert (r.offset, r.value, r.timestamp) == (0, b"2001", 1_000_000_000_000)
 
 
@@ -458,3 +458,50 @@ def test_kafka_python_long_poll_wakes_on_confluent_produce(broker, topic_name):
     t.join(30)
     assert got["value"] == b"late"
     assert got["at"] - acked < 1.0, got["at"] - acked
+
+
+def test_fetch_wait_max_ms_is_respected(broker, topic_name):
+    """A fetch that cannot reach min_bytes is answered when max_wait_ms runs out, not
+    before and not much later; max_wait_ms=0 is answered at once."""
+    from test_bad_input import FETCH, Wire
+    from test_bad_input import create_topic as wire_create_topic
+
+    from broker.protocol.messages.fetch_request import FetchPartition, FetchRequest, FetchTopic
+    w = Wire(broker.bootstrap)
+    try:
+        wire_create_topic(w, topic_name)
+
+        def timed_fetch(max_wait_ms: int) -> float:
+            start = time.monotonic()
+            resp = w.call(FETCH, 12, FetchRequest(
+                replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=1, max_bytes=1 << 20,
+                isolation_level=0, session_id=0, session_epoch=-1, topics=[FetchTopic(
+                    topic=topic_name, partitions=[FetchPartition(
+                        partition=0, current_leader_epoch=-1, fetch_offset=0,
+                        log_start_offset=-1, partition_max_bytes=1 << 20)])],
+                forgotten_topics_data=[], rack_id=""))
+            (p,) = resp.responses[0].partitions
+            assert (p.error_code, p.high_watermark, len(p.records or b"")) == (0, 0, 0)
+            return time.monotonic() - start
+
+        assert timed_fetch(0) < 0.3
+        assert 0.55 <= timed_fetch(600) < 1.5
+        assert 1.15 <= timed_fetch(1200) < 2.1
+    finally:
+        w.close()
+
+
+@pytest.mark.skipif(KCAT is None, reason="kcat is installed by .ci/run")
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_kcat_compressed_produce_to_kafka_python_and_aiokafka(broker, topic_name, codec):
+    create_topic(broker, topic_name)
+    lines = [f"key{i}:value {i} " + "x" * 50 for i in range(40)]
+    kcat(broker, "-P", "-t", topic_name, "-p", "0", "-K:", "-z", codec,
+         "-X", "linger.ms=100", input=("\n".join(lines) + "\n").encode())
+    expected = [(i, f"key{i}".encode(), f"value {i} ".encode() + b"x" * 50)
+                for i in range(40)]
+    got = aio(aio_consume(broker, topic_name, 40))
+    assert [(r.offset, r.key, r.value) for r in got] == expected
+    if codec in ("gzip", "zstd"):  # kafka-python here has no snappy or lz4 module
+        got = kp_consume(broker, topic_name, 40)
+        assert [(r.offset, r.key, r.value) for r in got] == expected
