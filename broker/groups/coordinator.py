@@ -229,12 +229,16 @@ class GroupCoordinator:
 
     async def commit(self, gid: str, rows: list[list]) -> None:
         """Store offsets; returns once durable and visible."""
+        await self.journal.wait(await self.submit_commit(gid, rows))
+
+    async def submit_commit(self, gid: str, rows: list[list]):
+        """Sequence an offset commit now (in request order); `journal.wait` for it."""
+        records = [{"k": "o", "g": gid, "o": rows}]
         if gid not in self.groups:
             # a standalone commit: the group exists from now on (Empty, as in Kafka)
             group = self.groups[gid] = self._new_group(gid, "classic")
-            await self.persist(group)
-        await self.journal.write(gid, [{"k": "o", "g": gid, "o": rows}],
-                                 lambda: self.offsets.put_rows(gid, rows))
+            records.insert(0, {"k": "g", "g": gid, "v": group.to_json()})
+        return await self.journal.submit(gid, records, lambda: self.offsets.put_rows(gid, rows))
 
     async def delete_offsets(self, gid: str, keys: list[list]) -> None:
         await self.journal.write(gid, [{"k": "od", "g": gid, "o": keys}],

@@ -43,13 +43,6 @@ def encode(record: dict) -> bytes:
 
 
 @dataclass
-class _Pending:
-    fut: asyncio.Future
-    apply: Callable[[], None] | None
-    settled: bool = False
-
-
-@dataclass
 class _Partition:
     index: int
     stream: str
@@ -58,6 +51,16 @@ class _Partition:
     first_seq: int = 0
     tail: int = 0
     compacting: bool = False
+
+
+@dataclass(eq=False)
+class _Pending:
+    """A sequenced write: durable when `fut` resolves; `apply` runs after, in order."""
+
+    fut: asyncio.Future
+    apply: Callable[[], None] | None
+    part: _Partition
+    settled: asyncio.Future
 
 
 class Journal:
@@ -100,32 +103,38 @@ class Journal:
         """Append records of one group atomically; return once durable and applied.
 
         Raises the store's error if the append failed (then `apply` never runs)."""
+        await self.wait(await self.submit(group_id, records, apply))
+
+    async def submit(self, group_id: str, records: list[dict],
+                     apply: Callable[[], None] | None = None) -> _Pending:
+        """Sequence the records now (in call order); `wait` for durability."""
         part = self.parts[partition_of(group_id)]
         bodies = [AppendRecord(body=encode(r)) for r in records]
         async with part.lock:
             _, fut = await self.store.submit_append(self.basin, part.stream, bodies,
                                                     max_bytes=64 * 1024 * 1024)
-            entry = _Pending(fut, apply)
+            entry = _Pending(fut, apply, part, asyncio.get_running_loop().create_future())
             part.pending.append(entry)
-        await self._settle(part, entry)
+            fut.add_done_callback(lambda _f: self._drain(part))
+        return entry
+
+    async def wait(self, entry: _Pending) -> None:
+        """Return once `entry` is durable and applied; raise the append's error."""
+        await entry.settled
+        assert entry.fut.done(), "a write settles once it and every earlier write are done"
         if entry.fut.exception() is not None:
             raise entry.fut.exception()
-        self._maybe_compact(part)
+        self._maybe_compact(entry.part)
 
-    async def _settle(self, part: _Partition, entry: _Pending) -> None:
-        """Apply acknowledged writes in sequence order, up to and including `entry`."""
-        for e in list(part.pending):
-            await asyncio.wait([e.fut])
-            if e is entry:
-                break
+    def _drain(self, part: _Partition) -> None:
+        """Apply acknowledged writes in sequence order (runs as each append completes)."""
         while part.pending and part.pending[0].fut.done():
             e = part.pending.popleft()
-            e.settled = True
-            if e.fut.exception() is None:
+            if not e.fut.cancelled() and e.fut.exception() is None:
                 part.tail = max(part.tail, e.fut.result().end.seq_num)
                 if e.apply is not None:
                     e.apply()
-        assert entry.settled, "a write is settled once it and every earlier write are done"
+            e.settled.set_result(None)
 
     def _maybe_compact(self, part: _Partition) -> None:
         if part.compacting:
@@ -145,7 +154,7 @@ class Journal:
         try:
             async with part.lock:
                 while part.pending:  # everything sequenced so far is in memory
-                    await self._settle(part, part.pending[-1])
+                    await part.pending[-1].settled
                 start = part.tail
                 records = self.live_records(index)
                 futs = []

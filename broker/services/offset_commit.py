@@ -51,13 +51,21 @@ async def handle(broker, conn, header, request):
                              -1 if epoch is None else epoch, meta or "", now])
     if not rows:
         return _reply(request, codes)
-    return _commit(coord, request, codes, rows)
+    try:  # sequenced in request order; durability is awaited concurrently
+        pending = await coord.submit_commit(request.group_id, rows)
+    except Exception:  # noqa: BLE001 - the store's error: nothing stored, the client retries
+        return _reply(request, _failed(codes))
+    return _durable(coord, request, codes, pending)
 
 
-async def _commit(coord, request, codes, rows):
+def _failed(codes: dict) -> dict:
+    return {k: (ErrorCode.COORDINATOR_NOT_AVAILABLE if c == ErrorCode.NONE else c)
+            for k, c in codes.items()}
+
+
+async def _durable(coord, request, codes, pending):
     try:
-        await coord.commit(request.group_id, rows)
-    except Exception:  # noqa: BLE001 - the store's error: not durable, the client retries
-        codes = {k: (ErrorCode.COORDINATOR_NOT_AVAILABLE if c == ErrorCode.NONE else c)
-                 for k, c in codes.items()}
+        await coord.journal.wait(pending)
+    except Exception:  # noqa: BLE001 - not durable: the client retries
+        codes = _failed(codes)
     return _reply(request, codes)
