@@ -433,7 +433,7 @@ def test_consumer_group_heartbeat_errors(wire, topic_name):
     g = gid()
     r = wire.call(CG_HEARTBEAT, 1, ConsumerGroupHeartbeatRequest(
         group_id=g, member_id="m-1", member_epoch=3))
-    assert r.error_code == E.UNKNOWN_MEMBER_ID
+    assert r.error_code == E.GROUP_ID_NOT_FOUND
     r = wire.call(CG_HEARTBEAT, 1, ConsumerGroupHeartbeatRequest(
         group_id=g, member_id="m-1", member_epoch=0, subscribed_topic_names=[topic_name],
         server_assignor="nope"))
@@ -449,6 +449,9 @@ def test_consumer_group_heartbeat_errors(wire, topic_name):
     r = wire.call(CG_HEARTBEAT, 1, ConsumerGroupHeartbeatRequest(
         group_id=g, member_id="m-1", member_epoch=7))
     assert r.error_code == E.FENCED_MEMBER_EPOCH
+    r = wire.call(CG_HEARTBEAT, 1, ConsumerGroupHeartbeatRequest(
+        group_id=g, member_id="m-2", member_epoch=1))
+    assert r.error_code == E.UNKNOWN_MEMBER_ID
     # a classic join to a live consumer group is refused; the group is unchanged
     assert join(wire, g).error_code == E.INCONSISTENT_GROUP_PROTOCOL
     r = wire.call(CG_HEARTBEAT, 1, ConsumerGroupHeartbeatRequest(

@@ -28,28 +28,38 @@ def range_assign(subs: dict[str, set[str]], topics: dict[str, int],
 
 def uniform_assign(subs: dict[str, set[str]], topics: dict[str, int],
                    current: Assignment) -> Assignment:
-    """Balanced and sticky: a partition stays with its owner while the owner is under
-    its share; the rest go to the subscriber with the fewest partitions."""
+    """Balanced and sticky: a partition stays with its owner while the owner is within
+    its share (`total // members`, one more for the first `total % members` that need
+    it); the rest go to the subscriber with the fewest partitions."""
     out: Assignment = {m: {} for m in subs}
     load = dict.fromkeys(subs, 0)
-    parts = [(t, p) for t, n in sorted(topics.items()) for p in range(n)]
     subscribers = {t: sorted(m for m, s in subs.items() if t in s) for t in topics}
-    total = sum(len(subscribers[t]) and topics[t] for t in topics)
-    quota = -(-total // len(subs)) if subs else 0  # ceil
+    parts = [(t, p) for t, n in sorted(topics.items()) if subscribers[t] for p in range(n)]
+    base, extra = divmod(len(parts), len(subs)) if subs else (0, 0)
     owner = {(t, p): m for m, a in current.items() if m in subs
              for t, ps in a.items() for p in ps}
-    rest = []
-    for t, p in parts:
-        m = owner.get((t, p))
-        if m is not None and t in subs[m] and load[m] < quota:
-            out[m].setdefault(t, set()).add(p)
-            load[m] += 1
-        elif subscribers[t]:
-            rest.append((t, p))
-    for t, p in rest:
-        m = min(subscribers[t], key=lambda x: (load[x], x))
+
+    def give(m: str, t: str, p: int) -> None:
         out[m].setdefault(t, set()).add(p)
         load[m] += 1
+
+    over, rest = [], []
+    for t, p in parts:
+        m = owner.get((t, p))
+        if m is None or t not in subs[m]:
+            rest.append((t, p))
+        elif load[m] < base:
+            give(m, t, p)
+        else:
+            over.append((m, t, p))
+    for m, t, p in over:
+        if extra and load[m] == base:
+            give(m, t, p)
+            extra -= 1
+        else:
+            rest.append((t, p))
+    for t, p in rest:
+        give(min(subscribers[t], key=lambda x: (load[x], x)), t, p)
     return out
 
 

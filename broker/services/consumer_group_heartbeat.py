@@ -51,7 +51,7 @@ async def handle(broker, conn, header, request):
         return _error(err.code, err.message, request.member_id or None)
     group = coord.consumer(request.group_id, create=request.member_epoch == 0)
     if group is None:
-        return _error(ErrorCode.UNKNOWN_MEMBER_ID, f"Group {request.group_id} not found.",
+        return _error(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {request.group_id} not found.",
                       request.member_id or None)
     if isinstance(group, int):
         return _error(group, f"Group {request.group_id} is not a consumer group.",
