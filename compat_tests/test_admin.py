@@ -418,8 +418,16 @@ def test_wire_level_errors(broker, admin, topic_name):
         DescribeConfigsRequest, DescribeConfigsResource,
     )
     admin.create_topics([NewTopic(topic_name, 1)])[topic_name].result(20)
+    compacted = topic_name + "-c"
+    admin.create_topics([NewTopic(compacted, 1, config={"cleanup.policy": "compact"})])[
+        compacted].result(20)
     w = Wire(broker.bootstrap)
     try:
+        resp = w.call(21, 0, DeleteRecordsRequest(timeout_ms=5000, topics=[
+            DeleteRecordsTopic(name=compacted, partitions=[
+                DeleteRecordsPartition(partition_index=0, offset=-1)])]))
+        assert [(p.error_code, p.low_watermark) for p in resp.topics[0].partitions] == \
+            [(ErrorCode.POLICY_VIOLATION, -1)]
         resp = w.call(21, 2, DeleteRecordsRequest(timeout_ms=5000, topics=[
             DeleteRecordsTopic(name=topic_name, partitions=[
                 DeleteRecordsPartition(partition_index=3, offset=0),

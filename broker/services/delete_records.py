@@ -28,6 +28,11 @@ async def handle(broker, conn, header, request):
             if topic is None or not 0 <= p.partition_index < topic.partitions:
                 parts.append(_result(p.partition_index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
+            if "delete" not in topic.config("cleanup.policy").split(","):
+                # Kafka: "Records of partition ... can not be deleted due to the configured
+                # policy" (compact-only topics)
+                parts.append(_result(p.partition_index, ErrorCode.POLICY_VIOLATION))
+                continue
             try:
                 code, low = await _trim(broker, topic.name, p.partition_index, p.offset)
             except S2Error as e:
