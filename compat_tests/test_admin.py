@@ -454,3 +454,97 @@ def test_wire_level_errors(broker, admin, topic_name):
             (0, ["retention.ms"]), (ErrorCode.INVALID_REQUEST, [])]
     finally:
         w.close()
+
+
+def _version_cases():
+    from broker.protocol.messages import (
+        alter_configs_request as ac, create_partitions_request as cp,
+        delete_records_request as dr, describe_cluster_request as dc,
+        describe_configs_request as dcf, describe_log_dirs_request as dl,
+        incremental_alter_configs_request as iac,
+    )
+
+    def cases(api_key, module, make):
+        lo, hi = module.VALID_VERSIONS
+        return [pytest.param(api_key, v, make, id=f"{module.NAME}-v{v}")
+                for v in range(lo, hi + 1)]
+
+    return [
+        *cases(37, cp, lambda t: cp.CreatePartitionsRequest(topics=[cp.CreatePartitionsTopic(
+            name=t, count=2, assignments=None)], timeout_ms=5000, validate_only=True)),
+        *cases(21, dr, lambda t: dr.DeleteRecordsRequest(topics=[dr.DeleteRecordsTopic(
+            name=t, partitions=[dr.DeleteRecordsPartition(partition_index=0, offset=0)])],
+            timeout_ms=5000)),
+        *cases(32, dcf, lambda t: dcf.DescribeConfigsRequest(resources=[
+            dcf.DescribeConfigsResource(resource_type=2, resource_name=t,
+                                        configuration_keys=["max.message.bytes"])],
+            include_synonyms=True, include_documentation=False)),
+        *cases(33, ac, lambda t: ac.AlterConfigsRequest(resources=[ac.AlterConfigsResource(
+            resource_type=2, resource_name=t, configs=[ac.AlterableConfig(
+                name="retention.ms", value="1000")])], validate_only=True)),
+        *cases(44, iac, lambda t: iac.IncrementalAlterConfigsRequest(resources=[
+            iac.AlterConfigsResource(resource_type=2, resource_name=t, configs=[
+                iac.AlterableConfig(name="retention.ms", config_operation=0,
+                                    value="1000")])], validate_only=True)),
+        *cases(60, dc, lambda t: dc.DescribeClusterRequest(
+            include_cluster_authorized_operations=False, endpoint_type=1,
+            include_fenced_brokers=False)),
+        *cases(35, dl, lambda t: dl.DescribeLogDirsRequest(topics=[
+            dl.DescribableLogDirTopic(topic=t, partitions=[0])])),
+    ]
+
+
+@pytest.fixture(scope="module")
+def version_topic(admin):
+    name = f"admin-versions-{time.time_ns()}"
+    admin.create_topics([NewTopic(name, 1)])[name].result(20)
+    return name
+
+
+@pytest.mark.parametrize("api_key,version,make", _version_cases())
+def test_every_codec_version_is_served(broker, version_topic, api_key, version, make):
+    """Each version of each admin API this broker advertises answers without an error."""
+    w = Wire(broker.bootstrap)
+    try:
+        resp = w.call(api_key, version, make(version_topic))
+    finally:
+        w.close()
+    codes = [getattr(resp, "error_code", 0)]
+    for group in ("results", "responses", "topics"):
+        for item in getattr(resp, group, None) or ():
+            codes.append(getattr(item, "error_code", 0))
+            codes += [p.error_code for p in getattr(item, "partitions", None) or ()
+                      if hasattr(p, "error_code")]
+    assert set(codes) == {0}, codes
+    if api_key == 35:
+        (d,) = resp.results
+        assert [(t.name, [p.partition_index for p in t.partitions]) for t in d.topics] == \
+            [(version_topic, [0])]
+    if api_key == 60:
+        assert [b.broker_id for b in resp.brokers] == [0]
+
+
+def test_describe_cluster_controller_endpoints_are_unsupported(broker):
+    from broker.protocol.messages.describe_cluster_request import DescribeClusterRequest
+    w = Wire(broker.bootstrap)
+    try:
+        resp = w.call(60, 1, DescribeClusterRequest(include_cluster_authorized_operations=False,
+                                                    endpoint_type=2))
+    finally:
+        w.close()
+    assert (resp.error_code, resp.endpoint_type, resp.brokers) == \
+        (ErrorCode.UNSUPPORTED_ENDPOINT_TYPE, 2, [])
+
+
+def test_api_versions_advertise_every_codec_version_of_the_admin_apis(broker):
+    from broker.protocol.messages.api_versions_request import ApiVersionsRequest
+    from broker.protocol.registry import APIS
+    w = Wire(broker.bootstrap)
+    try:
+        resp = w.call(18, 3, ApiVersionsRequest(client_software_name="compat",
+                                                client_software_version="1"))
+    finally:
+        w.close()
+    ranges = {k.api_key: (k.min_version, k.max_version) for k in resp.api_keys}
+    for key in (21, 23, 32, 33, 35, 37, 44, 60):
+        assert ranges[key] == (APIS[key].decodable_min_version, APIS[key].max_stable_version)
