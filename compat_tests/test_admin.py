@@ -138,6 +138,8 @@ def test_create_partitions(broker, admin, kadmin, topic_name):
         kadmin.create_partitions({topic_name: KNewPartitions(6)})
     assert _code(admin.create_partitions([NewPartitions("no-such-topic-x", 2)])[
         "no-such-topic-x"]) == KafkaError.UNKNOWN_TOPIC_OR_PART
+    assert _code(admin.create_partitions([NewPartitions(topic_name, 20_000)])[topic_name]) \
+        == KafkaError.POLICY_VIOLATION  # no request creates more than 10,000 partitions
     md = admin.list_topics(topic_name, timeout=10).topics[topic_name]
     assert sorted(md.partitions) == list(range(6))
     # the new partitions take records (a fresh producer sees them) and start at offset 0

@@ -13,10 +13,21 @@ from broker.topics import TopicError
 
 API_KEY = 37
 VERSIONS = (0, 3)
+MAX_PARTITIONS_PER_REQUEST = 10_000  # Kafka's controller refuses bigger batches the same way
 
 
 async def handle(broker, conn, header, request):
     names = [t.name for t in request.topics]
+    added = 0
+    for t in request.topics:
+        topic = broker.topics.get(t.name)
+        if topic is not None and t.count > topic.partitions:
+            added += t.count - topic.partitions
+    if added > MAX_PARTITIONS_PER_REQUEST:
+        return CreatePartitionsResponse(throttle_time_ms=0, results=[
+            _result(t.name, ErrorCode.POLICY_VIOLATION,
+                    "Excessively large number of partitions per request.")
+            for t in request.topics])
     results = []
     for t in request.topics:
         if names.count(t.name) > 1:
