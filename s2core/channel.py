@@ -235,8 +235,10 @@ class Channel:
             ts = max(ts, st.last_ts)
             st.last_ts = ts
             seq = st.next_seq
-            body = bytes(r.body)
-            headers = tuple((bytes(n), bytes(v)) for n, v in r.headers)
+            # A memoryview body (a Kafka batch in its request frame) is kept as a view: the
+            # frame is never reused, so holding it costs no copy and no extra memory.
+            body = r.body if type(r.body) in (bytes, memoryview) else bytes(r.body)
+            headers = tuple((bytes(n), bytes(v)) for n, v in r.headers) if r.headers else ()
             rec = SequencedRecord(seq, ts, headers, body, r.span)
             st.next_seq += r.span
             if cmd is not None and cmd[0] == "fence":

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from s2core.errors import Indeterminate, S2Error, Unavailable
 from s2core.metadata.base import Op, VersionMismatch
 from s2core.objstore.base import ObjectExists, ObjectStore
-from s2core.segment import build_section
+from s2core.segment import build_section_parts
 
 if TYPE_CHECKING:
     from s2core.channel import Channel, MemChunk
@@ -60,6 +60,7 @@ class Offloader:
             self._wake.clear()
             try:
                 while await self.offload_once():
+                    self.evict()  # free memory as soon as each batch is published
                     if self.pending_bytes < cfg.offload_target_bytes and not self._pressure():
                         break
                 self.evict()
@@ -87,12 +88,14 @@ class Offloader:
         ch = self.channel
         batch: list[MemChunk] = []
         size = 0
+        # behind (the tail is past its keep level): bigger batches amortize each publish
+        limit = ch.config.offload_target_bytes * (8 if self._pressure() else 1)
         for mc in ch.mem_chunks:
             if mc.offloaded:
                 continue
             batch.append(mc)
             size += mc.nbytes
-            if size >= ch.config.offload_target_bytes:
+            if size >= limit:
                 break
         if not batch:
             return False
@@ -136,13 +139,13 @@ class Offloader:
         shared_key = None
         shared_size = 0
         placed = []
-        for st, end, last_ts, first_ts, blob in sections:
-            if len(blob) >= cfg.own_segment_bytes:
+        for st, end, last_ts, first_ts, blob, size in sections:
+            if size >= cfg.own_segment_bytes:
                 self._object_n += 1
                 key = (f"segments/{st.uid.hex()}/{st.offloaded_upto:020d}-"
                        f"{ch.log.epoch:010d}-{self._object_n:06d}")
-                objects[key] = [blob]
-                placed.append((st, end, first_ts, last_ts, key, 0, len(blob)))
+                objects[key] = list(blob)
+                placed.append((st, end, first_ts, last_ts, key, 0, size))
             else:
                 if shared_key is None:
                     self._object_n += 1
@@ -150,11 +153,12 @@ class Offloader:
                                   f"{ch.log.next_seq:012d}-{self._object_n:06d}")
                     objects[shared_key] = []
                 off = shared_size
-                shared_size += len(blob)
-                objects[shared_key].append(blob)
-                placed.append((st, end, first_ts, last_ts, shared_key, off, len(blob)))
-        for key, blobs in objects.items():
-            await self._put(key, b"".join(blobs))
+                shared_size += size
+                objects[shared_key].extend(blob)
+                placed.append((st, end, first_ts, last_ts, shared_key, off, size))
+        for key, parts in objects.items():
+            await self._put(key, parts if getattr(self.segments, "accepts_parts", False)
+                            else b"".join(parts))
         live: dict[str, int] = {}
         for p in placed:
             live[p[4]] = live.get(p[4], 0) + 1
@@ -223,5 +227,10 @@ class Offloader:
 
 
 def _build_sections(todo: list) -> list:
-    return [(st, end, recs[-1].timestamp, recs[0].timestamp, build_section(st.uid, recs))
-            for st, end, recs in todo]
+    """(state, end, last ts, first ts, parts, size) per stream."""
+    out = []
+    for st, end, recs in todo:
+        parts = build_section_parts(st.uid, recs)
+        out.append((st, end, recs[-1].timestamp, recs[0].timestamp, parts,
+                    sum(len(p) for p in parts)))
+    return out

@@ -30,6 +30,11 @@ HEADER_SIZE = _HDR.size
 
 def build_section(uid: bytes, records: list[SequencedRecord]) -> bytes:
     """Encode a contiguous run of one stream's records."""
+    return b"".join(build_section_parts(uid, records))
+
+
+def build_section_parts(uid: bytes, records: list[SequencedRecord]) -> list:
+    """The section as a list of buffers (record bodies by reference, not copied)."""
     assert records, "a section holds at least one record"
     data: list = []
     index: list = []
@@ -40,10 +45,12 @@ def build_section(uid: bytes, records: list[SequencedRecord]) -> bytes:
         off += encode_record(data, r.seq_num, r.span, r.timestamp, r.headers, r.body)
     first, end = records[0].seq_num, records[-1].end_seq
     header = bytearray(_HDR.pack(MAGIC, VERSION, uid, first, end, len(records), off, 0))
-    body = b"".join(index) + b"".join(data)
-    crc = crc32c.crc32c(body, crc32c.crc32c(header))
+    index_blob = b"".join(index)
+    crc = crc32c.crc32c(index_blob, crc32c.crc32c(header))
+    for part in data:
+        crc = crc32c.crc32c(part, crc)
     struct.pack_into(">I", header, HEADER_SIZE - 4, crc)
-    return bytes(header) + body
+    return [bytes(header), index_blob, *data]
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ import crc32c
 
 from s2core.errors import Closed, InvalidArgument
 from s2core.objstore.base import ObjectExists, ObjectNotFound
+from s2core.objstore.localdir import write_parts
 
 MAGIC = 0x53324C47  # "S2LG"
 _HDR = struct.Struct(">IHII")
@@ -36,7 +37,11 @@ FILE_BYTES = 64 * 1024 * 1024
 
 
 class LocalLogReplica:
-    """An ObjectStore-shaped chunk replica backed by append-only files in `root`."""
+    """An ObjectStore-shaped chunk replica backed by append-only files in `root`.
+
+    `put` also takes a list of buffers (written back to back with writev, never joined)."""
+
+    accepts_parts = True
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True,
                  file_bytes: int = FILE_BYTES) -> None:
@@ -112,7 +117,9 @@ class LocalLogReplica:
                 raise Closed(f"{self.name} is closed")
             if if_absent and key in self._index:
                 raise ObjectExists(key)
-            self._queue.append((key, raw_key, data, if_absent, fut))  # not copied: callers never mutate a chunk after handing it over
+            # not copied: callers never mutate a chunk after handing it over
+            parts = data if isinstance(data, list) else [data]
+            self._queue.append((key, raw_key, parts, if_absent, fut))
             self._wakeup.notify()
         await asyncio.wrap_future(fut)
 
@@ -187,19 +194,20 @@ class LocalLogReplica:
         with self._lock:
             present = {key for key, _, _, if_absent, _ in batch
                        if if_absent and key in self._index}
-        for key, raw_key, data, if_absent, _ in batch:
+        for key, raw_key, data_parts, if_absent, _ in batch:
             if if_absent and (key in present or key in seen):
                 placed.append(None)
                 continue
             seen.add(key)
-            lens = struct.pack(">HI", len(raw_key), len(data))
-            hdr = _HDR.pack(MAGIC, len(raw_key), len(data), crc32c.crc32c(lens + raw_key))
-            parts += (hdr, raw_key, data)
+            dlen = sum(len(p) for p in data_parts)
+            lens = struct.pack(">HI", len(raw_key), dlen)
+            hdr = _HDR.pack(MAGIC, len(raw_key), dlen, crc32c.crc32c(lens + raw_key))
+            parts += (hdr, raw_key, *data_parts)
             off += len(hdr) + len(raw_key)
-            placed.append((self._fileno, off, len(data)))
-            off += len(data)
+            placed.append((self._fileno, off, dlen))
+            off += dlen
+        write_parts(self._fd, parts)
         if parts:
-            os.writev(self._fd, parts)
             if self._fsync:
                 os.fdatasync(self._fd)
             self._size = off

@@ -207,7 +207,16 @@ class ChunkLog:
         are on a write quorum and the lease is still ours."""
         if self._fenced:
             raise self._fenced
-        data = builder.finish(self.epoch, seq, self.durable_upto, self.clock.now_ms())
+        parts = builder.finish(self.epoch, seq, self.durable_upto, self.clock.now_ms())
+        joined: list[bytes] = []
+
+        def data_for(replica):  # vectored replicas take the parts; others one joined copy
+            if getattr(replica, "accepts_parts", False):
+                return parts
+            if not joined:
+                joined.append(b"".join(parts))
+            return joined[0]
+
         key = chunk_key(self.channel, self.epoch, seq)
         pos = (self.epoch, seq)
         self._written.append(pos)
@@ -223,7 +232,7 @@ class ChunkLog:
                 quorum.set_result(None)
 
         for replica in self.replicas:
-            t = loop.create_task(self._put_until_done(replica, key, data))
+            t = loop.create_task(self._put_until_done(replica, key, data_for(replica)))
             t.add_done_callback(on_replica_done)
             self._background.add(t)
             t.add_done_callback(self._background.discard)

@@ -58,7 +58,7 @@ def bodies(chunks):
 async def test_chunk_format_roundtrip_and_checksum():
     b = ChunkBuilder()
     b.add(UID, 7, 3, 123, [(b"h", b"v")], b"body")
-    data = b.finish(epoch=2, seq=5, durable_upto=4, created_ms=99)
+    data = b"".join(b.finish(epoch=2, seq=5, durable_upto=4, created_ms=99))
     h = decode_header(data)
     assert (h.epoch, h.seq, h.durable_upto, h.n_entries) == (2, 5, 4, 1)
     [(uid, rec)] = decode_entries(data, h)
@@ -111,7 +111,7 @@ async def test_window_of_uncertainty_ends_at_first_gap_and_is_repaired():
     def raw(seq):
         b = ChunkBuilder()
         b.add(UID, seq, 1, 0, [], b"rec%d" % seq)
-        return b.finish(1, seq, 2, 0)
+        return b"".join(b.finish(1, seq, 2, 0))
     await reps[0].put(chunk_key("c", 1, 3), raw(3))
     await reps[1].put(chunk_key("c", 1, 5), raw(5))
     log2 = make_log(md, reps)
