@@ -44,6 +44,7 @@ class ChannelConfig:
     offload_target_bytes: int = 8 * 1024 * 1024
     offload_interval_s: float = 5.0
     own_segment_bytes: int = 1024 * 1024
+    section_max_bytes: int = 4 * 1024 * 1024
     append_wait_timeout_s: float = 30.0
     offload_in_thread: bool = True   # False under a virtual-time loop (determinism)
 

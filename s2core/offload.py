@@ -113,9 +113,10 @@ class Offloader:
         if ch.config.offload_in_thread:
             # Encoding is CPU work: on a thread the loop still gets the GIL every switch
             # interval, so appends are not stalled for the whole offload.
-            sections = await asyncio.to_thread(_build_sections, todo)
+            sections = await asyncio.to_thread(_build_sections, todo,
+                                               ch.config.section_max_bytes)
         else:
-            sections = _build_sections(todo)
+            sections = _build_sections(todo, ch.config.section_max_bytes)
         floor = self._floor_after(batch[-1])
         await self._publish(sections, floor)
         for mc in batch:
@@ -133,50 +134,52 @@ class Offloader:
             (ch.log.epoch, min(ch._writing))
 
     async def _publish(self, sections: list, floor) -> None:
+        """Write the section objects, then publish catalog rows, checkpoints and the new
+        floor in one batch conditional on the lease."""
         ch = self.channel
-        cfg = ch.config
         objects: dict[str, list] = {}
         shared_key = None
         shared_size = 0
-        placed = []
-        for st, end, last_ts, first_ts, blob, size in sections:
-            if size >= cfg.own_segment_bytes:
+        placed = []  # (state, first seq, end seq, first ts, last ts, key, offset, size)
+        for st, first, end, first_ts, last_ts, parts, size in sections:
+            if size >= ch.config.own_segment_bytes:
                 self._object_n += 1
-                key = (f"segments/{st.uid.hex()}/{st.offloaded_upto:020d}-"
+                key = (f"segments/{st.uid.hex()}/{first:020d}-"
                        f"{ch.log.epoch:010d}-{self._object_n:06d}")
-                objects[key] = list(blob)
-                placed.append((st, end, first_ts, last_ts, key, 0, size))
-            else:
-                if shared_key is None:
-                    self._object_n += 1
-                    shared_key = (f"segments/shared/{ch.name}/{ch.log.epoch:010d}-"
-                                  f"{ch.log.next_seq:012d}-{self._object_n:06d}")
-                    objects[shared_key] = []
-                off = shared_size
-                shared_size += size
-                objects[shared_key].extend(blob)
-                placed.append((st, end, first_ts, last_ts, shared_key, off, size))
+                objects[key] = list(parts)
+                placed.append((st, first, end, first_ts, last_ts, key, 0, size))
+                continue
+            if shared_key is None:
+                self._object_n += 1
+                shared_key = (f"segments/shared/{ch.name}/{ch.log.epoch:010d}-"
+                              f"{ch.log.next_seq:012d}-{self._object_n:06d}")
+                objects[shared_key] = []
+            placed.append((st, first, end, first_ts, last_ts, shared_key, shared_size, size))
+            objects[shared_key].extend(parts)
+            shared_size += size
         for key, parts in objects.items():
             await self._put(key, parts if getattr(self.segments, "accepts_parts", False)
                             else b"".join(parts))
-        live: dict[str, int] = {}
-        for p in placed:
-            live[p[4]] = live.get(p[4], 0) + 1
         while True:
-            ops = [Op("put", f"obj/{k}", json.dumps({"live": n}).encode()) for k, n in
-                   live.items()]
-            idx = []
-            for st, end, first_ts, last_ts, key, off, n in placed:
-                row = {"k": key, "o": off, "n": n, "e": end, "t0": first_ts, "t1": last_ts}
-                ops.append(Op("put", seg_row_key(st.uid, st.offloaded_upto),
-                              json.dumps(row).encode()))
-                ops.append(Op("put", f"ckpt/{st.uid.hex()}", b"", st.ckpt_version))
-                idx.append((len(ops) - 1, st, end, row))
-            saved = {}
-            for i, st, end, _ in idx:
-                saved[st] = st.offloaded_upto
+            live: dict[str, int] = {}
+            stream_end: dict = {}
+            for st, first, end, *_, key, _, _ in placed:
+                live[key] = live.get(key, 0) + 1
+                stream_end[st] = max(stream_end.get(st, 0), end)
+            ops = [Op("put", f"obj/{k}", json.dumps({"live": n}).encode())
+                   for k, n in live.items()]
+            rows = []
+            for st, first, end, first_ts, last_ts, key, off, size in placed:
+                row = {"k": key, "o": off, "n": size, "e": end, "t0": first_ts,
+                       "t1": last_ts}
+                ops.append(Op("put", seg_row_key(st.uid, first), json.dumps(row).encode()))
+                rows.append((st, first, row))
+            saved = {st: st.offloaded_upto for st in stream_end}
+            ckpt_index = {}
+            for st, end in stream_end.items():
                 st.offloaded_upto = end
-                ops[i] = Op("put", ops[i].key, st.checkpoint(), st.ckpt_version)
+                ckpt_index[st] = len(ops)
+                ops.append(Op("put", f"ckpt/{st.uid.hex()}", st.checkpoint(), st.ckpt_version))
             try:
                 versions = await ch.log.advance_floor(floor, ops)
             except VersionMismatch as e:
@@ -185,16 +188,14 @@ class Offloader:
                 gone = [p for p in placed if f"ckpt/{p[0].uid.hex()}" == e.key]
                 if not gone:
                     raise
-                for p in gone:  # the stream was deleted meanwhile: drop its section
+                for p in gone:  # the stream was deleted meanwhile: drop its sections
                     placed.remove(p)
-                    live[p[4]] -= 1
-                    if not live[p[4]]:
-                        del live[p[4]]
                 continue
-            for i, st, end, row in idx:
+            for st, i in ckpt_index.items():
                 st.ckpt_version = versions[i + 1]
+            for st, first, row in rows:
                 for listener in self.catalog_listeners:
-                    listener(st.uid, saved[st], row)
+                    listener(st.uid, first, row)
             return
 
     async def _put(self, key: str, data: bytes) -> None:
@@ -226,11 +227,21 @@ class Offloader:
             ch.memory_freed(freed)
 
 
-def _build_sections(todo: list) -> list:
-    """(state, end, last ts, first ts, parts, size) per stream."""
+def _build_sections(todo: list, max_bytes: int) -> list:
+    """(state, first seq, end seq, first ts, last ts, parts, size) per section; a stream's
+    records are cut into sections of about `max_bytes`, so a read fetches and verifies
+    only what it needs."""
     out = []
     for st, end, recs in todo:
-        parts = build_section_parts(st.uid, recs)
-        out.append((st, end, recs[-1].timestamp, recs[0].timestamp, parts,
-                    sum(len(p) for p in parts)))
+        i = 0
+        while i < len(recs):
+            j, size = i, 0
+            while j < len(recs) and (j == i or size + len(recs[j].body) <= max_bytes):
+                size += len(recs[j].body)
+                j += 1
+            group = recs[i:j]
+            parts = build_section_parts(st.uid, group)
+            out.append((st, group[0].seq_num, group[-1].end_seq, group[0].timestamp,
+                        group[-1].timestamp, parts, sum(len(p) for p in parts)))
+            i = j
     return out

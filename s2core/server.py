@@ -26,6 +26,7 @@ def channel_config(cfg: dict[str, Any]) -> ChannelConfig:
         offload_target_bytes=tail["offload_target_bytes"],
         offload_interval_s=tail["offload_interval_s"],
         own_segment_bytes=tail["own_segment_bytes"],
+        section_max_bytes=tail["section_max_bytes"],
         append_wait_timeout_s=tail["append_wait_timeout_s"],
     )
 
