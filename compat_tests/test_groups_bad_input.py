@@ -342,11 +342,18 @@ def test_oversized_metadata_is_refused_and_offset_kept(wire, topic_name):
 
 def test_commit_for_deleted_topic(wire, topic_name):
     create_topic(wire, topic_name)
+    g = gid()
+    assert commit(wire, g, topic_name, 8) == 0
     r = wire.call(DELETE_TOPICS, 4, DeleteTopicsRequest(topic_names=[topic_name],
                                                         timeout_ms=10000))
     assert r.responses[0].error_code == 0
     assert commit(wire, gid(), topic_name, 1) == E.UNKNOWN_TOPIC_OR_PARTITION
     assert commit(wire, gid(), topic_name + "-never", 1) == E.UNKNOWN_TOPIC_OR_PARTITION
+    assert fetch(wire, g, topic_name)[0] == -1
+    create_topic(wire, topic_name)  # recreated: the old offsets do not come back
+    assert fetch(wire, g, topic_name)[0] == -1
+    r = wire.call(FETCH_OFFSETS, 7, OffsetFetchRequest(group_id=g, topics=None))
+    assert r.topics == []
 
 
 def test_commit_generation_checks(wire, topic_name):

@@ -288,7 +288,9 @@ class ClassicGroup:
         self.state = PREPARING
 
     def maybe_complete_join(self) -> None:
-        if self.state == PREPARING and all(
+        """End the join phase once every known member, and every member that was just
+        given an id (MEMBER_ID_REQUIRED), has joined."""
+        if self.state == PREPARING and not self.pending and all(
                 m.join_fut is not None for m in self.members.values()):
             self.complete_join()
 
@@ -341,7 +343,8 @@ class ClassicGroup:
 
     def expire(self, now: float) -> bool:
         """Remove members whose session ran out; end an overdue join phase. True if any."""
-        for pid in [p for p, dl in self.pending.items() if dl < now]:
+        lapsed = [p for p, dl in self.pending.items() if dl < now]
+        for pid in lapsed:
             del self.pending[pid]
         gone = [m.member_id for m in self.members.values()
                 if m.join_fut is None and m.sync_fut is None and m.deadline < now]
@@ -349,6 +352,8 @@ class ClassicGroup:
             self._remove(mid)
         if gone:
             self._after_removal()
+        elif lapsed:
+            self.maybe_complete_join()
         if self.state == PREPARING and self.rebalance_deadline is not None \
                 and now >= self.rebalance_deadline:
             self.complete_join()
@@ -433,6 +438,7 @@ class ClassicGroup:
             member_id = known
         elif member_id in self.pending:
             del self.pending[member_id]
+            self.maybe_complete_join()
             return E.NONE
         if self._remove(member_id) is None:
             return E.UNKNOWN_MEMBER_ID

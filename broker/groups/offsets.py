@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MAX_METADATA_BYTES = 4096  # Kafka's offset.metadata.max.bytes
+MAX_METADATA_BYTES = 4096  # Kafka's offset.metadata.max.bytes (compared to the length)
 SNAPSHOT_CHUNK = 500       # offsets per snapshot record
 
 

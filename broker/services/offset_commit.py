@@ -42,7 +42,7 @@ async def handle(broker, conn, header, request):
             meta = p.committed_metadata
             if topic is None or not 0 <= p.partition_index < topic.partitions:
                 codes[key] = missing
-            elif meta is not None and len(meta.encode()) > MAX_METADATA_BYTES:
+            elif meta is not None and len(meta) > MAX_METADATA_BYTES:
                 codes[key] = ErrorCode.OFFSET_METADATA_TOO_LARGE
             else:
                 codes[key] = ErrorCode.NONE

@@ -13,22 +13,30 @@ API_KEY = 9
 VERSIONS = (1, 10)
 
 
+def _live(broker, coord, group_id):
+    """The group's offsets of topics that exist, committed since the topic was created
+    (a deleted and recreated topic starts without offsets, as in Kafka)."""
+    out = {}
+    for (t, p), e in coord.offsets.of_group(group_id).items():
+        topic = broker.topics.get(t)
+        if topic is not None and e.commit_ms >= topic.created_ms:
+            out[(t, p)] = e
+    return out
+
+
 def _group(broker, coord, version, group_id, topics, member_id=None, member_epoch=-1):
     """(error, [(name, topic_id, [(partition, offset, epoch, metadata, error)])])."""
     code = coord.fetch_error(group_id, member_id, member_epoch)
     if code:
         return code, []
-    table = coord.offsets.of_group(group_id)
+    table = _live(broker, coord, group_id)
     out = []
     if topics is None:
         by_topic: dict[str, list] = {}
         for (t, p), e in sorted(table.items()):
             by_topic.setdefault(t, []).append((p, e.offset, e.leader_epoch, e.metadata, 0))
         for t, parts in by_topic.items():
-            topic = broker.topics.get(t)
-            if version >= 10 and topic is None:
-                continue
-            out.append((t, topic.id if topic else bytes(16), parts))
+            out.append((t, broker.topics.get(t).id, parts))
         return ErrorCode.NONE, out
     for t in topics:
         if version >= 10:

@@ -245,3 +245,28 @@ async def test_classic_last_member_leaving_empties_the_group():
     g.after_leave()
     assert g.state == EMPTY and g.generation == 2 and not g.members
     assert g.leave(a, None) == E.UNKNOWN_MEMBER_ID
+
+
+async def test_classic_join_phase_waits_for_members_given_an_id():
+    clock = Clock()
+    g = classic(clock)
+    a = g.join(join_req(), 3, "a", "/h").result().member_id
+    b = g.join(join_req(), 4, "b", "/h")
+    c = g.join(join_req(), 4, "c", "/h")
+    assert b.error == c.error == E.MEMBER_ID_REQUIRED and g.state == COMPLETING
+    fb = g.join(join_req(b.member_id), 4, "b", "/h")
+    fa = g.join(join_req(a), 4, "a", "/h")
+    assert not fa.done(), "completed while c, given an id, had not joined yet"
+    fc = g.join(join_req(c.member_id), 4, "c", "/h")
+    assert fa.done() and fb.done() and fc.done()
+    assert len(fa.result().members) == 3 and g.generation == 2
+    # a member given an id that never comes back delays the phase by one session timeout
+    d = g.join(join_req(), 4, "d", "/h")
+    assert d.error == E.MEMBER_ID_REQUIRED
+    fa = g.join(join_req(a, protocols=(("range", b"changed"),)), 4, "a", "/h")  # rebalance
+    fb = g.join(join_req(b.member_id), 4, "b", "/h")
+    fc = g.join(join_req(c.member_id), 4, "c", "/h")
+    assert not fa.done()
+    clock.t = 6.5
+    g.expire(clock.t)
+    assert fa.done() and fa.result().generation == 3 and len(g.members) == 3
