@@ -472,3 +472,13 @@ def test_consumer_group_heartbeat_errors(wire, topic_name):
     r = wire.call(CG_HEARTBEAT, 0, ConsumerGroupHeartbeatRequest(
         group_id=g, member_id="m-1", member_epoch=-1))
     assert r.error_code == 0 and r.member_epoch == -1
+
+
+def test_refused_first_requests_leave_no_group(wire):
+    g1, g2 = gid(), gid()
+    assert join(wire, g1, ptype="").error_code == E.INCONSISTENT_GROUP_PROTOCOL
+    r = wire.call(CG_HEARTBEAT, 1, ConsumerGroupHeartbeatRequest(
+        group_id=g2, member_id="m", member_epoch=0))  # no subscription
+    assert r.error_code == E.INVALID_REQUEST
+    listed = {g.group_id for g in wire.call(LIST, 5, ListGroupsRequest()).groups}
+    assert g1 not in listed and g2 not in listed

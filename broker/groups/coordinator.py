@@ -169,6 +169,13 @@ class GroupCoordinator:
             group = self.groups[gid] = self._new_group(gid, "consumer")
         return group
 
+    def forget(self, gid: str) -> None:
+        """Drop a group that was created by a refused request (never stored)."""
+        group = self.groups.get(gid)
+        assert group is not None and group.is_empty(), "only empty groups are forgotten"
+        if not self.offsets.has_group(gid):
+            del self.groups[gid]
+
     def check_session_timeout(self, ms: int) -> bool:
         return self.config.min_session_timeout_ms <= ms <= self.config.max_session_timeout_ms
 

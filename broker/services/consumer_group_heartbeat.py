@@ -49,6 +49,7 @@ async def handle(broker, conn, header, request):
     err = _check(request)
     if err is not None:
         return _error(err.code, err.message, request.member_id or None)
+    existed = coord.group(request.group_id) is not None
     group = coord.consumer(request.group_id, create=request.member_epoch == 0)
     if group is None:
         return _error(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {request.group_id} not found.",
@@ -61,6 +62,8 @@ async def handle(broker, conn, header, request):
         member, send = group.heartbeat(request, header.request_api_version,
                                        header.client_id or "", client_host(conn))
     except HeartbeatError as e:
+        if not existed and group.is_empty():
+            coord.forget(request.group_id)  # a refused first heartbeat leaves no group
         return _error(e.code, e.message, request.member_id or None)
     resp = ConsumerGroupHeartbeatResponse(
         throttle_time_ms=0, error_code=0, error_message=None, member_id=member.member_id,

@@ -39,6 +39,8 @@ async def handle(broker, conn, header, request):
     if isinstance(group, int):
         return _response(JoinResult(group, request.member_id))
     result = group.join(request, version, header.client_id or "", client_host(conn))
+    if existing is None and group.is_empty() and not group.pending:
+        coord.forget(request.group_id)  # a refused first join leaves no group
     if isinstance(result, asyncio.Future):
         return _wait(result)
     if result.error == ErrorCode.NONE and request.group_instance_id is not None:
