@@ -45,7 +45,8 @@ class GroupCoordinator:
         self.offsets = OffsetTable()
         self.journal = Journal(broker.store, broker.basin, self.live_records)
         self._dirty: set[str] = set()
-        self._flusher: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()   # work that must finish even if its
+        self._flusher: asyncio.Task | None = None  # requester disconnects
         self._reaper: asyncio.Task | None = None
 
     # --------------------------------------------------------------- lifecycle
@@ -62,6 +63,7 @@ class GroupCoordinator:
         if self._reaper is not None:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
         await self.journal.close()
@@ -178,6 +180,13 @@ class GroupCoordinator:
 
     def check_session_timeout(self, ms: int) -> bool:
         return self.config.min_session_timeout_ms <= ms <= self.config.max_session_timeout_ms
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Run `coro` now, owned by the coordinator (awaited at stop)."""
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
 
     async def sync_leader(self, group: ClassicGroup, fut: asyncio.Future):
         """Store the leader's assignment, then hand it to every member."""

@@ -72,7 +72,7 @@ async def handle(broker, conn, header, request):
         assignment=None if send is None else _assignment(broker, send))
     if group.to_json() == before:
         return resp
-    return _stored(coord, group, resp)
+    return _stored(coord.spawn(coord.persist(group)), resp)
 
 
 def _assignment(broker, parts) -> Assignment:
@@ -84,6 +84,10 @@ def _assignment(broker, parts) -> Assignment:
     return Assignment(topic_partitions=out)
 
 
-async def _stored(coord, group, resp):
-    await coord.persist(group)
+async def _stored(stored, resp):
+    try:
+        await stored
+    except Exception:  # noqa: BLE001 - not durable: the member retries
+        return _error(ErrorCode.COORDINATOR_NOT_AVAILABLE, "the group could not be stored",
+                      resp.member_id, resp.member_epoch)
     return resp

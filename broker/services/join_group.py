@@ -44,7 +44,8 @@ async def handle(broker, conn, header, request):
     if isinstance(result, asyncio.Future):
         return _wait(result)
     if result.error == ErrorCode.NONE and request.group_instance_id is not None:
-        return _stored(coord, group, result)  # a static member replaced: store, then answer
+        # a static member replaced: store, then answer
+        return _stored(coord.spawn(coord.persist(group)), result)
     return _response(result)
 
 
@@ -52,6 +53,9 @@ async def _wait(fut):
     return _response(await fut)
 
 
-async def _stored(coord, group, result):
-    await coord.persist(group)
+async def _stored(stored, result):
+    try:
+        await stored
+    except Exception:  # noqa: BLE001 - not durable: the member retries
+        return _response(JoinResult(ErrorCode.COORDINATOR_NOT_AVAILABLE, result.member_id))
     return _response(result)

@@ -23,15 +23,11 @@ async def handle(broker, conn, header, request):
     if group is None or isinstance(group, int):
         return _response(SyncResult(ErrorCode.UNKNOWN_MEMBER_ID))
     result, leader = group.sync(request, header.request_api_version)
-    if leader:
-        return _leader(coord, group, result)
+    if leader:  # stored now, even if the connection is busy with earlier responses
+        return _wait(coord.spawn(coord.sync_leader(group, result)))
     if isinstance(result, asyncio.Future):
         return _wait(result)
     return _response(result)
-
-
-async def _leader(coord, group, fut):
-    return _response(await coord.sync_leader(group, fut))
 
 
 async def _wait(fut):
