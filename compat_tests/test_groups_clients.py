@@ -255,7 +255,16 @@ def make_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> None
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
 
 
-def join_and_leave_one_by_one(broker, topic, make_member, settle: float = 60) -> None:
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=20)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        c.close()
+
+
+def join_and_leave_one_by_one(broker, topic, group, make_member, settle: float = 60) -> None:
     make_topic(broker.bootstrap, topic)
     ledger = Ledger()
     feeder = Feeder(broker.bootstrap, topic)
@@ -278,6 +287,7 @@ def join_and_leave_one_by_one(broker, topic, make_member, settle: float = 60) ->
         last.stop()
         members.clear()
         ledger.check(produced)
+        assert committed_offsets(broker.bootstrap, group, topic) == produced
     finally:
         feeder.stopping.set()
         for m in members:
@@ -352,7 +362,7 @@ def test_one_member_lifecycle_and_takeover_after_leave(broker, topic_name):
 @pytest.mark.parametrize("strategy", ["range", "roundrobin", "cooperative-sticky"])
 def test_confluent_three_members(broker, topic_name, strategy):
     group = f"cf-{strategy}-{uuid.uuid4().hex[:8]}"
-    join_and_leave_one_by_one(broker, topic_name, lambda name, ledger: ConfluentMember(
+    join_and_leave_one_by_one(broker, topic_name, group, lambda name, ledger: ConfluentMember(
         name, ledger, broker.bootstrap, group, topic_name,
         {"partition.assignment.strategy": strategy}))
 
@@ -367,7 +377,7 @@ def test_kafka_python_three_members(broker, topic_name, assignor):
            "sticky": StickyPartitionAssignor,
            "cooperative_sticky": CooperativeStickyAssignor}[assignor]
     group = f"kp-{assignor}-{uuid.uuid4().hex[:8]}"
-    join_and_leave_one_by_one(broker, topic_name, lambda name, ledger: KafkaPythonMember(
+    join_and_leave_one_by_one(broker, topic_name, group, lambda name, ledger: KafkaPythonMember(
         name, ledger, broker.bootstrap, group, topic_name, cls))
 
 
@@ -379,7 +389,7 @@ def test_aiokafka_three_members(broker, topic_name, assignor):
     cls = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
            "sticky": StickyPartitionAssignor}[assignor]
     group = f"aio-{assignor}-{uuid.uuid4().hex[:8]}"
-    join_and_leave_one_by_one(broker, topic_name, lambda name, ledger: AioKafkaMember(
+    join_and_leave_one_by_one(broker, topic_name, group, lambda name, ledger: AioKafkaMember(
         name, ledger, broker.bootstrap, group, topic_name, cls))
 
 
@@ -452,6 +462,8 @@ def test_max_poll_interval_expiry_reassigns(broker, topic_name):
     t = wait_for(lambda: ledger.assign_calls["a"] > calls and
                  ledger.owned["a"] == set(range(PARTITIONS)), 40, "a to take over")
     assert t > 4, f"reassigned after {t:.1f}s, before max.poll.interval.ms"
+    time.sleep(2)
+    assert ledger.assign_calls["a"] == calls + 1, "reassigned more than once"
     b.paused.clear()
     b.stop()
     a.stop()

@@ -6,7 +6,14 @@ import uuid
 
 import pytest
 from test_groups_bad_input import Wire
-from test_groups_clients import ConfluentMember, Feeder, Ledger, make_topic, wait_for
+from test_groups_clients import (
+    ConfluentMember,
+    Feeder,
+    Ledger,
+    committed_offsets,
+    make_topic,
+    wait_for,
+)
 
 from broker.protocol.messages.consumer_group_describe_request import (
     ConsumerGroupDescribeRequest,
@@ -50,6 +57,7 @@ def test_three_members_converge_and_hand_over(broker, topic_name, assignor):
             m.stop()
         members.clear()
         ledger.check(produced)
+        assert committed_offsets(broker.bootstrap, group, topic_name) == produced
     finally:
         feeder.stopping.set()
         for m in members:
