@@ -114,6 +114,8 @@ class ClassicGroup:
         self.static: dict[str, str] = {}          # instance id -> member id
         self.pending: dict[str, float] = {}       # MEMBER_ID_REQUIRED ids -> deadline
         self.rebalance_deadline: float | None = None
+        self.pending_sync: set[str] = set()       # joined this generation, not yet synced
+        self.sync_deadline: float | None = None
 
     # ------------------------------------------------------------------ queries
 
@@ -282,6 +284,7 @@ class ClassicGroup:
                 m.assignment = b""
                 _resolve(m.sync_fut, SyncResult(E.REBALANCE_IN_PROGRESS))
                 m.sync_fut = None
+        self.pending_sync.clear()
         if self.state != PREPARING:
             timeout = max((m.rebalance_timeout_ms for m in self.members.values()), default=0)
             self.rebalance_deadline = self.now() + timeout / 1000
@@ -310,6 +313,9 @@ class ClassicGroup:
         if self.leader not in self.members:
             self.leader = next(iter(self.members))
         now = self.now()
+        self.pending_sync = set(self.members)
+        self.sync_deadline = now + max(m.rebalance_timeout_ms for m in self.members.values()) \
+            / 1000
         for m in self.members.values():
             fut, m.join_fut = m.join_fut, None
             m.deadline = now + m.session_timeout_ms / 1000
@@ -330,6 +336,7 @@ class ClassicGroup:
             return None
         if m.instance_id is not None and self.static.get(m.instance_id) == mid:
             del self.static[m.instance_id]
+        self.pending_sync.discard(mid)
         _resolve(m.join_fut, JoinResult(E.UNKNOWN_MEMBER_ID, mid))
         _resolve(m.sync_fut, SyncResult(E.UNKNOWN_MEMBER_ID))
         if self.leader == mid:
@@ -348,6 +355,8 @@ class ClassicGroup:
             del self.pending[pid]
         gone = [m.member_id for m in self.members.values()
                 if m.join_fut is None and m.sync_fut is None and m.deadline < now]
+        if self.pending_sync and self.sync_deadline is not None and now >= self.sync_deadline:
+            gone += [mid for mid in self.pending_sync if mid not in gone]  # never synced
         for mid in gone:
             self._remove(mid)
         if gone:
@@ -381,6 +390,7 @@ class ClassicGroup:
         if self.state == PREPARING:
             return SyncResult(E.REBALANCE_IN_PROGRESS), False
         m.deadline = self.now() + m.session_timeout_ms / 1000
+        self.pending_sync.discard(mid)
         if self.state == STABLE:
             return self._sync_ok(m), False
         assert self.state == COMPLETING

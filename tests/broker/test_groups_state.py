@@ -270,3 +270,29 @@ async def test_classic_join_phase_waits_for_members_given_an_id():
     clock.t = 6.5
     g.expire(clock.t)
     assert fa.done() and fa.result().generation == 3 and len(g.members) == 3
+
+
+async def test_classic_member_that_never_syncs_is_removed_at_the_rebalance_timeout():
+    clock = Clock()
+    g = classic(clock)
+    a = g.join(join_req(), 3, "a", "/h").result().member_id
+    fb = g.join(join_req(), 3, "b", "/h")
+    g.join(join_req(a), 3, "a", "/h")
+    b = fb.result().member_id
+    fut, leader = g.sync(SimpleNamespace(member_id=a, group_instance_id=None, generation_id=2,
+                                         protocol_type=None, protocol_name=None,
+                                         assignments=[]), 3)
+    assert leader
+    g.finish_sync(2)
+    assert g.state == STABLE and fut.result().error == E.NONE
+    clock.t = 5
+    g.heartbeat(a, None, 2)
+    g.heartbeat(b, None, 2)   # b heartbeats but never sends SyncGroup
+    clock.t = 9
+    g.heartbeat(a, None, 2)
+    g.heartbeat(b, None, 2)
+    g.expire(clock.t)
+    assert b in g.members
+    clock.t = 10.1
+    g.expire(clock.t)
+    assert b not in g.members and g.state == PREPARING
