@@ -48,6 +48,7 @@ class GroupCoordinator:
         self._tasks: set[asyncio.Task] = set()   # work that must finish even if its
         self._flusher: asyncio.Task | None = None  # requester disconnects
         self._reaper: asyncio.Task | None = None
+        self._live: set[str] = set()   # groups that may have members: the reaper's round
 
     # --------------------------------------------------------------- lifecycle
 
@@ -90,6 +91,7 @@ class GroupCoordinator:
             group = self._new_group(gid, v["type"])
             group.restore(v)
             self.groups[gid] = group
+            self._live.add(gid)
         else:
             raise ValueError(f"unknown group journal record kind {kind!r}")
 
@@ -131,12 +133,18 @@ class GroupCoordinator:
         while True:
             await asyncio.sleep(self.config.reap_interval_s)
             now = self.now()
-            for group in list(self.groups.values()):
+            for gid in list(self._live):
+                group = self.groups.get(gid)
+                if group is None:
+                    self._live.discard(gid)
+                    continue
                 try:
                     if group.expire(now):
                         self.changed(group)
-                except Exception:
-                    log.exception("expiring members of group %s failed", group.group_id)
+                except Exception:  # one group's bug must not stop the reaper
+                    log.exception("expiring members of group %s failed", gid)
+                if group.is_empty() and not getattr(group, "pending", None):
+                    self._live.discard(gid)
 
     # ------------------------------------------------------------------ groups
 
@@ -159,6 +167,8 @@ class GroupCoordinator:
             group = None  # an empty consumer group turns classic (KIP-848 downgrade)
         if group is None and create:
             group = self.groups[gid] = self._new_group(gid, "classic")
+        if group is not None:
+            self._live.add(gid)
         return group
 
     def consumer(self, gid: str, create: bool) -> ConsumerGroup | None | int:
@@ -169,6 +179,8 @@ class GroupCoordinator:
             group = None  # an empty classic group turns consumer (KIP-848 upgrade)
         if group is None and create:
             group = self.groups[gid] = self._new_group(gid, "consumer")
+        if group is not None:
+            self._live.add(gid)
         return group
 
     def forget(self, gid: str) -> None:

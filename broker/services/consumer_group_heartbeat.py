@@ -10,6 +10,7 @@ from broker.protocol.messages.consumer_group_heartbeat_response import (
     TopicPartitions,
 )
 from broker.services.join_group import client_host
+from s2core.errors import S2Error
 
 API_KEY = 68
 VERSIONS = (0, 1)
@@ -87,7 +88,7 @@ def _assignment(broker, parts) -> Assignment:
 async def _stored(stored, resp):
     try:
         await stored
-    except Exception:  # noqa: BLE001 - not durable: the member retries
+    except S2Error:  # not durable: the member retries
         return _error(ErrorCode.COORDINATOR_NOT_AVAILABLE, "the group could not be stored",
                       resp.member_id, resp.member_epoch)
     return resp

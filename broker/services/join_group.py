@@ -4,6 +4,7 @@ import asyncio
 from broker.groups.classic import JoinResult
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.join_group_response import JoinGroupResponse, JoinGroupResponseMember
+from s2core.errors import S2Error
 
 API_KEY = 11
 VERSIONS = (0, 9)
@@ -56,6 +57,6 @@ async def _wait(fut):
 async def _stored(stored, result):
     try:
         await stored
-    except Exception:  # noqa: BLE001 - not durable: the member retries
+    except S2Error:  # not durable: the member retries
         return _response(JoinResult(ErrorCode.COORDINATOR_NOT_AVAILABLE, result.member_id))
     return _response(result)

@@ -6,6 +6,7 @@ from broker.protocol.messages.offset_commit_response import (
     OffsetCommitResponsePartition,
     OffsetCommitResponseTopic,
 )
+from s2core.errors import S2Error
 
 API_KEY = 8
 VERSIONS = (2, 10)
@@ -53,7 +54,7 @@ async def handle(broker, conn, header, request):
         return _reply(request, codes)
     try:  # sequenced in request order; durability is awaited concurrently
         pending = await coord.submit_commit(request.group_id, rows)
-    except Exception:  # noqa: BLE001 - the store's error: nothing stored, the client retries
+    except S2Error:  # the store's error: nothing stored, the client retries
         return _reply(request, _failed(codes))
     return _durable(coord, request, codes, pending)
 
@@ -66,6 +67,6 @@ def _failed(codes: dict) -> dict:
 async def _durable(coord, request, codes, pending):
     try:
         await coord.journal.wait(pending)
-    except Exception:  # noqa: BLE001 - not durable: the client retries
+    except S2Error:  # not durable: the client retries
         codes = _failed(codes)
     return _reply(request, codes)
