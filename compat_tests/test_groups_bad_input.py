@@ -482,3 +482,42 @@ def test_refused_first_requests_leave_no_group(wire):
     assert r.error_code == E.INVALID_REQUEST
     listed = {g.group_id for g in wire.call(LIST, 5, ListGroupsRequest()).groups}
     assert g1 not in listed and g2 not in listed
+
+
+def test_static_leave_by_instance_id_and_fenced_commit(wire, topic_name):
+    create_topic(wire, topic_name)
+    g = gid()
+    _mid, gen = one_member_group(wire, g, topic_name, instance="inst-s")
+    r = wire.call(COMMIT, 8, OffsetCommitRequest(
+        group_id=g, generation_id_or_member_epoch=gen, member_id="someone-else",
+        group_instance_id="inst-s", topics=[OffsetCommitRequestTopic(
+            name=topic_name, partitions=[OffsetCommitRequestPartition(
+                partition_index=0, committed_offset=3)])]))
+    assert r.topics[0].partitions[0].error_code == E.FENCED_INSTANCE_ID
+    r = wire.call(LEAVE, 4, LeaveGroupRequest(group_id=g, members=[
+        MemberIdentity(member_id="wrong", group_instance_id="inst-s")]))
+    assert r.members[0].error_code == E.FENCED_INSTANCE_ID
+    assert describe(wire, g).group_state == "Stable"
+    r = wire.call(LEAVE, 4, LeaveGroupRequest(group_id=g, members=[
+        MemberIdentity(member_id="", group_instance_id="inst-s"),
+        MemberIdentity(member_id="", group_instance_id="inst-unknown")]))
+    assert [m.error_code for m in r.members] == [0, E.UNKNOWN_MEMBER_ID]
+    assert describe(wire, g).group_state == "Empty"
+
+
+def test_offset_fetch_member_epoch_checks_for_consumer_groups(wire, topic_name):
+    create_topic(wire, topic_name)
+    g = gid()
+    r = wire.call(CG_HEARTBEAT, 1, ConsumerGroupHeartbeatRequest(
+        group_id=g, member_id="m-1", member_epoch=0, subscribed_topic_names=[topic_name],
+        topic_partitions=[]))
+    assert r.error_code == 0 and r.member_epoch == 1
+
+    def fetch_group(member_id, epoch):
+        return wire.call(FETCH_OFFSETS, 9, OffsetFetchRequest(groups=[OffsetFetchRequestGroup(
+            group_id=g, member_id=member_id, member_epoch=epoch, topics=None)])).groups[0]
+
+    assert fetch_group("m-1", 0).error_code == E.STALE_MEMBER_EPOCH
+    assert fetch_group("m-9", 1).error_code == E.UNKNOWN_MEMBER_ID
+    assert fetch_group("m-1", 1).error_code == 0
+    assert fetch_group(None, -1).error_code == 0   # an admin client
