@@ -467,3 +467,47 @@ def test_max_poll_interval_expiry_reassigns(broker, topic_name):
     b.paused.clear()
     b.stop()
     a.stop()
+
+
+@pytest.mark.parametrize("api_version", [(0, 11), (1, 0), (2, 0), (2, 3)])
+def test_kafka_python_old_protocol_versions(broker, topic_name, api_version):
+    """Old clients send old versions (JoinGroup v2-v5, OffsetCommit v3-v7, ...)."""
+    from kafka import KafkaConsumer
+    from kafka.structs import OffsetAndMetadata
+    from kafka.structs import TopicPartition as TP
+    make_topic(broker.bootstrap, topic_name, 2)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(20):
+        p.produce(topic_name, value=b"%d" % i, partition=i % 2)
+    assert p.flush(20) == 0
+    group = f"old-{uuid.uuid4().hex[:8]}"
+
+    def consumer():
+        c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group,
+                          api_version=api_version, enable_auto_commit=False,
+                          auto_offset_reset="earliest", session_timeout_ms=6000,
+                          heartbeat_interval_ms=500)
+        c.subscribe([topic_name])
+        return c
+
+    c = consumer()
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < 20:
+        assert time.monotonic() < deadline, f"only {len(got)} records"
+        for tp, msgs in c.poll(timeout_ms=200).items():
+            got += [(tp.partition, m.offset) for m in msgs]
+    assert sorted(got) == [(p, o) for p in range(2) for o in range(10)]
+    c.commit({TP(topic_name, 0): OffsetAndMetadata(4, "old-meta", -1),
+              TP(topic_name, 1): OffsetAndMetadata(7, "", -1)})
+    assert c.committed(TP(topic_name, 0)) == 4
+    c.close()
+    c = consumer()  # a new member resumes where the group committed
+    again = []
+    deadline = time.monotonic() + 30
+    while len(again) < 9:
+        assert time.monotonic() < deadline, f"only {len(again)} records after restart"
+        for tp, msgs in c.poll(timeout_ms=200).items():
+            again += [(tp.partition, m.offset) for m in msgs]
+    c.close()
+    assert sorted(again) == [(0, o) for o in range(4, 10)] + [(1, o) for o in range(7, 10)]
