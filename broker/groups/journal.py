@@ -50,6 +50,7 @@ class _Partition:
     pending: deque = field(default_factory=deque)
     first_seq: int = 0
     tail: int = 0
+    live: int = 0           # live records at the last replay or compaction
     compacting: bool = False
 
 
@@ -96,6 +97,8 @@ class Journal:
                         apply(json.loads(rec.body))
                         n += 1
                     seq = rec.end_seq
+        for part in self.parts:
+            part.live = len(self.live_records(part.index))
         return n
 
     async def write(self, group_id: str, records: list[dict],
@@ -137,10 +140,9 @@ class Journal:
             e.settled.set_result(None)
 
     def _maybe_compact(self, part: _Partition) -> None:
-        if part.compacting:
-            return
-        live = len(self.live_records(part.index))
-        if part.tail - part.first_seq <= 2 * live + self.compact_slack:
+        # `live` is as of the last compaction: checking costs nothing per write, and a
+        # compaction (O(live)) comes at most every 2 x live + slack records.
+        if part.compacting or part.tail - part.first_seq <= 2 * part.live + self.compact_slack:
             return
         part.compacting = True
         t = asyncio.get_running_loop().create_task(self.compact(part.index))
@@ -166,6 +168,7 @@ class Journal:
                 await fut
             await self.store.append(self.basin, part.stream, [trim_record(start)])
             part.first_seq = start
+            part.live = len(records)
             log.info("group journal %s compacted: %d live records from seq %d",
                      part.stream, len(records), start)
         except Exception:
