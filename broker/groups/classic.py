@@ -215,6 +215,8 @@ class ClassicGroup:
         return fut
 
     def _add_and_rebalance(self, mid, req, protocols, client_id, client_host):
+        if not self.members:  # the first member of an empty group sets its protocol type
+            self.protocol_type = req.protocol_type
         m = ClassicMember(mid, req.group_instance_id, client_id, client_host,
                           req.session_timeout_ms, _rebalance_timeout(req), req.protocol_type,
                           protocols, deadline=self.now() + req.session_timeout_ms / 1000)
@@ -223,8 +225,6 @@ class ClassicGroup:
             self.static[m.instance_id] = mid
         if self.leader is None:
             self.leader = mid
-        if not self.protocol_type:
-            self.protocol_type = req.protocol_type
         fut = self._await_join(m)
         self._prepare_rebalance()
         self.maybe_complete_join()
@@ -239,6 +239,9 @@ class ClassicGroup:
                           old.assignment, deadline=self.now() + req.session_timeout_ms / 1000)
         self.members[new_id] = m
         self.static[m.instance_id] = new_id
+        if old_id in self.pending_sync:
+            self.pending_sync.discard(old_id)
+            self.pending_sync.add(new_id)
         was_leader = self.leader == old_id
         if was_leader:
             self.leader = new_id

@@ -245,6 +245,10 @@ async def test_classic_last_member_leaving_empties_the_group():
     g.after_leave()
     assert g.state == EMPTY and g.generation == 2 and not g.members
     assert g.leave(a, None) == E.UNKNOWN_MEMBER_ID
+    req = join_req()
+    req.protocol_type = "connect"  # an empty group takes the next member's protocol type
+    r = g.join(req, 3, "c", "/h").result()
+    assert r.error == E.NONE and g.protocol_type == r.protocol_type == "connect"
 
 
 async def test_classic_join_phase_waits_for_members_given_an_id():
