@@ -2,6 +2,7 @@
 assigns; members converge, and a member leaving hands its partitions over."""
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -84,3 +85,33 @@ def test_regex_subscription(broker, topic_name):
         assert member.assignment.topic_partitions[0].topic_name == topic_name
     finally:
         m.stop()
+
+
+def test_static_member_restarts_without_reassignment(broker, topic_name):
+    make_topic(broker.bootstrap, topic_name)
+    group = f"k848-static-{uuid.uuid4().hex[:8]}"
+    ledger = Ledger()
+
+    def member(name, instance):
+        m = kip848_member(name, ledger, broker.bootstrap, group, topic_name)
+        m.conf["group.instance.id"] = instance
+        return m
+
+    a, b = member("a", "inst-a"), member("b", "inst-b")
+    a.start()
+    b.start()
+    try:
+        wait_for(lambda: ledger.converged(["a", "b"]), 30, "a and b to converge")
+        time.sleep(1)
+        b_calls, a_parts = ledger.assign_calls["b"], set(ledger.owned["a"])
+        a.stop()  # epoch -2: a static member leaving for a while keeps its partitions
+        a2 = member("a2", "inst-a")
+        a2.start()
+        wait_for(lambda: ledger.converged(["a2", "b"]), 30, "a2 to take a's place")
+        time.sleep(2)
+        assert ledger.owned["a2"] == a_parts
+        assert ledger.assign_calls["b"] == b_calls, "b was reassigned"
+        a2.stop()
+    finally:
+        b.stop()
+    assert not ledger.violations, ledger.violations
