@@ -32,6 +32,8 @@ class GroupConfig:
     consumer_session_timeout_ms: int = 45_000       # group.consumer.session.timeout.ms
     consumer_heartbeat_interval_ms: int = 1000      # Kafka: 5000; cheap here, converges faster
     reap_interval_s: float = 0.1
+    offsets_retention_ms: int = 7 * 24 * 3600 * 1000  # offsets.retention.minutes (7 days)
+    cleanup_interval_s: float = 60.0
 
 
 class GroupCoordinator:
@@ -49,6 +51,8 @@ class GroupCoordinator:
         self._flusher: asyncio.Task | None = None  # requester disconnects
         self._reaper: asyncio.Task | None = None
         self._live: set[str] = set()   # groups that may have members: the reaper's round
+        self._empty_since: dict[str, int] = {}   # group -> when cleanup first saw it empty
+        self._cleaner: asyncio.Task | None = None
 
     # --------------------------------------------------------------- lifecycle
 
@@ -59,11 +63,13 @@ class GroupCoordinator:
                  len(self.groups), sum(len(v) for v in self.offsets.groups.values()),
                  self.clock.monotonic() - t0)
         self._reaper = asyncio.get_running_loop().create_task(self._reap())
+        self._cleaner = asyncio.get_running_loop().create_task(self._cleanup())
 
     async def stop(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-            await asyncio.gather(self._reaper, return_exceptions=True)
+        for t in (self._reaper, self._cleaner):
+            if t is not None:
+                t.cancel()
+                await asyncio.gather(t, return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
@@ -145,6 +151,39 @@ class GroupCoordinator:
                     log.exception("expiring members of group %s failed", gid)
                 if group.is_empty() and not getattr(group, "pending", None):
                     self._live.discard(gid)
+
+    async def _cleanup(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.cleanup_interval_s)
+            try:
+                await self.expire_groups(self.clock.now_ms())
+            except Exception:
+                log.exception("expiring old offsets failed")
+
+    async def expire_groups(self, now_ms: int) -> list[str]:
+        """Delete groups that are empty and whose offsets are older than the retention,
+        counted from the later of their newest commit and the group becoming empty
+        (KIP-211); empty groups without offsets go at once. Returns the deleted ids."""
+        cutoff = now_ms - self.config.offsets_retention_ms
+        expired = []
+        for gid in set(self.groups) | set(self.offsets.groups):
+            group = self.groups.get(gid)
+            if group is not None and (not group.is_empty() or getattr(group, "pending", None)):
+                self._empty_since.pop(gid, None)
+                continue
+            since = self._empty_since.setdefault(gid, now_ms)
+            newest = max((e.commit_ms for e in self.offsets.of_group(gid).values()),
+                         default=None)
+            if newest is None or max(since, newest) <= cutoff:
+                expired.append(gid)
+        done = []
+        for gid, code in await self.delete_groups(expired):
+            if code == E.NONE:
+                self._empty_since.pop(gid, None)
+                done.append(gid)
+        if done:
+            log.info("expired %d empty groups and their offsets", len(done))
+        return done
 
     # ------------------------------------------------------------------ groups
 

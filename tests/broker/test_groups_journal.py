@@ -109,3 +109,21 @@ async def test_journal_streams_are_internal_and_partitioned(env):
                                                      for i in range(PARTITIONS))
     assert "kafka-internal" not in "".join(b.topics.topics)
     await close(b)
+
+
+async def test_offsets_of_empty_groups_expire_after_the_retention(env):
+    b = await env.broker()
+    coord = b.extensions["groups"]
+    coord.config.offsets_retention_ms = 1000
+    await coord.commit("old", [["t", 0, 5, -1, "", 1_000]])   # committed at t=1s
+    coord.groups["none"] = coord._new_group("none", "classic")   # empty, no offsets
+    assert await coord.expire_groups(1_500) == ["none"]      # "old" seen empty at 1.5s
+    await coord.commit("fresh", [["t", 0, 7, -1, "", 2_400]])
+    assert await coord.expire_groups(2_400) == []             # 0.9s after old went empty
+    assert await coord.expire_groups(2_500) == ["old"]
+    assert coord.offsets.has_group("fresh") and not coord.offsets.has_group("old")
+    await close(b)
+    b = await env.broker()
+    coord = b.extensions["groups"]
+    assert coord.group("old") is None and coord.group("fresh") is not None
+    await close(b)
