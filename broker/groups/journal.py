@@ -94,7 +94,12 @@ class Journal:
                     break
                 for rec in batch.records:
                     if not rec.is_command():
-                        apply(json.loads(rec.body))
+                        try:
+                            apply(json.loads(rec.body))
+                        except (ValueError, KeyError, TypeError):
+                            # not ours (the stream is reachable over the S2 API): skip it
+                            log.warning("group journal %s: skipping unreadable record at "
+                                        "seq %d", part.stream, rec.seq_num)
                         n += 1
                     seq = rec.end_seq
         for part in self.parts:

@@ -127,3 +127,18 @@ async def test_offsets_of_empty_groups_expire_after_the_retention(env):
     coord = b.extensions["groups"]
     assert coord.group("old") is None and coord.group("fresh") is not None
     await close(b)
+
+
+async def test_replay_skips_records_that_are_not_ours(env):
+    from s2core.records import AppendRecord
+    b = await env.broker()
+    coord = b.extensions["groups"]
+    await coord.commit("g", rows("t", 1))
+    stream = coord.journal.parts[partition_of("g")].stream
+    await b.store.append(BASIN, stream, [AppendRecord(body=b"not json"),
+                                         AppendRecord(body=b'{"k": "?", "g": "g"}')])
+    await coord.commit("g", [["t", 0, 42, -1, "", 0]])
+    await close(b)
+    b = await env.broker()
+    assert b.extensions["groups"].offsets.get("g", "t", 0).offset == 42
+    await close(b)
