@@ -184,7 +184,7 @@ class Connection(asyncio.BufferedProtocol):
 
     async def _dispatch(self, frame: memoryview) -> Any:
         try:
-            header, request = decode_request(frame)
+            header, request = decode_request(frame, strict=False)
         except UnsupportedVersionError as e:
             if e.api_key == API_VERSIONS_KEY:
                 return encode_api_versions_unsupported(e.correlation_id,
@@ -195,7 +195,8 @@ class Connection(asyncio.BufferedProtocol):
             log.info("closing %s: %s", self.peer, e)
             return _Close()
         except DecodeError as e:
-            log.info("closing %s: malformed request: %s", self.peer, e)
+            log.info("closing %s: malformed request: %s (frame starts %s, ends %s)", self.peer,
+                     e, bytes(frame[:48]).hex(), bytes(frame[-16:]).hex())
             return _Close()
         api_key = header.request_api_key
         version = header.request_api_version

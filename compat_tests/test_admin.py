@@ -183,10 +183,6 @@ def test_delete_records(broker, admin, kadmin, topic_name):
     assert got[0].value() == b"after" and got[0].offset() >= low
 
 
-@pytest.mark.xfail(strict=True, reason="DeleteRecords appends an s2core trim record, which "
-                   "takes an offset: the high watermark moves by one per call, so consumers "
-                   "at the old end see lag 1 and never reach EOF until new data arrives "
-                   "(Kafka leaves the high watermark alone)")
 def test_delete_records_leaves_the_high_watermark_alone(broker, admin, topic_name):
     admin.create_topics([NewTopic(topic_name, 1)])[topic_name].result(20)
     ck_produce(broker, topic_name, [{"value": b"%d" % i} for i in range(3)])
@@ -402,10 +398,6 @@ def test_consumer_validates_its_position_with_offset_for_leader_epoch(broker, to
     assert got == [(1, b"1", 0), (2, b"2", 0)]
 
 
-@pytest.mark.xfail(strict=True, reason="protocol bug: librdkafka 2.16's all-topics Metadata v13 "
-                   "request carries 3 bytes after its body; decode_request raises "
-                   "TrailingBytesError and the server closes the connection, where Kafka "
-                   "ignores trailing bytes, so AdminClient.list_topics() fails")
 def test_confluent_lists_all_topics(broker, admin, topic_name):
     admin.create_topics([NewTopic(topic_name, 1)])[topic_name].result(20)
     assert topic_name in admin.list_topics(timeout=10).topics

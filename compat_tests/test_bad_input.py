@@ -251,9 +251,6 @@ def _with_count(batch: bytearray, count: int) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.xfail(strict=True, reason="broker bug: Produce answers CORRUPT_MESSAGE where "
-                   "Kafka's LogValidator answers INVALID_RECORD (87) for an inconsistent "
-                   "recordCount / lastOffsetDelta (produce.py _submit via split_batches)")
 @pytest.mark.parametrize("count", [1, 3, 0])
 def test_wrong_record_count_is_invalid_record(broker, survives, topic_name, count):
     w = Wire(broker.bootstrap)
@@ -292,9 +289,6 @@ def test_client_control_batch_is_invalid_record(broker, survives, topic_name):
         w.close()
 
 
-@pytest.mark.xfail(strict=True, reason="broker bug: Kafka closes the connection when an "
-                   "acks=0 produce fails (the only way to tell the client); produce.py "
-                   "drops the error and keeps the connection open")
 def test_acks0_produce_error_closes_connection(broker, survives, topic_name):
     w = Wire(broker.bootstrap)
     try:

@@ -106,14 +106,24 @@ class Channel:
 
     # ------------------------------------------------------------- lifecycle
 
-    async def open(self) -> None:
-        """Recover the log and rebuild the in-memory tail from the chunks above the floor."""
+    async def open(self, owns=None) -> None:
+        """Recover the log and rebuild the in-memory tail from the chunks above the floor.
+
+        `owns(state)` says whether this channel serves the stream now: entries of streams
+        that moved to another channel were offloaded before the move and are skipped."""
         chunks = await self.log.open()
+        foreign: set[bytes] = set()
         for ch in chunks:
             ends: dict[StreamState, int] = {}
             nbytes = 0
             for uid, rec in decode_entries(ch.data, ch.header):
+                if uid in foreign:
+                    continue
                 st = await self.state(uid)
+                if st is not None and owns is not None and not await owns(st):
+                    foreign.add(uid)
+                    self.streams.pop(uid, None)
+                    continue
                 if st is None or rec.seq_num < st.durable_seq:
                     continue  # deleted stream, or already offloaded
                 if rec.seq_num != st.durable_seq:
@@ -182,7 +192,7 @@ class Channel:
             del self._loading[uid]
 
     def forget(self, uid: bytes) -> None:
-        """Drop a deleted stream's state."""
+        """Drop a deleted (or moved-away) stream's state."""
         st = self.streams.pop(uid, None)
         if st is not None:
             st.deleted = True
@@ -247,6 +257,7 @@ class Channel:
             oc.builder.add(uid, seq, r.span, ts, headers, body)
             seqd.append(rec)
         fut = asyncio.get_running_loop().create_future()
+        st.pending += 1
         oc.appends.append(_Append(st, seqd, commands, fut))
         oc.nbytes += size
         self.mem_bytes += size
@@ -313,6 +324,7 @@ class Channel:
         ends: dict[StreamState, int] = {}
         for ap in oc.appends:
             st = ap.state
+            st.pending -= 1
             for rec in ap.records:
                 self._apply_commands(st, rec, recovering=False)
                 st.publish(rec)
@@ -361,7 +373,7 @@ class Channel:
     async def seal(self, st: StreamState) -> StreamPosition:
         """Stop appends to `st` and wait until everything sequenced is durable."""
         st.sealed = True
-        while st.durable_seq != st.next_seq and not self.failed:
+        while (st.pending or st.durable_seq != st.next_seq) and not self.failed:
             await asyncio.sleep(0.001)
         if self.failed:
             raise self.failed

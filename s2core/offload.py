@@ -84,6 +84,12 @@ class Offloader:
         async with self._lock:
             return await self._offload_once()
 
+    async def write_checkpoint(self, st) -> None:
+        """Persist a stream's checkpoint now (serialized with offloads, which also write it)."""
+        async with self._lock:
+            st.ckpt_version = await self.channel.metadata.put(
+                f"ckpt/{st.uid.hex()}", st.checkpoint(), st.ckpt_version)
+
     async def _offload_once(self) -> bool:
         ch = self.channel
         batch: list[MemChunk] = []
@@ -118,7 +124,9 @@ class Offloader:
         else:
             sections = _build_sections(todo, ch.config.section_max_bytes)
         floor = self._floor_after(batch[-1])
-        await self._publish(sections, floor)
+        # an evicted state object (replaced by a reload) has nothing left to offload
+        touched = [st for st in ends if not st.deleted and ch.streams.get(st.uid) is st]
+        await self._publish(sections, floor, touched)
         for mc in batch:
             mc.offloaded = True
         self.pending_bytes = max(0, self.pending_bytes - size)
@@ -133,9 +141,13 @@ class Offloader:
         return (ch.log.epoch, ch.log.next_seq) if not ch._writing else \
             (ch.log.epoch, min(ch._writing))
 
-    async def _publish(self, sections: list, floor) -> None:
+    async def _publish(self, sections: list, floor, touched: list) -> None:
         """Write the section objects, then publish catalog rows, checkpoints and the new
-        floor in one batch conditional on the lease."""
+        floor in one batch conditional on the lease.
+
+        Every stream with entries in the offloaded chunks (`touched`) gets its checkpoint
+        rewritten, even without a section: a command that took no seq_num lives only there
+        once its chunk is collected."""
         ch = self.channel
         objects: dict[str, list] = {}
         shared_key = None
@@ -162,7 +174,7 @@ class Offloader:
                             else b"".join(parts))
         while True:
             live: dict[str, int] = {}
-            stream_end: dict = {}
+            stream_end: dict = {st: st.offloaded_upto for st in touched}
             for st, first, end, *_, key, _, _ in placed:
                 live[key] = live.get(key, 0) + 1
                 stream_end[st] = max(stream_end.get(st, 0), end)
@@ -185,11 +197,17 @@ class Offloader:
             except VersionMismatch as e:
                 for st, v in saved.items():
                     st.offloaded_upto = v
-                gone = [p for p in placed if f"ckpt/{p[0].uid.hex()}" == e.key]
-                if not gone:
+                hit = [st for st in touched if f"ckpt/{st.uid.hex()}" == e.key]
+                if not hit:
                     raise
-                for p in gone:  # the stream was deleted meanwhile: drop its sections
-                    placed.remove(p)
+                row = await ch.metadata.get(e.key)
+                for st in hit:
+                    if row is None:  # the stream was deleted meanwhile: drop its sections
+                        touched.remove(st)
+                        placed = [p for p in placed if p[0] is not st]
+                    else:
+                        raise AssertionError(f"checkpoint {e.key} was written behind the "
+                                             "offloader's back")
                 continue
             for st, i in ckpt_index.items():
                 st.ckpt_version = versions[i + 1]
@@ -230,15 +248,22 @@ class Offloader:
 def _build_sections(todo: list, max_bytes: int) -> list:
     """(state, first seq, end seq, first ts, last ts, parts, size) per section; a stream's
     records are cut into sections of about `max_bytes`, so a read fetches and verifies
-    only what it needs."""
+    only what it needs.
+    A section always holds a record that takes a seq_num, so sections of one stream never
+    share a first seq_num; a trailing run of span-0 command records stays in memory for the
+    next offload (its effect is in the checkpoint already).
+    """
     out = []
     for st, end, recs in todo:
         i = 0
         while i < len(recs):
-            j, size = i, 0
-            while j < len(recs) and (j == i or size + len(recs[j].body) <= max_bytes):
+            j, size, spans = i, 0, 0
+            while j < len(recs) and (spans == 0 or size + len(recs[j].body) <= max_bytes):
                 size += len(recs[j].body)
+                spans += recs[j].span
                 j += 1
+            if spans == 0:
+                break
             group = recs[i:j]
             parts = build_section_parts(st.uid, group)
             out.append((st, group[0].seq_num, group[-1].end_seq, group[0].timestamp,

@@ -117,11 +117,20 @@ class StreamStore:
                             store.clock, store.rng, owner)
             ch = Channel(spec.name, clog, metadata, segments, store.clock, spec.config)
             ch.offloader.catalog_listeners.append(store.catalog.on_new_section)
-            await ch.open()
+            await ch.open(owns=store._owned_by(spec.name))
             store.channels[spec.name] = ch
         store.default_channel = channels[0].name
         store.class_channel = dict(storage_classes or {})
         return store
+
+    def _owned_by(self, channel: str):
+        async def owns(st: StreamState) -> bool:
+            row = await self.metadata.get(_stream_key(st.basin, st.name))
+            if row is None:
+                return False
+            d = json.loads(row.value)
+            return d["uid"] == st.uid.hex() and d["chain"][-1]["channel"] == channel
+        return owns
 
     async def close(self) -> None:
         """Flush open chunks (everything acked is already durable) and stop."""
@@ -343,10 +352,13 @@ class StreamStore:
         total = 0
         commands = []
         for r in records:
-            if r.span < 1:
-                raise InvalidArgument("record span must be >= 1")
+            cmd = parse_command(r.headers, r.body) if r.headers else None
+            # A command record may take no seq_num at all (span 0): the Kafka layer trims a
+            # partition without moving its high watermark.
+            if r.span < (0 if cmd is not None else 1):
+                raise InvalidArgument("record span must be >= 1 (>= 0 for command records)")
             total += metered_size(r.headers, r.body)
-            commands.append(parse_command(r.headers, r.body) if r.headers else None)
+            commands.append(cmd)
         limit = max_bytes or self.limits.max_append_bytes
         if total > limit:
             raise LimitExceeded(f"append of {total} metered bytes is over the limit of "
@@ -567,8 +579,14 @@ class StreamStore:
             return
         tail = await self.seal_stream(basin, name)
         while st.offloaded_upto < tail.seq_num:
-            await old.offloader.offload_once()
-        old.streams.pop(st.uid, None)
+            if not await old.offloader.offload_once():
+                raise AssertionError(f"stream {name!r}: records below {tail.seq_num} are in no "
+                                     "chunk left to offload")
+        # the checkpoint must carry every command applied so far (a trim or fence that took
+        # no seq_num never reaches a section): the new channel starts from it
+        await old.offloader.write_checkpoint(st)
+        old.forget(st.uid)
+        self.channels[channel].forget(st.uid)  # a stale state from an earlier stay there
         h = await self._handle(basin, name)
         chain = [dict(x) for x in h.chain] + [{"channel": channel, "start": tail.seq_num,
                                                "sealed_at": None}]

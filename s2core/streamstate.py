@@ -23,7 +23,7 @@ class StreamState:
     __slots__ = (
         "uid", "next_seq", "last_ts", "token", "durable_seq", "durable_ts", "trim_seq",
         "offloaded_upto", "ckpt_version", "mem_seqs", "mem_recs", "waiters",
-        "sealed", "deleted", "basin", "name", "__weakref__",
+        "sealed", "deleted", "basin", "name", "pending", "__weakref__",
     )
 
     def __init__(self, uid: bytes, basin: str, name: str, ckpt: dict, ckpt_version: int) -> None:
@@ -40,6 +40,7 @@ class StreamState:
         self.waiters: list[asyncio.Future] | None = None
         self.sealed = False
         self.deleted = False
+        self.pending = 0  # appends sequenced but not yet durable (span-0 ones included)
 
     # -- positions ---------------------------------------------------------
 
@@ -52,7 +53,8 @@ class StreamState:
         return self.mem_seqs[0] if self.mem_seqs else self.durable_seq
 
     def is_idle(self) -> bool:
-        return (not self.mem_seqs and not self.waiters and self.next_seq == self.durable_seq
+        return (not self.mem_seqs and not self.waiters and not self.pending
+                and self.next_seq == self.durable_seq
                 and self.offloaded_upto == self.durable_seq and not self.sealed)
 
     def checkpoint(self) -> bytes:

@@ -81,8 +81,11 @@ def peek_request_header(frame: Buffer) -> tuple[int, int, int]:
     return _REQ_PREFIX.unpack_from(frame, 0)
 
 
-def decode_request(frame: Buffer) -> tuple[Any, Message]:
+def decode_request(frame: Buffer, *, strict: bool = True) -> tuple[Any, Message]:
     """Decode one request frame (no size prefix) into (RequestHeader, body message).
+
+    With ``strict=False`` bytes after the body are ignored, as Kafka's broker does (librdkafka
+    2.16 sends three extra bytes after an all-topics Metadata v13 request).
 
     ``records`` fields of the body are memoryview slices of ``frame``. Raises a DecodeError
     subclass for anything malformed; UnknownApiKeyError and UnsupportedVersionError carry the
@@ -103,7 +106,7 @@ def decode_request(frame: Buffer) -> tuple[Any, Message]:
         body, pos = decoders[1](buf, pos)
     except (struct.error, IndexError, UnicodeDecodeError, DecodeError) as exc:
         raise _translate(exc) from None
-    if pos != len(buf):
+    if strict and pos != len(buf):
         name = APIS[api_key].name
         raise TrailingBytesError(f"{len(buf) - pos} bytes after {name} v{version} request")
     return header, body

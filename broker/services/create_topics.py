@@ -13,10 +13,22 @@ VERSIONS = (2, 7)
 SOURCE_DYNAMIC_TOPIC, SOURCE_DEFAULT = 1, 5
 
 
+MAX_PARTITIONS_PER_REQUEST = 10_000  # as Kafka's controller
+
+
 async def handle(broker, conn, header, request):
     names = [t.name for t in request.topics]
+    total = sum(max(t.num_partitions, len(t.assignments or ()), 1) for t in request.topics)
     results = []
     for t in request.topics:
+        if total > MAX_PARTITIONS_PER_REQUEST:
+            results.append(CreatableTopicResult(
+                name=t.name, error_code=ErrorCode.POLICY_VIOLATION,
+                error_message=f"Excessively large number of partitions per request: {total} "
+                              f"(at most {MAX_PARTITIONS_PER_REQUEST})",
+                topic_config_error_code=0, num_partitions=-1, replication_factor=-1,
+                configs=None))
+            continue
         results.append(await _create(broker, t, names.count(t.name) > 1, request.validate_only))
     return CreateTopicsResponse(throttle_time_ms=0, topics=results)
 

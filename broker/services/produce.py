@@ -60,10 +60,15 @@ async def handle(broker, conn, header, request):
             parts.append((p.index, await _partition(broker, topic, t, p)))
         pending.append((t, parts))
     if request.acks == 0:
+        failed = False
         for _, parts in pending:
             for _, res in parts:
                 if inspect.iscoroutine(res):
                     res.close()  # nobody waits for the outcome of an acks=0 produce
+                elif res.error_code:
+                    failed = True
+        if failed:  # Kafka's only way to tell an acks=0 producer: close the connection
+            conn.close()
         return None
     return _respond(pending, version)
 
@@ -124,9 +129,14 @@ async def _submit(broker, topic, index, records):
     if records is None or len(records) == 0:
         raise _Reject(ErrorCode.CORRUPT_MESSAGE, "no record batches")
     try:
-        batches = split_batches(records, check_offsets=True)
+        batches = split_batches(records)  # framing and CRC-32C: CORRUPT_MESSAGE
     except DecodeError as e:
         raise _Reject(ErrorCode.CORRUPT_MESSAGE, str(e)) from None
+    for _, h in batches:  # an inconsistent count is an invalid record, as in Kafka
+        if h.record_count < 1 or h.last_offset_delta + 1 != h.record_count:
+            raise _Reject(ErrorCode.INVALID_RECORD,
+                          f"record count {h.record_count} does not match lastOffsetDelta "
+                          f"{h.last_offset_delta}")
     max_bytes = int(topic.config("max.message.bytes"))
     log_append = topic.config("message.timestamp.type") == "LogAppendTime"
     compacted = "compact" in topic.config("cleanup.policy")
