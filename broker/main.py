@@ -6,6 +6,7 @@ import logging
 import signal
 from typing import Any
 
+from broker import retention as kafka_retention
 from broker.kafka import Broker, BrokerConfig
 from broker.s2view import KafkaS2View
 from broker.server import KafkaServer
@@ -55,6 +56,8 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
                      kafka_view=KafkaS2View(broker))
     http = loop.create_task(serve_http(app, h_host, h_port, stop, sock=sock))
     sweeper = loop.create_task(maintenance(store, stop))
+    retention = loop.create_task(kafka_retention.run(
+        broker, stop, cfg["kafka"]["retention_check_interval_s"]))
     print(f"s2kafka ready kafka={bcfg.advertised_host}:{bcfg.advertised_port} "
           f"http={h_addr[0]}:{h_addr[1]} data_dir={cfg['server']['data_dir']}", flush=True)
     try:
@@ -65,5 +68,6 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
         await broker.stop()  # consumer groups
         await asyncio.gather(http, return_exceptions=True)
         sweeper.cancel()
+        retention.cancel()
         await store.close()
         log.info("s2kafka stopped cleanly")

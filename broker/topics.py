@@ -62,10 +62,13 @@ def stream_name(topic: str, partition: int) -> str:
 
 
 def stream_config(configs: dict[str, str]) -> dict:
-    """The s2core stream config for partitions of a topic with these Kafka configs."""
-    ms = int(effective(configs, "retention.ms"))
-    retention = {"infinite": {}} if ms < 0 else {"age": max(1, (ms + 999) // 1000)}
-    return {"retention_policy": retention,
+    """The s2core stream config for partitions of a topic with these Kafka configs.
+
+    Streams keep everything: `retention.ms` is applied by the broker (broker/retention.py)
+    the way Kafka applies it, to closed segments only (offloaded sections here), judged by
+    their newest record — not record by record, which would drop records with an old
+    CreateTime the moment they arrive."""
+    return {"retention_policy": {"infinite": {}},
             "timestamping": {"mode": "client-prefer", "uncapped": True}}
 
 

@@ -343,10 +343,6 @@ def test_create_time_is_kept(broker, topic_name):
     assert (r.timestamp_type, r.timestamp) == (0, ts)
 
 
-@pytest.mark.xfail(strict=True, reason="broker bug: partition streams retain by record age "
-                   "(topics.stream_config: retention_policy age = retention.ms), so records "
-                   "whose CreateTime is older than retention.ms vanish at once; Kafka keeps "
-                   "them until their segment rolls (the active segment is never deleted)")
 def test_records_with_old_create_time_stay_readable(broker, topic_name):
     create_topic(broker, topic_name)
     ck_produce(broker, topic_name, [{"value": b"2001", "timestamp": 1_000_000_000_000}])

@@ -594,6 +594,14 @@ class StreamStore:
 
     # ------------------------------------------------------------- retention
 
+    async def offloaded_sections(self, basin: str,
+                                 name: str) -> list[tuple[int, int, int, int]]:
+        """(first seq, end seq, newest timestamp, bytes) of each offloaded section, in order:
+        the stream's closed segments, for callers that apply their own retention rules."""
+        h = await self._handle(basin, name)
+        starts, rows = await self.catalog.rows(h.uid)
+        return [(start, row["e"], row["t1"], row["n"]) for start, row in zip(starts, rows)]
+
     async def trim_and_retain(self) -> int:
         """Remove segment data below each stream's trim point or retention cutoff.
 
