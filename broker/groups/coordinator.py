@@ -52,6 +52,7 @@ class GroupCoordinator:
         self._reaper: asyncio.Task | None = None
         self._live: set[str] = set()   # groups that may have members: the reaper's round
         self._empty_since: dict[str, int] = {}   # group -> when cleanup first saw it empty
+        self._stored: dict[str, dict] = {}       # group -> its state as last made durable
         self._cleaner: asyncio.Task | None = None
 
     # --------------------------------------------------------------- lifecycle
@@ -91,9 +92,10 @@ class GroupCoordinator:
             self.offsets.delete_rows(gid, rec["o"])
         elif kind == "gd":
             self.groups.pop(gid, None)
+            self._stored.pop(gid, None)
             self.offsets.drop_group(gid)
         elif kind == "g":
-            v = rec["v"]
+            v = self._stored[gid] = rec["v"]
             group = self._new_group(gid, v["type"])
             group.restore(v)
             self.groups[gid] = group
@@ -106,17 +108,21 @@ class GroupCoordinator:
         names = {g for g in self.groups if partition_of(g) == partition}
         names |= {g for g in self.offsets.groups if partition_of(g) == partition}
         for gid in sorted(names):
-            group = self.groups.get(gid)
-            if group is not None:
-                out.append({"k": "g", "g": gid, "v": group.to_json()})
+            # the group as last stored, not as now: a group in the middle of a rebalance
+            # must come back at its last stable point
+            stored = self._stored.get(gid) if gid in self.groups else None
+            if stored is not None:
+                out.append({"k": "g", "g": gid, "v": stored})
             out.extend(self.offsets.snapshot_records(gid))
         return out
 
     async def persist(self, group) -> None:
         """Store the group's current state; returns once durable."""
-        self._dirty.discard(group.group_id)
-        await self.journal.write(group.group_id,
-                                 [{"k": "g", "g": group.group_id, "v": group.to_json()}])
+        gid = group.group_id
+        self._dirty.discard(gid)
+        v = group.to_json()
+        await self.journal.write(gid, [{"k": "g", "g": gid, "v": v}],
+                                 lambda: self._stored.__setitem__(gid, v))
 
     def changed(self, group) -> None:
         """Store the group soon (membership changed outside a request that waits for it)."""
@@ -301,11 +307,19 @@ class GroupCoordinator:
     async def submit_commit(self, gid: str, rows: list[list]):
         """Sequence an offset commit now (in request order); `journal.wait` for it."""
         records = [{"k": "o", "g": gid, "o": rows}]
+        stored = None
         if gid not in self.groups:
             # a standalone commit: the group exists from now on (Empty, as in Kafka)
             group = self.groups[gid] = self._new_group(gid, "classic")
-            records.insert(0, {"k": "g", "g": gid, "v": group.to_json()})
-        return await self.journal.submit(gid, records, lambda: self.offsets.put_rows(gid, rows))
+            stored = group.to_json()
+            records.insert(0, {"k": "g", "g": gid, "v": stored})
+
+        def apply() -> None:
+            if stored is not None:
+                self._stored.setdefault(gid, stored)
+            self.offsets.put_rows(gid, rows)
+
+        return await self.journal.submit(gid, records, apply)
 
     async def delete_offsets(self, gid: str, keys: list[list]) -> None:
         await self.journal.write(gid, [{"k": "od", "g": gid, "o": keys}],

@@ -142,3 +142,33 @@ async def test_replay_skips_records_that_are_not_ours(env):
     b = await env.broker()
     assert b.extensions["groups"].offsets.get("g", "t", 0).offset == 42
     await close(b)
+
+
+async def test_snapshot_keeps_a_rebalancing_group_at_its_last_stored_point(env):
+    from types import SimpleNamespace
+    b = await env.broker()
+    coord = b.extensions["groups"]
+
+    def join(member_id=""):
+        return SimpleNamespace(group_id="g", session_timeout_ms=6000,
+                               rebalance_timeout_ms=10000, member_id=member_id,
+                               group_instance_id=None, protocol_type="consumer",
+                               protocols=[SimpleNamespace(name="range", metadata=b"")])
+
+    group = coord.classic("g", create=True)
+    a = group.join(join(), 3, "a", "/h").result().member_id
+    fut, leader = group.sync(SimpleNamespace(
+        member_id=a, group_instance_id=None, generation_id=1, protocol_type=None,
+        protocol_name=None, assignments=[SimpleNamespace(member_id=a, assignment=b"gen1")]), 3)
+    assert leader and (await coord.sync_leader(group, fut)).assignment == b"gen1"
+    fb = group.join(join(), 3, "b", "/h")
+    group.join(join(a), 3, "a", "/h")
+    assert fb.done() and group.state == "CompletingRebalance" and group.generation == 2
+    await coord.journal.compact(partition_of("g"))
+    await close(b)
+
+    b = await env.broker()
+    group = b.extensions["groups"].group("g")
+    assert (group.state, group.generation, list(group.members)) == ("Stable", 1, [a])
+    assert group.members[a].assignment == b"gen1"
+    await close(b)
