@@ -14,7 +14,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from broker.groups.classic import ClassicGroup
+from broker.groups.classic import COMPLETING, PREPARING, ClassicGroup
 from broker.groups.consumer import ConsumerGroup
 from broker.groups.journal import Journal, partition_of
 from broker.groups.offsets import MAX_METADATA_BYTES, OffsetTable
@@ -134,8 +134,9 @@ class GroupCoordinator:
         while self._dirty:
             gid = self._dirty.pop()
             group = self.groups.get(gid)
-            if group is None:
-                continue
+            if group is None or (isinstance(group, ClassicGroup)
+                                 and group.state in (PREPARING, COMPLETING)):
+                continue  # a classic group is stored at its next stable point
             try:
                 await self.persist(group)
             except Exception:
