@@ -37,6 +37,10 @@ class KafkaS2View:
         t = self.broker.topics.get(topic)
         return t is not None and part.isdigit() and int(part) < t.partitions
 
+    def is_internal(self, basin: str, name: str) -> bool:
+        """The broker's own streams (consumer group journals): readable, never writable."""
+        return basin == self.broker.basin and name.startswith("kafka-internal/")
+
     def expand(self, rec: SequencedRecord) -> list[SequencedRecord]:
         """The Kafka records of one stored batch, as S2 records."""
         if rec.is_command():

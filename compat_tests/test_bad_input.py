@@ -302,7 +302,7 @@ def test_acks0_produce_error_closes_connection(broker, survives, topic_name):
 
 
 def test_unknown_topic_with_auto_create_off(tmp_path):
-    from conftest import start_broker
+    from brokerproc import start_broker
     b = start_broker(str(tmp_path / "data"), extra=["--set", "kafka.auto_create_topics=false"])
     try:
         w = Wire(b.bootstrap)

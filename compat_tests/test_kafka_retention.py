@@ -5,7 +5,7 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import start_broker
+from brokerproc import start_broker
 
 
 def test_retention_ms_trims_expired_segments(tmp_path):

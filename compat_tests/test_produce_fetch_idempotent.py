@@ -135,7 +135,7 @@ class CuttingProxy:
 
 
 def test_idempotent_producer_survives_cut_connections_without_duplicates(tmp_path):
-    from conftest import start_broker
+    from brokerproc import start_broker
     b = start_broker(str(tmp_path / "data"))
     host, port = b.bootstrap.rsplit(":", 1)
     proxy = CuttingProxy((host, int(port)))

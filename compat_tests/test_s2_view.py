@@ -74,3 +74,10 @@ def test_sse_reads_a_kafka_topic(broker, topic_name):
                   if line.startswith("data:") and line[5:].strip().startswith("{")]
         bodies = [rec["body"] for e in events for rec in e.get("records", [])]
         assert bodies == ["alpha", "beta"]
+
+
+def test_internal_streams_refuse_s2_writes(broker):
+    url = f"http://{broker.http}/v1/streams/kafka-internal%2Foffsets%2F0/records"
+    with httpx.Client(headers={"s2-basin": BASIN, "authorization": "Bearer t"}) as c:
+        r = c.post(url, json={"records": [{"body": "forged"}]}, timeout=10)
+        assert r.status_code == 409 and r.json()["code"] == "kafka_partition"

@@ -115,11 +115,12 @@ class Api:
     def check_writable(self, basin: str, name: str) -> None:
         """Kafka partitions take writes from Kafka producers only."""
         kv = self.kafka_view
-        if kv is not None and kv.is_kafka_stream(basin, name):
+        if kv is not None and (kv.is_kafka_stream(basin, name)
+                               or getattr(kv, "is_internal", lambda b, n: False)(basin, name)):
             from s2core.http.errors import HttpError
             raise HttpError(409, "kafka_partition",
-                            f"stream {name!r} is a Kafka topic partition: write to it with a "
-                            "Kafka producer (reads work here)")
+                            f"stream {name!r} belongs to the Kafka layer (a topic partition or "
+                            "its internal state): write to it through Kafka (reads work here)")
 
 
 def _is_ip(host: str) -> bool:
