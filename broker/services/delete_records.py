@@ -1,7 +1,7 @@
 """DeleteRecords: move a partition's log start offset forward with an s2core `trim` record.
 
-The trim command record is appended to the partition stream (Fetch skips command records,
-and the record itself takes one offset after the current high watermark). The low watermark
+The trim command record is appended to the partition stream with span 0, so it takes no
+offset and the high watermark stays put (Fetch skips command records). The low watermark
 reported is the stream's first readable seq_num once the trim is durable.
 """
 from __future__ import annotations
@@ -55,7 +55,9 @@ async def _trim(broker, topic: str, partition: int, offset: int) -> tuple[int, i
         return ErrorCode.OFFSET_OUT_OF_RANGE, -1
     name = broker.stream(topic, partition)
     if target > start:
-        await broker.store.append(broker.basin, name, [trim_record(target)])
+        trim = trim_record(target)
+        trim.span = 0  # takes no offset: the high watermark stays where it is, as in Kafka
+        await broker.store.append(broker.basin, name, [trim])
     low = await broker.store.first_seq(broker.basin, name)
     assert low >= target, (low, target)
     return ErrorCode.NONE, low
