@@ -28,9 +28,10 @@ NPM_TGZ="confluentinc-kafka-javascript-1.10.1.tgz"
 NPM_SHA256="ada7d703bb1d3237e2292bfabf438d663b6160c9f1ac2a2406b5dc4257c81b66"
 STAMP="$BUILD_DIR/.built-kafka-javascript-1.10.1"
 RUNNER="$BUILD_DIR/src/tests/test-runner"
-# Debian packages the build needs (configure finds the libraries with pkg-config).
+# Debian packages the build needs (configure finds the libraries with pkg-config;
+# rapidjson-dev lets test 0053 check the statistics JSON instead of skipping).
 APT_PACKAGES=(build-essential pkg-config python3 npm libssl-dev zlib1g-dev libzstd-dev
-              liblz4-dev libsasl2-dev)
+              liblz4-dev libsasl2-dev rapidjson-dev)
 
 log() { echo "librdkafka.sh: $*" >&2; }
 
@@ -103,6 +104,12 @@ case "$mode" in
         echo "$RUNNER"
         ;;
     gate|candidates|run)
+        if [ "$mode" = gate ] && ! grep -qE '^[[:space:]]*[0-9]{4}' \
+                "$ROOT/compat_tests/librdkafka/allowlist.txt"; then
+            echo "# librdkafka gate: allowlist.txt lists no test; nothing to build or run"
+            echo "0 passed, 0 failed"
+            exit 0
+        fi
         build
         exec python3 "$ROOT/compat_tests/librdkafka/runner.py" "$mode" \
             --build-dir "$BUILD_DIR" "$@"

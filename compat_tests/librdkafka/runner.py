@@ -49,10 +49,15 @@ CANDIDATES = HERE / "candidates.txt"
 DEFAULT_BUILD_DIR = Path(os.environ.get(
     "LIBRDKAFKA_BUILD_DIR", Path.home() / ".cache" / "s2kafka" / "librdkafka"))
 RUNNER_FLAGS = ["-Q", "-E", "-L", "-K", "-p1"]
+# The cluster librdkafka's suite is written for: its tests/scenarios/default.json has
+# auto_create_topics=true, num_partitions=4; tests produce to partitions 0..3 of topics
+# they let the broker auto-create.
+S2KAFKA_SUITE_ARGS = ["--set", "kafka.auto_create_partitions=4"]
 KAFKA_VERSION = "3.9.0"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m|\x1b\(B")
 _NUM = re.compile(r"^\d{4}$")
+_CRASH_SIGNALS = {-signal.SIGSEGV, -signal.SIGBUS, -signal.SIGFPE, -signal.SIGILL}
 
 
 def read_list(path: Path) -> list[str]:
@@ -125,8 +130,10 @@ def _squash(s: str, limit: int = 200) -> str:
 class BrokerHandle:
     """An external address, or a broker this script starts (and restarts if it dies)."""
 
-    def __init__(self, address: str | None, kind: str, log_dir: Path):
+    def __init__(self, address: str | None, kind: str, log_dir: Path,
+                 s2kafka_args: list[str]):
         self.address, self.kind, self.log_dir = address, kind, log_dir
+        self.s2kafka_args = s2kafka_args
         self.proc: peers.BrokerProcess | None = None
         self.starts = 0
 
@@ -141,7 +148,7 @@ class BrokerHandle:
             if self.kind == "tansu":
                 self.proc = peers.start_tansu(log_path=log)
             else:
-                self.proc = peers.start_s2kafka(log_path=log)
+                self.proc = peers.start_s2kafka(log_path=log, extra_args=self.s2kafka_args)
             print(f"# started {self.kind} at {self.proc.bootstrap} (log {log})", flush=True)
         return self.proc.bootstrap
 
@@ -168,8 +175,9 @@ def write_conf(path: Path, bootstrap: str, extra: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def run_one(num: str, runner: Path, conf: Path, log_dir: Path, timeout: float) -> Result:
-    report = log_dir / f"{num}.report.json"
+def run_one(num: str, runner: Path, conf: Path, log_dir: Path, timeout: float,
+            tag: str = "") -> Result:
+    report = log_dir / f"{num}{tag}.report.json"
     with contextlib.suppress(OSError):
         report.unlink()
     env = dict(os.environ)
@@ -181,7 +189,7 @@ def run_one(num: str, runner: Path, conf: Path, log_dir: Path, timeout: float) -
     env.pop("SUBTESTS", None)
     env.pop("TESTS_SKIP", None)
     t0 = time.monotonic()
-    log_path = log_dir / f"{num}.log"
+    log_path = log_dir / f"{num}{tag}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(runner), *RUNNER_FLAGS], cwd=str(runner.parent), env=env,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -196,7 +204,7 @@ def run_one(num: str, runner: Path, conf: Path, log_dir: Path, timeout: float) -
     output = log_path.read_text(errors="replace")
     tests = parse_report(report, num)
     if rc != 0:
-        if rc < 0 and rc != -signal.SIGABRT:  # a failed test aborts the runner: no news
+        if rc in _CRASH_SIGNALS:  # (a failed test aborts: SIGABRT, a timed-out one: KILL)
             reason = f"killed by signal {-rc}: " + failure_reason(output, num)
         else:
             reason = failure_reason(output, num)
@@ -212,12 +220,19 @@ def run_one(num: str, runner: Path, conf: Path, log_dir: Path, timeout: float) -
 
 
 def skip_reason(output: str, num: str) -> str:
-    text = _ANSI.sub("", output)
-    for line in text.splitlines():
+    """Why a number's tests were skipped; a broker test's own reason (e.g. a missing
+    build dependency) wins over the -L filter that skips its local siblings."""
+    reasons = []
+    for line in _ANSI.sub("", output).splitlines():
         m = re.match(rf"\|\s*({num}_\S+)\s*\|\s*SKIPPED\s*\|[^|]*\|\s*(.*)", line)
         if m and m.group(2).strip():
-            return _squash(m.group(2), 120)
-    return "filtered silently (scenario or manual)"
+            reasons.append(m.group(2).strip())
+    for r in reasons:
+        if r != "Filtered due to negative test flags":
+            return _squash(r, 120)
+    if reasons:
+        return _squash(reasons[0], 120)
+    return "filtered silently: needs another test scenario, e.g. noautocreate"
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -256,15 +271,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float,
                    default=float(os.environ.get("LIBRDKAFKA_TEST_TIMEOUT", "300")),
                    help="seconds per test number [$LIBRDKAFKA_TEST_TIMEOUT, 300]")
+    p.add_argument("--s2kafka-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for a started `s2kafka serve` (repeatable; the "
+                   "suite's cluster settings, --set kafka.auto_create_partitions=4, come "
+                   "first)")
     p.add_argument("--restart-each", action="store_true",
                    help="a fresh started broker for every number")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="extra test.conf line (repeatable)")
     p.add_argument("--log-dir", type=Path, default=None,
                    help="keep per-test logs here (default: a temp dir, kept on failure)")
+    p.add_argument("--retries", type=int, default=None,
+                   help="rerun a failing number up to N times; a later pass counts (flagged "
+                   "flaky) [gate: 1, else 0]")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run each number N times; it passes only if every run passes "
+                   "(use with candidates --update-allowlist)")
     p.add_argument("--update-allowlist", action="store_true",
                    help="candidates mode: write the passing numbers to allowlist.txt")
     args = p.parse_args(argv)
+    if args.retries is None:
+        args.retries = 1 if args.mode == "gate" else 0
 
     if args.mode == "gate":
         numbers = read_list(ALLOWLIST)
@@ -284,31 +311,51 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="librdkafka-tests-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     conf = log_dir / "test.conf"
-    broker = BrokerHandle(args.broker, args.start, log_dir)
+    broker = BrokerHandle(args.broker, args.start, log_dir,
+                          [*S2KAFKA_SUITE_ARGS, *args.s2kafka_arg])
     allow = set(read_list(ALLOWLIST))
     results: list[Result] = []
     print(f"# librdkafka tests ({args.mode}, {len(numbers)} numbers), logs in {log_dir}",
           flush=True)
+    def attempt(num: str, tag: str) -> Result:
+        try:
+            bootstrap = broker.ensure()
+        except (peers.PeerUnavailable, peers.PeerStartError) as e:
+            print(f"# cannot start broker: {e}", file=sys.stderr)
+            broker.restart()
+            return Result(num, "FAIL", f"broker did not start: {_squash(str(e), 120)}")
+        write_conf(conf, bootstrap, args.conf)
+        res = run_one(num, runner, conf, log_dir, args.timeout, tag)
+        if broker.died():
+            res = Result(num, "FAIL", f"broker exited ({broker.proc.proc.returncode}); "
+                         + (res.reason or res.status), res.seconds)
+            (log_dir / f"{num}{tag}.broker-tail.log").write_text(broker.proc.output_tail(200))
+            broker.restart()
+        elif args.restart_each and broker.proc is not None:
+            broker.restart()
+        return res
+
     try:
         for num in numbers:
-            try:
-                bootstrap = broker.ensure()
-            except (peers.PeerUnavailable, peers.PeerStartError) as e:
-                print(f"# cannot start broker: {e}", file=sys.stderr)
-                res = Result(num, "FAIL", f"broker did not start: {_squash(str(e), 120)}")
-                print(res.line(), flush=True)
-                results.append(res)
-                broker.restart()
-                continue
-            write_conf(conf, bootstrap, args.conf)
-            res = run_one(num, runner, conf, log_dir, args.timeout)
-            if broker.died():
-                res = Result(num, "FAIL", f"broker exited ({broker.proc.proc.returncode}); "
-                             + (res.reason or res.status), res.seconds)
-                (log_dir / f"{num}.broker-tail.log").write_text(broker.proc.output_tail(200))
-                broker.restart()
-            elif args.restart_each and broker.proc is not None:
-                broker.restart()
+            res = attempt(num, "")
+            secs = res.seconds
+            for i in range(2, args.repeat + 1):  # every run must pass
+                if res.status != "PASS":
+                    break
+                again = attempt(num, f".run{i}")
+                secs += again.seconds
+                if again.status != "PASS":
+                    res = Result(num, again.status,
+                                 f"run {i}/{args.repeat}: {again.reason or again.status}")
+            for i in range(1, args.retries + 1):  # a pass on retry counts, flagged
+                if res.status != "FAIL":
+                    break
+                again = attempt(num, f".retry{i}")
+                secs += again.seconds
+                if again.status == "PASS":
+                    res = Result(num, "PASS", f"flaky: passed on retry {i} after: "
+                                 f"{res.reason}")
+            res.seconds = secs
             print(res.line() + f"  # {res.seconds:.1f}s", flush=True)
             results.append(res)
     finally:
@@ -323,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         if regressions:
             print(f"# REGRESSIONS (allowlisted, now failing): {' '.join(regressions)}")
             rc = 1
+        if skipped:
+            print(f"# allowlisted but skipped here (check the build's packages): "
+                  f"{' '.join(skipped)}")
     elif args.mode == "candidates":
         print(f"# passing: {' '.join(passed) or '-'}")
         new = [n for n in passed if n not in allow]
