@@ -72,7 +72,10 @@ def test_kafka_python_admin(broker, topic_name):
     group = f"kp-adm-{uuid.uuid4().hex[:8]}"
     c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group,
                       enable_auto_commit=False, session_timeout_ms=6000,
-                      heartbeat_interval_ms=500, group_instance_id="kp-static")
+                      heartbeat_interval_ms=500, group_instance_id="kp-static",
+                      # kafka-python may join before its first metadata answer names the new
+                      # topic ("No partition metadata"), then waits a metadata refresh to rejoin
+                      metadata_max_age_ms=1000)
     c.subscribe([topic_name])
     deadline = time.monotonic() + 30
     while len(c.assignment()) < 2:
