@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                    "(use with candidates --update-allowlist)")
     p.add_argument("--update-allowlist", action="store_true",
                    help="candidates mode: write the passing numbers to allowlist.txt")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     if args.retries is None:
         args.retries = 1 if args.mode == "gate" else 0
 
