@@ -44,7 +44,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import peers  # bench/peers.py
 
-ALLOWLIST = HERE / "allowlist.txt"
+# With TEST_CONSUMER_GROUP_PROTOCOL=consumer the suite's consumers use KIP-848 groups; that
+# mode has its own allowlist.
+ALLOWLIST = HERE / ("allowlist-consumer.txt"
+                    if os.environ.get("TEST_CONSUMER_GROUP_PROTOCOL") == "consumer"
+                    else "allowlist.txt")
 CANDIDATES = HERE / "candidates.txt"
 DEFAULT_BUILD_DIR = Path(os.environ.get(
     "LIBRDKAFKA_BUILD_DIR", Path.home() / ".cache" / "s2kafka" / "librdkafka"))
