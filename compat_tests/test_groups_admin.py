@@ -76,8 +76,11 @@ def test_kafka_python_admin(broker, topic_name):
                       # kafka-python may join before its first metadata answer names the new
                       # topic ("No partition metadata"), then waits a metadata refresh to rejoin
                       metadata_max_age_ms=1000)
-    c.subscribe([topic_name])
     deadline = time.monotonic() + 30
+    while c.partitions_for_topic(topic_name) != {0, 1}:  # its metadata knows the topic
+        assert time.monotonic() < deadline, "kafka-python never saw the topic's partitions"
+        time.sleep(0.1)
+    c.subscribe([topic_name])
     while len(c.assignment()) < 2:
         assert time.monotonic() < deadline, "no assignment"
         c.poll(timeout_ms=100)
