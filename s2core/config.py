@@ -109,6 +109,8 @@ def _check(cfg: dict) -> None:
     for key in ("chunk_target_bytes", "max_inflight_chunks"):
         if wal[key] < 1:
             raise ConfigError(f"wal.{key} must be >= 1")
+    if wal["log_file_bytes"] < 4096:
+        raise ConfigError("wal.log_file_bytes must be >= 4096")
     tail = cfg["tail"]
     if tail["memory_bound_bytes"] < 2 * cfg["limits"]["max_append_bytes"]:
         raise ConfigError("tail.memory_bound_bytes must be at least twice "

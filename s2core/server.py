@@ -31,14 +31,16 @@ def channel_config(cfg: dict[str, Any]) -> ChannelConfig:
     )
 
 
-def open_replica(url: str):
+def open_replica(url: str, log_file_bytes: int | None = None):
     """A WAL replica: `log:///dir` is the local-disk log; anything else an object store."""
     if url.startswith("log://"):
         from s2core.wal.locallog import LocalLogReplica
         path = url[len("log://"):]
         if not path.startswith("/"):
             raise ValueError(f"log replica URL needs an absolute path: {url!r}")
-        return LocalLogReplica(path)
+        if log_file_bytes is None:
+            return LocalLogReplica(path)
+        return LocalLogReplica(path, file_bytes=log_file_bytes)
     return open_object_store(url)
 
 
@@ -48,7 +50,7 @@ async def open_store(cfg: dict[str, Any]) -> StreamStore:
     owner = cfg["server"]["owner"] or f"{socket.gethostname()}:{os.getpid()}"
     metadata = open_metadata_store(cfg["metadata"]["url"])
     segments = open_object_store(cfg["segments"]["url"])
-    replicas = [open_replica(url) for url in cfg["wal"]["replicas"]]
+    replicas = [open_replica(url, cfg["wal"]["log_file_bytes"]) for url in cfg["wal"]["replicas"]]
     spec = ChannelSpec("ch0", replicas, cfg["wal"]["write_quorum"], channel_config(cfg))
     limits = Limits(max_append_records=cfg["limits"]["max_append_records"],
                     max_append_bytes=cfg["limits"]["max_append_bytes"])

@@ -1,102 +1,345 @@
 """A chunk replica on a local disk as an append-only log file (the local-disk WAL tier).
 
 One object per chunk file would cost a file create, a link and a directory fsync per chunk;
-a log costs one append and one fdatasync, which is what the disk can do. Puts queue to one
-writer thread per replica, which appends every queued entry and fdatasyncs once (group
-commit at the replica), so a put returns only once its bytes are on stable storage.
+a log costs one write and one sync, which is what the disk can do. Every replica on one
+block device (usually: the replica directories of one machine) shares one writer thread,
+which takes every queued entry of every replica, writes each replica's entries at the end
+of its current file, makes them durable together and only then answers the puts (group
+commit across replicas: three replica directories on one disk cost about one sync, not
+three competing ones).
+
+Files are recycled. A file whose entries are all deleted becomes the next file to write
+(renamed to a new number) or a spare, and a new replica prepares spare files of full size
+in the background. Writing into a file whose blocks are already allocated and synced is a
+pure overwrite: it changes no file-system metadata, so no journal commit is needed and,
+on ext4 and XFS, all replicas' files become durable with one range write-back wait per
+file and one device cache flush (see docs/decisions/0008-wal-on-one-disk.md). Anything
+else (a file that grows, other file systems) gets an fdatasync per file.
 
 File format: a sequence of entries
 
     magic u32 | key_len u16 | data_len u32 | header_crc u32 | key | data
 
-`header_crc` (CRC-32C of key_len, data_len and key) lets the scan on open trust lengths and
-keys; data is covered by the chunk's own checksum, checked by the chunk log, which repairs a
-bad copy by putting it again (a later entry for a key wins). A torn entry at the end of the
-newest file is cut off. Deletes are in memory only: an entry deleted before a crash comes
-back on open as garbage that the chunk log ignores and deletes again (it is below the floor
-or past an epoch's end), and a file is removed once all its entries are deleted.
+`header_crc` is the CRC-32C of the file's number, key_len, data_len and key: a scan on open
+trusts lengths and keys only from a header written into *this* life of the file, so the
+stale entries of a recycled file (or zeros) end the scan like a torn tail does. File numbers
+only grow, and a spare keeps its number in its name, so a number is never reused while any
+file could hold bytes written under it. Data is covered by the chunk's own checksum, checked
+by the chunk log, which repairs a bad copy by putting it again (a later entry for a key
+wins). Deletes are in memory only: an entry deleted before a crash comes back on open as
+garbage that the chunk log ignores and deletes again (it is below the floor or past an
+epoch's end), and a file is recycled once all its entries are deleted.
+
+Files written by the first format (magic "S2LG", header CRC without the file number, files
+that only grew) are still read.
 """
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import logging
 import os
 import struct
 import threading
 from collections import deque
-from concurrent.futures import Future
+from dataclasses import dataclass
 
 import crc32c
 
 from s2core.errors import Closed, InvalidArgument
 from s2core.objstore.base import ObjectExists, ObjectNotFound
-from s2core.objstore.localdir import write_parts
 
-MAGIC = 0x53324C47  # "S2LG"
+log = logging.getLogger(__name__)
+
+MAGIC = 0x53324C48     # "S2LH": header CRC includes the file number (recyclable files)
+MAGIC_V1 = 0x53324C47  # "S2LG": the first format, read only
 _HDR = struct.Struct(">IHII")
-FILE_BYTES = 64 * 1024 * 1024
+_NUM = struct.Struct(">Q")
+FILE_BYTES = 32 * 1024 * 1024
+SPARE_FILES = 2        # recycled or prepared files kept per replica
+_ZERO = bytes(1024 * 1024)
+
+# sync_file_range(2) flags
+_SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
+_ONE_FLUSH_FS = ("ext4", "xfs")  # overwrite + range write-back + one flush is durable
+
+
+def _load_sync_file_range():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def _sfr(fd: int, flags: int) -> None:
+    if _sync_file_range(fd, 0, 0, flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def fs_type(path: str) -> str:
+    """The file-system type of the mount holding `path` ('' if unknown)."""
+    best, kind = "", ""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                mount = fields[4].replace("\\040", " ")
+                if (path == mount or path.startswith(mount.rstrip("/") + "/")) and \
+                        len(mount) >= len(best):
+                    best, kind = mount, right.split()[0]
+    except (OSError, IndexError):
+        return ""
+    return kind
+
+
+@dataclass(slots=True)
+class _Put:
+    replica: LocalLogReplica
+    key: str
+    raw_key: bytes
+    parts: list
+    if_absent: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+
+
+def _deliver(outcomes: list) -> None:
+    for fut, outcome in outcomes:
+        if fut.done():
+            continue
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(None)
+
+
+class _Device:
+    """The writer thread shared by the replicas on one block device."""
+
+    _registry: dict[int, _Device] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, dev: int, one_flush: bool) -> None:
+        self.dev = dev
+        self.one_flush = one_flush
+        self.users = 0
+        self._cond = threading.Condition()
+        self._queue: deque[_Put] = deque()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=f"wal-dev-{dev}", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def acquire(cls, root: str) -> _Device:
+        dev = os.stat(root).st_dev
+        one_flush = _sync_file_range is not None and fs_type(root) in _ONE_FLUSH_FS
+        with cls._registry_lock:
+            d = cls._registry.get(dev)
+            if d is None or d._stop:
+                d = cls._registry[dev] = _Device(dev, one_flush)
+            d.one_flush = d.one_flush and one_flush
+            d.users += 1
+            return d
+
+    def release(self) -> None:
+        with self._registry_lock:
+            self.users -= 1
+            if self.users:
+                return
+            if self._registry.get(self.dev) is self:
+                del self._registry[self.dev]
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join()
+
+    def submit(self, put: _Put) -> None:
+        with self._cond:
+            self._queue.append(put)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+            try:
+                outcomes = self._write_batch(batch)
+            except BaseException as e:  # a bug: fail the batch rather than hang its callers
+                log.exception("WAL device writer failed")
+                outcomes = [(p, e) for p in batch]
+            by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+            for put, outcome in outcomes:
+                by_loop.setdefault(put.loop, []).append((put.future, outcome))
+            for loop, outs in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_deliver, outs)
+                except RuntimeError:
+                    pass  # the loop is closed: nobody waits for these answers
+
+    def _write_batch(self, batch: list[_Put]) -> list:
+        by_replica: dict[LocalLogReplica, list[_Put]] = {}
+        for put in batch:
+            by_replica.setdefault(put.replica, []).append(put)
+        outcomes: list = []
+        written = []  # (replica, puts, placements, pure overwrite)
+        for rep, puts in by_replica.items():
+            try:
+                placed, pure = rep._write(puts)
+                written.append((rep, puts, placed, pure))
+            except OSError as e:
+                rep._mark_broken()
+                outcomes.extend((p, e) for p in puts)
+        failed = self._sync(written)
+        for rep, puts, placed, _ in written:
+            err = failed.get(rep)
+            if err is not None:
+                rep._mark_broken()
+                outcomes.extend((p, err) for p in puts)
+            else:
+                outcomes.extend(rep._commit(puts, placed))
+        for rep, puts in by_replica.items():
+            rep._done(len(puts))
+        return outcomes
+
+    def _sync(self, written: list) -> dict:
+        """Make every written range durable; the replicas that failed, with their error."""
+        failed: dict = {}
+        reps = [w[0] for w in written
+                if w[0]._fsync and any(x is not None for x in w[2])]
+        if not reps:
+            return failed
+        if self.one_flush and all(w[3] for w in written if w[0] in reps):
+            # pure overwrites on ext4/XFS: start write-back of every file, wait for each,
+            # then one cache flush of the device (an fdatasync of a clean file issues it)
+            for r in reps:
+                try:
+                    _sfr(r._fd, _SFR_WRITE)
+                except OSError as e:
+                    failed[r] = e
+            for r in reps:
+                if r not in failed:
+                    try:
+                        _sfr(r._fd, _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER)
+                    except OSError as e:
+                        failed[r] = e
+            ok = [r for r in reps if r not in failed]
+            if ok:
+                try:
+                    os.fdatasync(ok[0]._fd)
+                except OSError as e:
+                    failed.update((r, e) for r in ok)
+            return failed
+        if _sync_file_range is not None and len(reps) > 1:
+            for r in reps:  # start every file's write-back before waiting for the first
+                try:
+                    _sfr(r._fd, _SFR_WRITE)
+                except OSError:
+                    pass  # the fdatasync below reports it
+        for r in reps:
+            try:
+                os.fdatasync(r._fd)
+            except OSError as e:
+                failed[r] = e
+        return failed
 
 
 class LocalLogReplica:
-    """An ObjectStore-shaped chunk replica backed by append-only files in `root`.
+    """An ObjectStore-shaped chunk replica backed by log files in `root`.
 
-    `put` also takes a list of buffers (written back to back with writev, never joined)."""
+    `put` also takes a list of buffers (written back to back with pwritev, never joined)."""
 
     accepts_parts = True
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True,
-                 file_bytes: int = FILE_BYTES) -> None:
+                 file_bytes: int = FILE_BYTES, spare_files: int = SPARE_FILES) -> None:
         self.root = os.path.abspath(os.fspath(root))
         os.makedirs(self.root, exist_ok=True)
         self.name = f"log://{self.root}"
         self._fsync = fsync
         self._file_bytes = file_bytes
+        self._spare_files = spare_files
         self._index: dict[str, tuple[int, int, int]] = {}  # key -> (file no, offset, len)
         self._live: dict[int, int] = {}                    # file no -> live entries
+        self._spares: list[int] = []                       # numbers of *.spare files
+        self._unclean: set[int] = set()                    # files never to recycle
+        self._reserved = 0                                 # number being prepared
         self._lock = threading.Lock()
-        self._queue: deque = deque()
-        self._wakeup = threading.Condition(self._lock)
         self._closed = False
-        self._scan()
-        self._fileno = max(self._live, default=0) + 1
-        self._fd = os.open(self._path(self._fileno),
-                           os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._pending = 0
+        self._idle = threading.Condition(self._lock)
+        self._broken = False
+        top = self._scan()
+        self._fileno = top + 1
+        self._fd, self._capacity = self._first_file()
         self._size = 0
-        self._live.setdefault(self._fileno, 0)
+        self._live[self._fileno] = 0
+        self._next: tuple[int, int, int] | None = None  # (file no, fd, capacity)
         if fsync:
             _fsync_dir(self.root)
-        self._thread = threading.Thread(target=self._writer, name=f"wal-{self.root}",
-                                        daemon=True)
-        self._thread.start()
+        self._device = _Device.acquire(self.root)
+        self._preparer: threading.Thread | None = None
+        self._prepare_soon()
 
     def _path(self, n: int) -> str:
         return os.path.join(self.root, f"{n:010d}.log")
 
+    def _spare_path(self, n: int) -> str:
+        return os.path.join(self.root, f"{n:010d}.spare")
+
     # -- open: rebuild the index -----------------------------------------------------
 
-    def _scan(self) -> None:
-        files = sorted(int(f[:-4]) for f in os.listdir(self.root)
-                       if f.endswith(".log") and f[:-4].isdigit())
-        for n in files:
+    def _scan(self) -> int:
+        """Index every file; returns the highest file number seen (data or spare)."""
+        data, top = [], 0
+        for f in os.listdir(self.root):
+            stem, dot, ext = f.partition(".")
+            if not stem.isdigit() or ext not in ("log", "spare"):
+                continue
+            top = max(top, int(stem))
+            (data if ext == "log" else self._spares).append(int(stem))
+        self._spares.sort()
+        for n in sorted(data):
             with open(self._path(n), "rb") as f:
-                data = f.read()
+                buf = f.read()
             pos = 0
             self._live[n] = 0
-            while pos + _HDR.size <= len(data):
-                magic, klen, dlen, hcrc = _HDR.unpack_from(data, pos)
+            gen = _NUM.pack(n)
+            while pos + _HDR.size <= len(buf):
+                magic, klen, dlen, hcrc = _HDR.unpack_from(buf, pos)
                 key_end = pos + _HDR.size + klen
-                if magic != MAGIC or key_end > len(data) or \
-                        crc32c.crc32c(data[pos + 4:pos + 10] + data[pos + _HDR.size:key_end]) != hcrc:
+                if key_end > len(buf):
                     break
-                if key_end + dlen > len(data):
-                    break  # torn tail
-                key = data[pos + _HDR.size:key_end].decode()
+                covered = buf[pos + 4:pos + 10] + buf[pos + _HDR.size:key_end]
+                if magic == MAGIC:
+                    ok = crc32c.crc32c(gen + covered) == hcrc
+                else:
+                    ok = magic == MAGIC_V1 and crc32c.crc32c(covered) == hcrc
+                if not ok or key_end + dlen > len(buf):
+                    break  # a torn tail, zeros, or a former life's entries: never acked
+                key = buf[pos + _HDR.size:key_end].decode()
                 self._put_index(key, (n, key_end, dlen))
                 pos = key_end + dlen
-            if pos < len(data):
-                os.truncate(self._path(n), pos)  # a torn or garbled tail: never acknowledged
             if not self._live[n]:
-                os.unlink(self._path(n))
                 del self._live[n]
+                self._retire(n, len(buf), reuse=False)
+            else:
+                self._unclean.add(n)
+        return top
 
     def _put_index(self, key: str, loc: tuple[int, int, int]) -> None:
         old = self._index.get(key)
@@ -105,23 +348,96 @@ class LocalLogReplica:
         self._index[key] = loc
         self._live[loc[0]] = self._live.get(loc[0], 0) + 1
 
+    def _retire(self, n: int, size: int, reuse: bool = True) -> None:
+        """A data file with no live entries: keep it as a spare or remove it. Only files
+        this process wrote and synced are reused: a file found on open may end in blocks
+        that a crash left unsynced, which a pure overwrite must not rely on."""
+        try:
+            if reuse and n not in self._unclean and len(self._spares) < self._spare_files \
+                    and size >= self._file_bytes:
+                os.rename(self._path(n), self._spare_path(n))
+                self._spares.append(n)
+                self._spares.sort()
+            else:
+                os.unlink(self._path(n))
+        except FileNotFoundError:
+            pass
+
+    def _first_file(self) -> tuple[int, int]:
+        if self._fsync and self._spares:
+            spare = self._spares.pop(0)
+            os.rename(self._spare_path(spare), self._path(self._fileno))
+            fd = os.open(self._path(self._fileno), os.O_WRONLY | os.O_CLOEXEC)
+            os.fdatasync(fd)
+            return fd, os.fstat(fd).st_size
+        return self._create(self._fileno), 0
+
+    def _create(self, n: int) -> int:
+        return os.open(self._path(n), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    # -- spare files: prepared off the write path -----------------------------------
+
+    def _prepare_soon(self) -> None:
+        """Make sure a full-size file is ready for the next rotation (background)."""
+        if not self._fsync or self._closed:
+            return
+        with self._lock:
+            if self._next is not None or (self._preparer and self._preparer.is_alive()):
+                return
+            self._preparer = threading.Thread(target=self._prepare, daemon=True,
+                                              name=f"wal-prep-{self.root}")
+            self._preparer.start()
+
+    def _prepare(self) -> None:
+        try:
+            with self._lock:
+                if self._closed or self._next is not None:
+                    return
+                n = self._reserved = self._fileno + 1
+                spare = self._spares.pop(0) if self._spares else None
+            if spare is not None:
+                os.rename(self._spare_path(spare), self._path(n))
+                fd = os.open(self._path(n), os.O_WRONLY | os.O_CLOEXEC)
+                capacity = os.fstat(fd).st_size
+            else:
+                fd = self._create(n)
+                capacity = 0
+                zero = memoryview(_ZERO)
+                while capacity < self._file_bytes and not self._closed:
+                    capacity += os.pwrite(fd, zero[:self._file_bytes - capacity], capacity)
+            os.fdatasync(fd)  # every block allocated and synced: later writes are overwrites
+            _fsync_dir(self.root)
+            with self._lock:
+                if self._closed or n != self._fileno + 1:
+                    os.close(fd)  # rotation went ahead without it: a spare for later
+                    os.rename(self._path(n), self._spare_path(n))
+                    self._spares.append(n)
+                    self._spares.sort()
+                    return
+                self._next = (n, fd, capacity)
+        except OSError as e:
+            log.warning("preparing a WAL file in %s failed: %s", self.root, e)
+        finally:
+            self._reserved = 0
+
     # -- the ObjectStore interface ---------------------------------------------------
 
-    async def put(self, key: str, data: bytes | memoryview, *, if_absent: bool = False) -> None:
+    async def put(self, key: str, data, *, if_absent: bool = False) -> None:
         raw_key = key.encode()
         if not key or len(raw_key) > 0xFFFF:
             raise InvalidArgument(f"bad key {key!r}")
-        fut: Future = Future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         with self._lock:
             if self._closed:
                 raise Closed(f"{self.name} is closed")
             if if_absent and key in self._index:
                 raise ObjectExists(key)
-            # not copied: callers never mutate a chunk after handing it over
-            parts = data if isinstance(data, list) else [data]
-            self._queue.append((key, raw_key, parts, if_absent, fut))
-            self._wakeup.notify()
-        await asyncio.wrap_future(fut)
+            self._pending += 1
+        # not copied: callers never mutate a chunk after handing it over
+        parts = data if isinstance(data, list) else [data]
+        self._device.submit(_Put(self, key, raw_key, parts, if_absent, loop, fut))
+        await fut
 
     async def get(self, key: str) -> bytes:
         with self._lock:
@@ -142,100 +458,142 @@ class LocalLogReplica:
             return sorted(k for k in self._index if k.startswith(prefix))
 
     async def delete(self, key: str) -> None:
-        drop = None
+        dead = None
         with self._lock:
             loc = self._index.pop(key, None)
             if loc is not None:
                 self._live[loc[0]] -= 1
                 if not self._live[loc[0]] and loc[0] != self._fileno:
                     del self._live[loc[0]]
-                    drop = loc[0]
-        if drop is not None:  # unlinking a big file takes milliseconds: not on the loop
-            await asyncio.to_thread(_unlink, self._path(drop))
+                    dead = loc[0]
+        if dead is not None:  # renaming or unlinking a big file: not on the loop
+            await asyncio.to_thread(self._recycle, dead)
+
+    def _recycle(self, n: int) -> None:
+        try:
+            size = os.stat(self._path(n)).st_size
+        except FileNotFoundError:
+            return
+        with self._lock:
+            self._retire(n, size)
+        self._prepare_soon()
 
     async def close(self) -> None:
         with self._lock:
             self._closed = True
-            self._wakeup.notify()
-        await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(self._drain_and_release)
         os.close(self._fd)
+        if self._next is not None:
+            os.close(self._next[1])
 
-    # -- the writer thread -----------------------------------------------------------
-
-    def _writer(self) -> None:
-        while True:
-            with self._lock:
-                while not self._queue and not self._closed:
-                    self._wakeup.wait()
-                if not self._queue and self._closed:
-                    return
-                batch = list(self._queue)
-                self._queue.clear()
-            try:
-                placed = self._append(batch)
-            except OSError as e:
-                for *_, fut in batch:
-                    fut.set_exception(e)
-                continue
-            with self._lock:
-                for (key, _, _, if_absent, fut), loc in zip(batch, placed):
-                    if loc is None:
-                        fut.set_exception(ObjectExists(key))
-                    else:
-                        self._put_index(key, loc)
-                        fut.set_result(None)
-
-    def _append(self, batch: list) -> list:
-        if self._size >= self._file_bytes:
-            self._rotate()
-        parts, placed = [], []
-        off = self._size
-        seen = set()
+    def _drain_and_release(self) -> None:
         with self._lock:
-            present = {key for key, _, _, if_absent, _ in batch
-                       if if_absent and key in self._index}
-        for key, raw_key, data_parts, if_absent, _ in batch:
-            if if_absent and (key in present or key in seen):
+            while self._pending:
+                self._idle.wait()
+        if self._preparer is not None:
+            self._preparer.join()
+        self._device.release()
+
+    # -- called by the device thread -------------------------------------------------
+
+    def _write(self, puts: list[_Put]) -> tuple[list, bool]:
+        """Write `puts` at the end of the current file (not yet synced). Returns where
+        each landed (None: refused by if_absent) and whether it was a pure overwrite."""
+        with self._lock:
+            present = {p.key for p in puts if p.if_absent and p.key in self._index}
+        need = sum(_HDR.size + len(p.raw_key) + sum(len(x) for x in p.parts) for p in puts)
+        if self._broken or self._size >= self._file_bytes or \
+                (self._capacity and self._size + need > self._capacity):
+            self._rotate()
+        gen = _NUM.pack(self._fileno)
+        parts, placed, seen = [], [], set()
+        off = self._size
+        for p in puts:
+            if p.if_absent and (p.key in present or p.key in seen):
                 placed.append(None)
                 continue
-            seen.add(key)
-            dlen = sum(len(p) for p in data_parts)
-            lens = struct.pack(">HI", len(raw_key), dlen)
-            hdr = _HDR.pack(MAGIC, len(raw_key), dlen, crc32c.crc32c(lens + raw_key))
-            parts += (hdr, raw_key, *data_parts)
-            off += len(hdr) + len(raw_key)
+            seen.add(p.key)
+            dlen = sum(len(x) for x in p.parts)
+            lens = struct.pack(">HI", len(p.raw_key), dlen)
+            hdr = _HDR.pack(MAGIC, len(p.raw_key), dlen, crc32c.crc32c(gen + lens + p.raw_key))
+            parts += (hdr, p.raw_key, *p.parts)
+            off += len(hdr) + len(p.raw_key)
             placed.append((self._fileno, off, dlen))
             off += dlen
-        write_parts(self._fd, parts)
         if parts:
-            if self._fsync:
-                os.fdatasync(self._fd)
+            _pwrite_parts(self._fd, parts, self._size)
             self._size = off
-        return placed
+        return placed, off <= self._capacity
+
+    def _commit(self, puts: list[_Put], placed: list) -> list:
+        out = []
+        with self._lock:
+            for p, loc in zip(puts, placed):
+                if loc is None:
+                    out.append((p, ObjectExists(p.key)))
+                else:
+                    self._put_index(p.key, loc)
+                    out.append((p, None))
+        return out
+
+    def _mark_broken(self) -> None:
+        """A write or sync failed: its bytes are in an unknown state. Move to a new file
+        at the next write, and never recycle this one."""
+        self._broken = True
+        self._unclean.add(self._fileno)
+
+    def _done(self, n: int) -> None:
+        with self._lock:
+            self._pending -= n
+            if not self._pending:
+                self._idle.notify_all()
 
     def _rotate(self) -> None:
         os.close(self._fd)
         with self._lock:
-            if not self._live.get(self._fileno):
-                self._live.pop(self._fileno, None)
-                try:
-                    os.unlink(self._path(self._fileno))
-                except FileNotFoundError:
-                    pass
+            old = self._fileno
             self._fileno += 1
+            if self._fileno == self._reserved:
+                self._fileno += 1  # being prepared: it becomes a spare when ready
+            nxt, self._next = self._next, None
             self._live.setdefault(self._fileno, 0)
-        self._fd = os.open(self._path(self._fileno),
-                           os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            dead = not self._live.get(old)
+            if dead:
+                self._live.pop(old, None)
+        if nxt is not None and nxt[0] == self._fileno:
+            self._fd, self._capacity = nxt[1], nxt[2]
+        else:
+            if nxt is not None:
+                os.close(nxt[1])
+            self._fd, self._capacity = self._create(self._fileno), 0
+            if self._fsync:  # the new file's name must survive too
+                _fsync_dir(self.root)
         self._size = 0
-        if self._fsync:  # the new file's name must survive too
-            _fsync_dir(self.root)
+        self._broken = False
+        if dead:
+            try:
+                size = os.stat(self._path(old)).st_size
+                with self._lock:
+                    self._retire(old, size)
+            except FileNotFoundError:
+                pass
+        self._prepare_soon()
 
 
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+def _pwrite_parts(fd: int, parts: list, off: int) -> None:
+    """Write every byte of `parts` at `off` with as few pwritev calls as possible."""
+    iov_max = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+    for i in range(0, len(parts), iov_max):
+        group = parts[i:i + iov_max]
+        total = sum(len(p) for p in group)
+        done = os.pwritev(fd, group, off)
+        if done < total:  # a short write: rare, but legal
+            rest = memoryview(b"".join(group))[done:]
+            pos = off + done
+            while rest:
+                n = os.pwrite(fd, rest, pos)
+                rest, pos = rest[n:], pos + n
+        off += total
 
 
 def _fsync_dir(path: str) -> None:

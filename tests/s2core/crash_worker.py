@@ -59,7 +59,12 @@ async def dump(store) -> None:
 
 async def main() -> None:
     data_dir, mode = sys.argv[1], sys.argv[2]
+    wal = f"{data_dir}/wal"
     cfg = load_config(overrides={"server.data_dir": data_dir,
+                                 # three replicas on small, recycled log files
+                                 "wal.replicas": [f"log://{wal}/r{i}" for i in range(3)],
+                                 "wal.write_quorum": 2,
+                                 "wal.log_file_bytes": 256 * 1024,
                                  "tail.offload_target_bytes": 200_000,
                                  "tail.offload_interval_s": 0.2})
     store = await open_store(cfg)
