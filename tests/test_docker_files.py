@@ -2,8 +2,8 @@
 
 They cannot be built here, so this parses them: Dockerfile instructions (base image,
 non-root USER, /data VOLUME, EXPOSE, HEALTHCHECK on /health, the serve CMD) and the
-compose file (services, build path, and that the broker's S2KAFKA_* environment is
-accepted by the real config loader).
+compose file (services, build path, that the broker's S2KAFKA_* environment is accepted by
+the real config loader, and that its metadata URL names the postgres service).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -163,9 +164,25 @@ def test_compose_services(compose):
                 assert src in named, f"volume {src} is not declared"
 
 
-def test_compose_states_postgres_metadata_is_not_implemented():
-    text = (DOCKER / "compose.yaml").read_text()
-    assert "NOT implemented yet" in text
+def test_compose_broker_metadata_is_the_postgres_service(compose):
+    load_config = _repo_module("s2core.config").load_config
+    open_metadata_store = _repo_module("s2core.metadata").open_metadata_store
+    postgres_store = _repo_module("s2core.metadata.postgres").PostgresMetadataStore
+
+    env = {k: str(v) for k, v in compose["services"]["broker"]["environment"].items()}
+    url = load_config(None, env={k: v for k, v in env.items() if k.startswith("S2KAFKA_")},
+                      overrides={"server.data_dir": "/data"})["metadata"]["url"]
+    parts = urlsplit(url)
+    assert parts.scheme == "postgresql" and parts.hostname == "postgres"
+    pg = compose["services"]["postgres"]
+    pgenv = pg["environment"]
+    assert (parts.username, parts.password) == (pgenv["POSTGRES_USER"],
+                                                pgenv["POSTGRES_PASSWORD"])
+    assert parts.path == "/" + pgenv["POSTGRES_DB"]
+    assert parts.port == 5432 and any(str(p).endswith(":5432") for p in pg["ports"])
+    assert "postgres" in compose["services"]["broker"]["depends_on"]
+    # accepted by the real factory (it connects on first use, so nothing connects here)
+    assert isinstance(open_metadata_store(url), postgres_store)
 
 
 def test_compose_broker_environment_is_valid_config(compose):

@@ -4,6 +4,8 @@
 
 - `memory://` — MemoryMetadataStore (a new, empty store each call)
 - `sqlite:///abs/path.db?synchronous=NORMAL` — SqliteMetadataStore on that file
+- `postgresql://user:pass@host:5432/dbname?table=kv` (or `postgres://`) —
+  PostgresMetadataStore; query parameters that are not its options go to the driver
 
 Query parameters and keyword options are passed to the store's constructor (keyword
 options win).
@@ -38,4 +40,8 @@ def open_metadata_store(url: str, **opts: Any) -> MetadataStore:
         if isinstance(params.get("write_thread"), str):
             params["write_thread"] = params["write_thread"].lower() == "true"
         return SqliteMetadataStore(unquote(parts.path), **params)
-    raise InvalidArgument(f"unknown metadata store URL scheme: {url!r}")
+    if parts.scheme in ("postgresql", "postgres"):
+        from s2core.metadata.postgres import PostgresMetadataStore
+
+        return PostgresMetadataStore.from_url(url, **opts)
+    raise InvalidArgument(f"unknown metadata store URL scheme: {parts.scheme!r}")

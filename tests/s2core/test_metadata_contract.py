@@ -1,4 +1,5 @@
-"""One contract, every MetadataStore: memory and SQLite (both commit modes)."""
+"""One contract, every MetadataStore: memory and SQLite (both commit modes) here;
+test_metadata_postgres.py runs it on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
@@ -216,7 +217,8 @@ async def test_factory(tmp_path: os.PathLike[str]) -> None:
     again = open_metadata_store(f"sqlite://{path}")
     assert await again.get("k") == Versioned(b"v", 1)
     await again.close()
-    for bad in ("sqlite://relative.db", "postgres://x/y", "sqlite:///x.db?synchronous=OFF"):
+    for bad in ("sqlite://relative.db", "postgres://x/y?table=no-such-name",
+                "sqlite:///x.db?synchronous=OFF", "mysql://x/y"):
         with pytest.raises(InvalidArgument):
             open_metadata_store(bad)
 
