@@ -42,6 +42,7 @@ import logging
 import os
 import struct
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -56,9 +57,11 @@ MAGIC = 0x53324C48     # "S2LH": header CRC includes the file number (recyclable
 MAGIC_V1 = 0x53324C47  # "S2LG": the first format, read only
 _HDR = struct.Struct(">IHII")
 _NUM = struct.Struct(">Q")
-FILE_BYTES = 32 * 1024 * 1024
+FILE_BYTES = 16 * 1024 * 1024
 SPARE_FILES = 2        # recycled or prepared files kept per replica
-_ZERO = bytes(1024 * 1024)
+_ZERO = bytes(256 * 1024)
+_ZERO_PIECE = len(_ZERO)   # new files are zero-filled a piece at a time, in the background
+_ZERO_PAUSE_S = 0.002
 
 # sync_file_range(2) flags
 _SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
@@ -402,9 +405,7 @@ class LocalLogReplica:
             else:
                 fd = self._create(n)
                 capacity = 0
-                zero = memoryview(_ZERO)
-                while capacity < self._file_bytes and not self._closed:
-                    capacity += os.pwrite(fd, zero[:self._file_bytes - capacity], capacity)
+                capacity = _zero_fill(fd, self._file_bytes, lambda: self._closed)
             os.fdatasync(fd)  # every block allocated and synced: later writes are overwrites
             _fsync_dir(self.root)
             with self._lock:
@@ -503,8 +504,9 @@ class LocalLogReplica:
             present = {p.key for p in puts if p.if_absent and p.key in self._index}
         need = sum(_HDR.size + len(p.raw_key) + sum(len(x) for x in p.parts) for p in puts)
         if self._broken or self._size >= self._file_bytes or \
-                (self._capacity and self._size + need > self._capacity):
-            self._rotate()
+                (self._capacity and self._size + need > self._capacity) or \
+                (not self._capacity and self._next is not None):
+            self._rotate()  # (a file that grows is left as soon as a sized one is ready)
         gen = _NUM.pack(self._fileno)
         parts, placed, seen = [], [], set()
         off = self._size
@@ -578,6 +580,19 @@ class LocalLogReplica:
             except FileNotFoundError:
                 pass
         self._prepare_soon()
+
+
+def _zero_fill(fd: int, size: int, stop) -> int:
+    """Write `size` zero bytes into `fd` in small synced pieces with pauses between them,
+    so the device queue never holds more than a piece when a WAL sync arrives."""
+    zero, done = memoryview(_ZERO), 0
+    while done < size and not stop():
+        n = os.pwrite(fd, zero[:min(_ZERO_PIECE, size - done)], done)
+        if _sync_file_range is not None:
+            _sync_file_range(fd, done, n, _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER)
+        done += n
+        time.sleep(_ZERO_PAUSE_S)
+    return done
 
 
 def _pwrite_parts(fd: int, parts: list, off: int) -> None:

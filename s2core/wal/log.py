@@ -88,6 +88,7 @@ class ChunkLog:
         self._background: set[asyncio.Task] = set()
         self._check_waiters: list[asyncio.Future] = []
         self._check_task: asyncio.Task | None = None
+        self._checking = False
         self._written: list[Pos] = []   # chunks this log knows exist, for GC
         self._fenced: Fenced | None = None
         self._closed = False
@@ -268,24 +269,43 @@ class ChunkLog:
         raise asyncio.CancelledError
 
     async def _validate_lease(self) -> None:
-        """Wait for a lease read that started after this call; raise Fenced if lost."""
-        fut = asyncio.get_running_loop().create_future()
-        self._check_waiters.append(fut)
-        if self._check_task is None or self._check_task.done():
-            self._check_task = asyncio.get_running_loop().create_task(self._check_loop())
-        await fut
+        """Wait for a lease read that started after this call; raise Fenced if lost.
+
+        With no read in flight the read runs inline (a local metadata store answers
+        without suspending); callers arriving while one is in flight share the next."""
+        if self._checking:
+            fut = asyncio.get_running_loop().create_future()
+            self._check_waiters.append(fut)
+            await fut
+            return
+        self._checking = True
+        try:
+            err = await self._read_lease()
+        finally:
+            self._checking = False
+            if self._check_waiters and (self._check_task is None or self._check_task.done()):
+                self._check_task = asyncio.get_running_loop().create_task(self._check_loop())
+        if err is not None:
+            raise err
+
+    async def _read_lease(self) -> BaseException | None:
+        try:
+            cur = await self.metadata.get(self.lease_key)
+            if cur is None or LeaseState.decode(cur.value).epoch != self.epoch:
+                self._fenced = Fenced(f"channel {self.channel}: epoch {self.epoch} was "
+                                      "superseded by a newer owner")
+            return self._fenced
+        except Exception as e:  # metadata unreachable: we cannot vouch for the ack
+            return Indeterminate(f"lease check failed: {e}")
 
     async def _check_loop(self) -> None:
         while self._check_waiters:
             waiters, self._check_waiters = self._check_waiters, []
+            self._checking = True
             try:
-                cur = await self.metadata.get(self.lease_key)
-                if cur is None or LeaseState.decode(cur.value).epoch != self.epoch:
-                    self._fenced = Fenced(f"channel {self.channel}: epoch {self.epoch} was "
-                                          "superseded by a newer owner")
-                err: BaseException | None = self._fenced
-            except Exception as e:  # metadata unreachable: we cannot vouch for the ack
-                err = Indeterminate(f"lease check failed: {e}")
+                err = await self._read_lease()
+            finally:
+                self._checking = False
             for w in waiters:
                 if not w.done():
                     if err is None:
