@@ -13,7 +13,7 @@ from broker.server import KafkaServer
 from s2core.config import parse_hostport
 from s2core.http import create_app, serve_http
 from s2core.http.server import bind_socket
-from s2core.server import maintenance, open_store
+from s2core.server import maintenance, open_store, tune_runtime
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     sweeper = loop.create_task(maintenance(store, stop))
     retention = loop.create_task(kafka_retention.run(
         broker, stop, cfg["kafka"]["retention_check_interval_s"]))
+    tune_runtime()
     print(f"s2kafka ready kafka={bcfg.advertised_host}:{bcfg.advertised_port} "
           f"http={h_addr[0]}:{h_addr[1]} data_dir={cfg['server']['data_dir']}", flush=True)
     try:

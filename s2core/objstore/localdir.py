@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from s2core.diskio import write_parts_in_pieces
 from s2core.errors import Closed, Indeterminate, InvalidArgument, Unavailable
 from s2core.objstore.base import ObjectExists, ObjectNotFound
 from s2core.objstore.keys import check_key, check_range
@@ -37,6 +38,8 @@ _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _NAME_MAX = 255  # bytes in one file name on Linux filesystems
 
 _T = TypeVar("_T")
+
+_PIECE_BYTES = 512 * 1024
 
 
 class LocalDirObjectStore:
@@ -158,7 +161,13 @@ class LocalDirObjectStore:
         published = False
         try:
             try:
-                write_parts(fd, data if isinstance(data, list) else [data])
+                parts = data if isinstance(data, list) else [data]
+                if self._fsync and sum(len(p) for p in parts) > _PIECE_BYTES:
+                    # a segment of several MiB: written back a piece at a time, so the
+                    # WAL's syncs on the same disk never queue behind all of it
+                    write_parts_in_pieces(fd, parts, _PIECE_BYTES)
+                else:
+                    write_parts(fd, parts)
                 if self._fsync:
                     os.fdatasync(fd)
             finally:

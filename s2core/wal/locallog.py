@@ -36,8 +36,6 @@ that only grew) are still read.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import os
 import struct
@@ -48,6 +46,9 @@ from dataclasses import dataclass
 
 import crc32c
 
+from s2core.diskio import (
+    SFR_WRITE, SFR_WRITE_AND_WAIT, fs_type, sync_file_range, sync_file_range_fn,
+)
 from s2core.errors import Closed, InvalidArgument
 from s2core.objstore.base import ObjectExists, ObjectNotFound
 
@@ -63,46 +64,7 @@ _ZERO = bytes(256 * 1024)
 _ZERO_PIECE = len(_ZERO)   # new files are zero-filled a piece at a time, in the background
 _ZERO_PAUSE_S = 0.002
 
-# sync_file_range(2) flags
-_SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
 _ONE_FLUSH_FS = ("ext4", "xfs")  # overwrite + range write-back + one flush is durable
-
-
-def _load_sync_file_range():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_sync_file_range = _load_sync_file_range()
-
-
-def _sfr(fd: int, flags: int) -> None:
-    if _sync_file_range(fd, 0, 0, flags) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-def fs_type(path: str) -> str:
-    """The file-system type of the mount holding `path` ('' if unknown)."""
-    best, kind = "", ""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                fields = left.split()
-                mount = fields[4].replace("\\040", " ")
-                if (path == mount or path.startswith(mount.rstrip("/") + "/")) and \
-                        len(mount) >= len(best):
-                    best, kind = mount, right.split()[0]
-    except (OSError, IndexError):
-        return ""
-    return kind
 
 
 @dataclass(slots=True)
@@ -145,7 +107,7 @@ class _Device:
     @classmethod
     def acquire(cls, root: str) -> _Device:
         dev = os.stat(root).st_dev
-        one_flush = _sync_file_range is not None and fs_type(root) in _ONE_FLUSH_FS
+        one_flush = sync_file_range_fn is not None and fs_type(root) in _ONE_FLUSH_FS
         with cls._registry_lock:
             d = cls._registry.get(dev)
             if d is None or d._stop:
@@ -231,13 +193,13 @@ class _Device:
             # then one cache flush of the device (an fdatasync of a clean file issues it)
             for r in reps:
                 try:
-                    _sfr(r._fd, _SFR_WRITE)
+                    sync_file_range(r._fd, 0, 0, SFR_WRITE)
                 except OSError as e:
                     failed[r] = e
             for r in reps:
                 if r not in failed:
                     try:
-                        _sfr(r._fd, _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER)
+                        sync_file_range(r._fd, 0, 0, SFR_WRITE_AND_WAIT)
                     except OSError as e:
                         failed[r] = e
             ok = [r for r in reps if r not in failed]
@@ -247,10 +209,10 @@ class _Device:
                 except OSError as e:
                     failed.update((r, e) for r in ok)
             return failed
-        if _sync_file_range is not None and len(reps) > 1:
+        if sync_file_range_fn is not None and len(reps) > 1:
             for r in reps:  # start every file's write-back before waiting for the first
                 try:
-                    _sfr(r._fd, _SFR_WRITE)
+                    sync_file_range(r._fd, 0, 0, SFR_WRITE)
                 except OSError:
                     pass  # the fdatasync below reports it
         for r in reps:
@@ -310,7 +272,9 @@ class LocalLogReplica:
         """Index every file; returns the highest file number seen (data or spare)."""
         data, top = [], 0
         for f in os.listdir(self.root):
-            stem, dot, ext = f.partition(".")
+            stem, _, ext = f.partition(".")
+            if ext == "dead":
+                _reaper.remove(os.path.join(self.root, f))
             if not stem.isdigit() or ext not in ("log", "spare"):
                 continue
             top = max(top, int(stem))
@@ -362,7 +326,9 @@ class LocalLogReplica:
                 self._spares.append(n)
                 self._spares.sort()
             else:
-                os.unlink(self._path(n))
+                dead = os.path.join(self.root, f"{n:010d}.dead")
+                os.rename(self._path(n), dead)
+                _reaper.remove(dead)
         except FileNotFoundError:
             pass
 
@@ -582,14 +548,56 @@ class LocalLogReplica:
         self._prepare_soon()
 
 
+class _Reaper:
+    """Removes retired files one at a time, spaced out: unlinking a big file frees (and on
+    a `discard` mount, trims) all its blocks, which stalls the WAL's syncs when many files
+    die at once (after a burst is offloaded)."""
+
+    PAUSE_S = 0.05
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._paths: deque[str] = deque()
+        self._thread: threading.Thread | None = None
+
+    def remove(self, path: str) -> None:
+        with self._cond:
+            self._paths.append(path)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="wal-reaper",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._paths:
+                    self._cond.wait(5)
+                    if not self._paths:
+                        self._thread = None
+                        return
+                path = self._paths.popleft()
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("removing %s failed: %s", path, e)
+            time.sleep(self.PAUSE_S)
+
+
+_reaper = _Reaper()
+
+
 def _zero_fill(fd: int, size: int, stop) -> int:
     """Write `size` zero bytes into `fd` in small synced pieces with pauses between them,
     so the device queue never holds more than a piece when a WAL sync arrives."""
     zero, done = memoryview(_ZERO), 0
     while done < size and not stop():
         n = os.pwrite(fd, zero[:min(_ZERO_PIECE, size - done)], done)
-        if _sync_file_range is not None:
-            _sync_file_range(fd, done, n, _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER)
+        if sync_file_range_fn is not None:
+            sync_file_range(fd, done, n, SFR_WRITE_AND_WAIT)
         done += n
         time.sleep(_ZERO_PAUSE_S)
     return done
