@@ -1,5 +1,6 @@
 """Kafka benchmark: our broker (embedded default, durable local WAL) against Tansu (memory
 storage) in the same run, with confluent-kafka (librdkafka) as the load generator.
+`--wal-replicas 3` runs our broker on three log directories with quorum 2 instead.
 
 Per target and round (targets alternate; the machine is noisy, so we quote medians):
 - produce throughput, 1 KiB records, acks=all (MiB/s, records/s);
@@ -107,9 +108,15 @@ def consume_throughput(bootstrap: str, topic: str, timeout: float = 60) -> float
     return nbytes / el / 2**20
 
 
-def run_target(name: str, seconds: float) -> dict:
+def run_target(name: str, seconds: float, wal_replicas: int = 1) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as d:
-        b = peers.start_tansu() if name == "tansu" else peers.start_s2kafka(data_dir=d)
+        extra: list[str] = []
+        if wal_replicas > 1:  # several log directories on this disk, quorum of a majority
+            urls = ",".join(f"log://{{data_dir}}/wal/r{i}" for i in range(wal_replicas))
+            extra = ["--set", f"wal.replicas={urls}",
+                     "--set", f"wal.write_quorum={wal_replicas // 2 + 1}"]
+        b = peers.start_tansu() if name == "tansu" else peers.start_s2kafka(
+            data_dir=d, extra_args=extra)
         try:
             mib, rps, topic = produce_throughput(b.bootstrap, seconds)
             cons = consume_throughput(b.bootstrap, topic)
@@ -123,6 +130,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--wal-replicas", type=int, default=1,
+                    help="log replicas for our broker (default: the embedded default, 1)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=str(Path.cwd())) as d:
         fs = sorted(measure_fdatasync(d, 65536, 300))
@@ -131,7 +140,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {t: [] for t in targets}
     for r in range(args.rounds):
         for t in (targets if r % 2 == 0 else targets[::-1]):
-            res = run_target(t, args.seconds)
+            res = run_target(t, args.seconds, args.wal_replicas)
             results[t].append(res)
             print(f"round {r} {t:8}: produce {res['produce_mib']:7.1f} MiB/s "
                   f"({res['produce_rps']:9.0f} rec/s)  consume {res['consume_mib']:7.1f} MiB/s"
