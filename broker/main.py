@@ -71,4 +71,5 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
         sweeper.cancel()
         retention.cancel()
         await store.close()
+        await store.metadata.close()
         log.info("s2kafka stopped cleanly")
