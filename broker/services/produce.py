@@ -15,7 +15,10 @@ from broker.producers import BatchRecord, ProducerError, check_sequence, record_
 from broker.protocol.errors import ErrorCode
 from broker.protocol.exceptions import DecodeError
 from broker.protocol.messages.produce_response import (
-    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage,
+    PartitionProduceResponse,
+    ProduceResponse,
+    TopicProduceResponse,
 )
 from broker.protocol.records import iter_records, set_log_append_time, split_batches
 from broker.services._common import kafka_error
@@ -29,10 +32,14 @@ log = logging.getLogger(__name__)
 
 
 class _Reject(Exception):
-    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str | None = None, *,
+                 record_errors: list[BatchIndexAndErrorMessage] | None = None,
+                 log_start_offset: int = -1) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.record_errors = record_errors
+        self.log_start_offset = log_start_offset
 
 
 def unsupported_version(broker, header, request):
@@ -100,10 +107,10 @@ def _all(request, code):
         for t in request.topic_data], throttle_time_ms=0)
 
 
-def _error(index, code, message=None):
+def _error(index, code, message=None, record_errors=None, log_start_offset=-1):
     return PartitionProduceResponse(index=index, error_code=code, base_offset=-1,
-                                    log_append_time_ms=-1, log_start_offset=-1,
-                                    error_message=message)
+                                    log_append_time_ms=-1, log_start_offset=log_start_offset,
+                                    error_message=message, record_errors=record_errors or [])
 
 
 async def _partition(broker, topic, t, p):
@@ -118,7 +125,7 @@ async def _partition(broker, topic, t, p):
     try:
         return await _submit(broker, topic, index, p.records)
     except _Reject as e:
-        return _error(index, e.code, e.message)
+        return _error(index, e.code, e.message, e.record_errors, e.log_start_offset)
     except ProducerError as e:
         return _error(index, e.code, str(e))
     except S2Error as e:
@@ -132,21 +139,12 @@ async def _submit(broker, topic, index, records):
         batches = split_batches(records)  # framing and CRC-32C: CORRUPT_MESSAGE
     except DecodeError as e:
         raise _Reject(ErrorCode.CORRUPT_MESSAGE, str(e)) from None
+    max_bytes = int(topic.config("max.message.bytes"))
     for _, h in batches:  # an inconsistent count is an invalid record, as in Kafka
         if h.record_count < 1 or h.last_offset_delta + 1 != h.record_count:
             raise _Reject(ErrorCode.INVALID_RECORD,
                           f"record count {h.record_count} does not match lastOffsetDelta "
                           f"{h.last_offset_delta}")
-    max_bytes = int(topic.config("max.message.bytes"))
-    log_append = topic.config("message.timestamp.type") == "LogAppendTime"
-    compacted = "compact" in topic.config("cleanup.policy")
-    now = broker.store.clock.now_ms()
-    mv = records if isinstance(records, memoryview) else memoryview(records)
-    appends: list[AppendRecord] = []
-    dupes: dict[int, BatchRecord] = {}
-    seq_checks = []
-    pstate = None
-    for i, (pos, h) in enumerate(batches):
         if h.size > max_bytes:
             raise _Reject(ErrorCode.MESSAGE_TOO_LARGE,
                           f"batch of {h.size} bytes is over max.message.bytes {max_bytes}")
@@ -155,9 +153,19 @@ async def _submit(broker, topic, index, records):
         if h.is_transactional:
             raise _Reject(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
                           "transactions are not supported")
+    mv = records if isinstance(records, memoryview) else memoryview(records)
+    if "compact" in topic.config("cleanup.policy"):  # before anything is sequenced
+        keyless = _keyless_records(broker, mv, batches)
+        if keyless:
+            raise await _keyless_reject(broker, topic.name, index, keyless)
+    log_append = topic.config("message.timestamp.type") == "LogAppendTime"
+    now = broker.store.clock.now_ms()
+    appends: list[AppendRecord] = []
+    dupes: dict[int, BatchRecord] = {}
+    seq_checks = []
+    pstate = None
+    for i, (pos, h) in enumerate(batches):
         body = mv[pos:pos + h.size]
-        if compacted:
-            _check_keys(broker, body)
         if log_append:
             body = bytearray(body)
             set_log_append_time(body, 0, now)
@@ -220,13 +228,39 @@ async def _duplicate(broker, topic, index, dupes, log_append, now):
                                     log_start_offset=start)
 
 
-def _check_keys(broker, body) -> None:
-    """Compacted topics need a key on every record: look inside (decompressing, capped)."""
+def _keyless_records(broker, mv: memoryview, batches) -> list[int]:
+    """Indexes of the records without a key (a compacted topic refuses them), counted across
+    the partition's batches in request order: with the one batch per partition that clients
+    send (and that Kafka requires), this is Kafka's batch_index. Decompresses, capped."""
+    keyless = []
+    first = 0
     try:
-        for rec in iter_records(body, 0, max_decompressed=broker.config.max_batch_decompressed_bytes):
-            if rec.key is None:
-                raise _Reject(ErrorCode.INVALID_RECORD,
-                              "compacted topic: every record needs a key")
+        for pos, h in batches:  # CRCs were checked by split_batches
+            for i, rec in enumerate(iter_records(
+                    mv, pos, max_decompressed=broker.config.max_batch_decompressed_bytes,
+                    verify=False)):
+                if rec.key is None:
+                    keyless.append(first + i)
+            first += h.record_count
     except DecodeError as e:
         raise _Reject(ErrorCode.CORRUPT_MESSAGE, str(e)) from None
+    return keyless
 
+
+async def _keyless_reject(broker, topic: str, index: int, keyless: list[int]) -> _Reject:
+    """Kafka's answer (KIP-467) to keyless records on a compacted topic: INVALID_RECORD for
+    the partition, nothing appended, one record error per keyless record, and the error
+    message of Kafka's record validation, which lists at most the first three."""
+    why = f"Compacted topic cannot accept message without key in topic partition {topic}-{index}"
+    shown = ", ".join(f"RecordError(batchIndex={i}, message='{why}')" for i in keyless[:3])
+    message = (f"One or more records have been rejected due to {len(keyless)} record errors "
+               f"in total, and only showing the first three errors at most: [{shown}]")
+    try:  # the response carries the log start offset, as Kafka's does
+        start = await broker.store.first_seq(broker.basin, broker.stream(topic, index))
+    except StreamNotFound:
+        start = 0  # a partition nobody has written to yet
+    except S2Error:
+        start = -1
+    return _Reject(ErrorCode.INVALID_RECORD, message, log_start_offset=start, record_errors=[
+        BatchIndexAndErrorMessage(batch_index=i, batch_index_error_message=why)
+        for i in keyless])

@@ -1,0 +1,151 @@
+"""Produce to a compacted topic: records without a key are refused the way Kafka refuses
+them (KIP-467), byte for byte through the codec at every Produce version we serve."""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from broker.kafka import Broker, BrokerConfig
+from broker.protocol import decode_request, decode_response, encode_request, encode_response
+from broker.protocol.errors import ErrorCode
+from broker.protocol.messages import _index
+from broker.protocol.messages.produce_request import (
+    PartitionProduceData,
+    ProduceRequest,
+    TopicProduceData,
+)
+from broker.protocol.records import Compression, Record, build_batch
+from broker.services import produce
+from s2core.channel import ChannelConfig
+from s2core.metadata.memory import MemoryMetadataStore
+from s2core.objstore.memory import MemoryObjectStore
+from s2core.records import trim_record
+from s2core.store import ChannelSpec, StreamStore
+
+BASIN = "test-basin"
+VERSIONS = range(produce.VERSIONS[0], produce.VERSIONS[1] + 1)
+WHY = "Compacted topic cannot accept message without key in topic partition {}"
+
+
+class Conn:
+    """The connection as the Produce service sees it (acks=0 failures close it)."""
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+async def broker():
+    store = await StreamStore.open(MemoryMetadataStore(), MemoryObjectStore("segments"), [
+        ChannelSpec("ch0", [MemoryObjectStore(f"r{i}") for i in range(3)], 2,
+                    ChannelConfig(offload_target_bytes=4096, offload_interval_s=0.02))])
+    b = Broker(store, BrokerConfig(basin=BASIN))
+    await b.start()
+    await b.topics.create("compacted", 2, {"cleanup.policy": "compact"})
+    await b.topics.create("both", 1, {"cleanup.policy": "delete,compact"})
+    await b.topics.create("plain", 1, {})
+    yield b
+    await b.stop()
+    await store.close()
+
+
+def batch(keys: list[bytes | None], compression: Compression = Compression.NONE) -> bytes:
+    return bytes(build_batch([Record(i, 1_000 + i, k, b"v%d" % i) for i, k in enumerate(keys)],
+                             compression=compression))
+
+
+async def produce_once(b: Broker, version: int, topic: str, partition: int, records: bytes,
+                       acks: int = -1, conn: Conn | None = None):
+    """Send one Produce through the codec and the service; the decoded partition response
+    (None for acks=0)."""
+    t = b.topics.get(topic)
+    req = ProduceRequest(acks=acks, timeout_ms=5000, topic_data=[TopicProduceData(
+        name=topic if version < 13 else "", topic_id=t.id if version >= 13 else bytes(16),
+        partition_data=[PartitionProduceData(index=partition, records=records)])])
+    header = _index.request_header.RequestHeader(produce.API_KEY, version, 7, "test")
+    frame = b"".join(encode_request(header, req))
+    header, req = decode_request(memoryview(bytearray(frame))[4:])
+    resp = await produce.handle(b, conn or Conn(), header, req)
+    if resp is None:
+        return None
+    if inspect.isawaitable(resp):
+        resp = await resp
+    wire = b"".join(encode_response(7, resp, produce.API_KEY, version))
+    _, got = decode_response(memoryview(wire)[4:], produce.API_KEY, version)
+    [topic_resp] = got.responses
+    [part] = topic_resp.partition_responses
+    return part
+
+
+async def tail(b: Broker, topic: str, partition: int) -> int:
+    return (await b.store.check_tail(BASIN, b.stream(topic, partition))).seq_num
+
+
+def expected_message(n: int, shown: list[int], tp: str) -> str:
+    errors = ", ".join(f"RecordError(batchIndex={i}, message='{WHY.format(tp)}')" for i in shown)
+    return (f"One or more records have been rejected due to {n} record errors in total, "
+            f"and only showing the first three errors at most: [{errors}]")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_keyless_records_reject_the_batch_with_record_errors(broker, version):
+    b = broker
+    for _ in range(3):  # keyed records are accepted; then the log start moves to 2
+        ok = await produce_once(b, version, "compacted", 1, batch([b"k"]))
+        assert ok.error_code == ErrorCode.NONE
+    await b.store.append(BASIN, b.stream("compacted", 1), [trim_record(2)])
+    before = await tail(b, "compacted", 1)
+
+    keys = [None if i % 10 == 0 else b"key-%d" % i for i in range(25)]  # 0, 10, 20 keyless
+    part = await produce_once(b, version, "compacted", 1, batch(keys))
+
+    assert part.index == 1
+    assert part.error_code == ErrorCode.INVALID_RECORD
+    assert part.base_offset == -1
+    assert part.log_append_time_ms == -1
+    assert part.log_start_offset == (2 if version >= 5 else -1)  # a field from v5
+    if version >= 8:  # the fields exist from Produce v8 (KIP-467)
+        why = WHY.format("compacted-1")
+        assert [(e.batch_index, e.batch_index_error_message) for e in part.record_errors] == \
+            [(0, why), (10, why), (20, why)]
+        assert part.error_message == expected_message(3, [0, 10, 20], "compacted-1")
+    else:
+        assert part.record_errors == [] and part.error_message is None
+    assert await tail(b, "compacted", 1) == before, "nothing of a refused batch is stored"
+
+
+async def test_message_lists_first_three_of_many_and_compressed_batches_are_checked(broker):
+    keys = [None, b"a", None, None, b"b", None, None]
+    part = await produce_once(broker, 11, "both", 0, batch(keys, Compression.ZSTD))
+    assert part.error_code == ErrorCode.INVALID_RECORD
+    assert [e.batch_index for e in part.record_errors] == [0, 2, 3, 5, 6]
+    assert part.error_message == expected_message(5, [0, 2, 3], "both-0")
+    assert part.log_start_offset == 0
+    assert await tail(broker, "both", 0) == 0
+
+
+async def test_indexes_count_across_batches_and_all_batches_are_refused(broker):
+    two = batch([b"a", b"b"]) + batch([b"c", None, b"d"])
+    part = await produce_once(broker, 9, "compacted", 0, two)
+    assert part.error_code == ErrorCode.INVALID_RECORD
+    assert [e.batch_index for e in part.record_errors] == [3]
+    assert await tail(broker, "compacted", 0) == 0
+
+
+async def test_keyed_and_non_compacted_records_are_accepted(broker):
+    part = await produce_once(broker, 9, "compacted", 0, batch([b"a", b"b"]))
+    assert (part.error_code, part.base_offset, part.record_errors) == (ErrorCode.NONE, 0, [])
+    part = await produce_once(broker, 9, "plain", 0, batch([None, None]))
+    assert (part.error_code, part.base_offset, part.record_errors) == (ErrorCode.NONE, 0, [])
+    assert await tail(broker, "plain", 0) == 2
+
+
+async def test_acks_0_refusal_closes_the_connection(broker):
+    conn = Conn()
+    assert await produce_once(broker, 9, "compacted", 0, batch([None]), acks=0,
+                              conn=conn) is None
+    assert conn.closed
+    assert await tail(broker, "compacted", 0) == 0
