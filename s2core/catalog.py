@@ -29,6 +29,7 @@ class SegmentCatalog:
         self._rows: OrderedDict[bytes, tuple[list[int], list[dict]]] = OrderedDict()
         self._sections: OrderedDict[tuple[str, int], Section] = OrderedDict()
         self._cached_bytes = 0
+        self._fetching: dict[tuple[str, int], asyncio.Future] = {}
         self.max_streams = max_streams
         self.max_cached_bytes = max_cached_bytes
         self.read_attempts = 4
@@ -67,13 +68,35 @@ class SegmentCatalog:
         if sec is not None:
             self._sections.move_to_end(key)
             return sec
+        fetching = self._fetching.get(key)
+        if fetching is None:  # one read per section, however many readers want it
+            fetching = self._fetching[key] = asyncio.ensure_future(self._fetch_and_cache(row))
+            fetching.add_done_callback(lambda f, key=key: self._fetching.pop(key, None))
+        return await asyncio.shield(fetching)
+
+    async def _fetch_and_cache(self, row: dict) -> Section:
         sec = await self._fetch(row)
-        self._sections[key] = sec
+        self._sections[(row["k"], row["o"])] = sec
         self._cached_bytes += row["n"]
         while self._cached_bytes > self.max_cached_bytes and len(self._sections) > 1:
             (k, o), old = self._sections.popitem(last=False)
             self._cached_bytes -= len(old.data)
         return sec
+
+    def _read_ahead(self, row: dict) -> None:
+        """Start reading the section a sequential reader will want next."""
+        key = (row["k"], row["o"])
+        if key in self._sections or key in self._fetching:
+            return
+        fut = self._fetching[key] = asyncio.ensure_future(self._fetch_and_cache(row))
+        fut.add_done_callback(self._read_ahead_done(key))
+
+    def _read_ahead_done(self, key):
+        def done(f: asyncio.Future) -> None:
+            self._fetching.pop(key, None)
+            if not f.cancelled():
+                f.exception()  # a failed read-ahead is retried by the reader that needs it
+        return done
 
     async def _fetch(self, row: dict) -> Section:
         """Read and verify a section; transient failures and bad reads are retried a few
@@ -103,6 +126,8 @@ class SegmentCatalog:
                 i += 1
                 continue
             sec = await self.section(row)
+            if i + 1 < len(rows):
+                self._read_ahead(rows[i + 1])
             j = sec.index_of_seq(seq)
             while j < len(sec) and seq < stop_seq:
                 rec = sec.record(j)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from s2core.errors import Indeterminate, S2Error, Unavailable
@@ -120,7 +121,7 @@ class Offloader:
             # Encoding is CPU work: on a thread the loop still gets the GIL every switch
             # interval, so appends are not stalled for the whole offload.
             sections = await asyncio.to_thread(_build_sections, todo,
-                                               ch.config.section_max_bytes)
+                                               ch.config.section_max_bytes, True)
         else:
             sections = _build_sections(todo, ch.config.section_max_bytes)
         floor = self._floor_after(batch[-1])
@@ -245,7 +246,11 @@ class Offloader:
             ch.memory_freed(freed)
 
 
-def _build_sections(todo: list, max_bytes: int) -> list:
+def _yield_gil() -> None:
+    time.sleep(0)
+
+
+def _build_sections(todo: list, max_bytes: int, yield_gil: bool = False) -> list:
     """(state, first seq, end seq, first ts, last ts, parts, size) per section; a stream's
     records are cut into sections of about `max_bytes`, so a read fetches and verifies
     only what it needs.
@@ -265,7 +270,8 @@ def _build_sections(todo: list, max_bytes: int) -> list:
             if spans == 0:
                 break
             group = recs[i:j]
-            parts = build_section_parts(st.uid, group)
+            # on a thread, let the WAL writer and the loop have the GIL every 256 records
+            parts = build_section_parts(st.uid, group, _yield_gil if yield_gil else None)
             out.append((st, group[0].seq_num, group[-1].end_seq, group[0].timestamp,
                         group[-1].timestamp, parts, sum(len(p) for p in parts)))
             i = j

@@ -20,7 +20,7 @@ class AppendRecord:
     span: int = 1
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen init costs 4x (hot path)
 class SequencedRecord:
     """A durable record: occupies seq_nums [seq_num, seq_num + span)."""
 
@@ -38,7 +38,7 @@ class SequencedRecord:
         return len(self.headers) == 1 and self.headers[0][0] == b""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen init costs 4x (hot path)
 class StreamPosition:
     """A seq_num and the timestamp that goes with it (S2's StreamPosition)."""
 
@@ -46,7 +46,7 @@ class StreamPosition:
     timestamp: int
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen init costs 4x (hot path)
 class AppendAck:
     """Acknowledgement of a durable append: [start, end) and the tail at ack time."""
 

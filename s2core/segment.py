@@ -26,6 +26,8 @@ VERSION = 1
 _HDR = struct.Struct(">4sB3x16sQQIII")
 _IDX = struct.Struct(">QQI")
 HEADER_SIZE = _HDR.size
+_JOIN_PARTS = 32     # sections/chunks of more parts than this, averaging under
+_JOIN_BELOW = 4096   # this many bytes a part, are joined before checksumming
 
 
 def build_section(uid: bytes, records: list[SequencedRecord]) -> bytes:
@@ -33,19 +35,26 @@ def build_section(uid: bytes, records: list[SequencedRecord]) -> bytes:
     return b"".join(build_section_parts(uid, records))
 
 
-def build_section_parts(uid: bytes, records: list[SequencedRecord]) -> list:
-    """The section as a list of buffers (record bodies by reference, not copied)."""
+def build_section_parts(uid: bytes, records: list[SequencedRecord], pause=None) -> list:
+    """The section as a list of buffers (record bodies by reference, not copied).
+
+    `pause()`, if given, is called every 256 records (a thread building sections lets
+    other threads have the GIL)."""
     assert records, "a section holds at least one record"
     data: list = []
     index: list = []
     off = 0
     pack_index = _IDX.pack
-    for r in records:
+    for k, r in enumerate(records):
+        if pause is not None and not k & 255 and k:
+            pause()
         index.append(pack_index(r.seq_num, r.timestamp, off))
         off += encode_record(data, r.seq_num, r.span, r.timestamp, r.headers, r.body)
     first, end = records[0].seq_num, records[-1].end_seq
     header = bytearray(_HDR.pack(MAGIC, VERSION, uid, first, end, len(records), off, 0))
     index_blob = b"".join(index)
+    if len(data) > _JOIN_PARTS and off < _JOIN_BELOW * len(data):
+        data = [b"".join(data)]  # many small records: one copy beats a checksum call each
     crc = crc32c.crc32c(index_blob, crc32c.crc32c(header))
     for part in data:
         crc = crc32c.crc32c(part, crc)

@@ -49,16 +49,17 @@ def open_replica(url: str, log_file_bytes: int | None = None):
 def tune_runtime() -> None:
     """Interpreter settings for a latency-sensitive server; call once startup is done.
 
-    - The WAL writer thread hands every sync result back to the event loop thread; with
-      the default 5 ms GIL switch interval a busy loop can keep it waiting that long, so
-      acks wait at most 1 ms for the GIL.
+    - The WAL writer thread needs the GIL after each of its system calls and to hand sync
+      results to the event loop thread; with the default 5 ms switch interval a busy loop
+      (or the offload thread) kept it waiting that long each time, so the interval is
+      0.5 ms.
     - Objects alive after startup (modules, the codec's tables, configs) are frozen out of
       the garbage collector, and full collections are allowed only every 1000 middle-
       generation collections instead of every 10: a full collection scans every record
       of the in-memory tail (20-100 ms with 100,000s of small records), young ones stay
       small and frequent (a large young generation cost 70 ms pauses in the benchmarks).
     """
-    sys.setswitchinterval(0.001)
+    sys.setswitchinterval(0.0005)
     gc.collect()
     gc.freeze()
     gc.set_threshold(700, 10, 1000)
@@ -80,12 +81,17 @@ async def open_store(cfg: dict[str, Any]) -> StreamStore:
 
 
 async def maintenance(store: StreamStore, stop: asyncio.Event) -> None:
-    """Periodic retention and trim sweeps until `stop` is set."""
+    """Periodic retention and trim sweeps until `stop` is set; the next one starts 60 s
+    after the previous one ended, so sweeps never overlap however long one takes."""
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), 60)
         except TimeoutError:
+            started = store.clock.monotonic()
             try:
-                await store.trim_and_retain()
+                removed = await store.trim_and_retain()
             except Exception:
                 log.exception("retention sweep failed")
+            else:
+                log.debug("retention sweep removed %d sections in %.1f s", removed,
+                          store.clock.monotonic() - started)
