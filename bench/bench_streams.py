@@ -1,6 +1,7 @@
 """Unlimited streams: create N streams (default 1,000,000), append one record to each, and
 print streams created per second, appends per second and RSS per stream once the tails have
-been offloaded (target: < 1 KiB of RSS per idle stream).
+been offloaded (target: < 1 KiB of RSS per idle stream), then time one trim and retention
+pass over them (duration, RSS before/after, loop stall and append latency meanwhile).
 
 Runs on the embedded default's storage (SQLite metadata, local-disk WAL with 3 replicas and
 quorum 2, local segments) with a small in-memory tail, so idle streams leave memory.
@@ -50,6 +51,57 @@ async def run_pool(n: int, concurrency: int, fn) -> float:
     return time.perf_counter() - t0
 
 
+async def probed(store: StreamStore, work) -> tuple[object, float, list[float]]:
+    """Await `work` while probing the event loop: returns its result, the longest loop
+    stall and the sorted latencies of appends (to one stream, every 5 ms) meanwhile."""
+    running = True
+    stall = 0.0
+    latencies: list[float] = []
+
+    async def loop_probe():
+        nonlocal stall
+        while running:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            stall = max(stall, time.perf_counter() - t - 0.001)
+
+    async def append_probe():
+        while running:
+            t = time.perf_counter()
+            await store.append(BASIN, "probe", [AppendRecord(b"p")])
+            latencies.append(time.perf_counter() - t)
+            await asyncio.sleep(0.005)
+
+    probes = [asyncio.create_task(loop_probe()), asyncio.create_task(append_probe())]
+    try:
+        return await work, stall, sorted(latencies)
+    finally:
+        running = False
+        await asyncio.gather(*probes)
+
+
+async def time_retention_pass(store: StreamStore, n: int) -> None:
+    """One trim_and_retain pass over the idle streams: its duration, the RSS and stream
+    states in memory around it, and the longest loop stall and the append latencies
+    meanwhile (next to the same probes over 2 s without a pass)."""
+    ch = store.channels["ch0"]
+    await store.ensure_stream(BASIN, "probe")
+    await store.append(BASIN, "probe", [AppendRecord(b"p")])
+    _, stall0, lat0 = await probed(store, asyncio.sleep(2.0))
+    gc.collect()
+    before, states_before = rss_bytes(), len(ch.streams)
+    t0 = time.perf_counter()
+    removed, stall, lat = await probed(store, store.trim_and_retain())
+    el = time.perf_counter() - t0
+    gc.collect()
+    print(f"one trim_and_retain pass over {n} idle streams: {el:.2f}s, {removed} sections "
+          f"removed; stream states in memory {states_before} -> {len(ch.streams)}; RSS "
+          f"{before / 2**20:.1f} -> {rss_bytes() / 2**20:.1f} MiB; longest loop stall "
+          f"{stall * 1000:.1f} ms (no pass: {stall0 * 1000:.1f}); appends meanwhile: median "
+          f"{lat[len(lat) // 2] * 1000:.1f} ms, slowest {lat[-1] * 1000:.1f} ms (no pass: "
+          f"{lat0[len(lat0) // 2] * 1000:.1f}, {lat0[-1] * 1000:.1f})", flush=True)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--streams", type=int, default=1_000_000)
@@ -89,6 +141,7 @@ async def main() -> None:
         per = (rss_bytes() - base) / n
         print(f"after offload ({time.perf_counter() - t0:.1f}s): {len(ch.streams)} stream "
               f"states in memory; RSS +{per:.0f} B per idle stream (target < 1024)")
+        await time_retention_pass(store, n)
         check = await store.read(BASIN, f"stream-{n // 2:07d}", seq_num=0)
         assert check.records[0].body == body
         await store.close()
