@@ -4,8 +4,12 @@ One `ClassicGroup` per group id, following Kafka's GroupCoordinator state machin
 
     Empty -> PreparingRebalance -> CompletingRebalance -> Stable -> PreparingRebalance ...
 
-A join phase completes as soon as every known member has rejoined (no fixed delay), or at
-the largest rebalance timeout of the members; members that did not rejoin are removed.
+A join phase completes as soon as every known member has rejoined, or at the largest
+rebalance timeout of the members; members that did not rejoin are removed. With an initial
+delay (Kafka's group.initial.rebalance.delay.ms; the coordinator's default is none, decision
+0006) the first join phase of an empty group is Kafka's delayed one: it ends only when no
+new member arrived during one delay, or when the rebalance timeout is used up, so consumers
+started together share the first generation instead of rebalancing at once.
 Requests that must wait (a JoinGroup during a rebalance, a follower's SyncGroup) get a
 future; the caller returns it to the connection so later requests keep flowing.
 Persistence is the coordinator's: it stores the group after a leader's SyncGroup, before
@@ -100,7 +104,7 @@ class ClassicGroup:
     kind = "classic"
 
     def __init__(self, group_id: str, now: Callable[[], float], new_id: Callable[[str], str],
-                 changed: Callable[[ClassicGroup], None]) -> None:
+                 changed: Callable[[ClassicGroup], None], initial_delay_ms: int = 0) -> None:
         self.group_id = group_id
         self.now = now
         self.new_id = new_id
@@ -116,6 +120,12 @@ class ClassicGroup:
         self.rebalance_deadline: float | None = None
         self.pending_sync: set[str] = set()       # joined this generation, not yet synced
         self.sync_deadline: float | None = None
+        # the delayed first join phase of an empty group (Kafka's InitialDelayedJoin)
+        self.initial_delay_ms = initial_delay_ms
+        self.initial_join = False
+        self.new_member_added = False
+        self.initial_step_ms = 0       # the delay that is running
+        self.initial_remaining_ms = 0  # how much the phase may still be extended
 
     # ------------------------------------------------------------------ queries
 
@@ -225,6 +235,8 @@ class ClassicGroup:
             self.static[m.instance_id] = mid
         if self.leader is None:
             self.leader = mid
+        if self.initial_join:
+            self.new_member_added = True  # the delayed first phase waits another delay
         fut = self._await_join(m)
         self._prepare_rebalance()
         self.maybe_complete_join()
@@ -288,21 +300,41 @@ class ClassicGroup:
                 _resolve(m.sync_fut, SyncResult(E.REBALANCE_IN_PROGRESS))
                 m.sync_fut = None
         self.pending_sync.clear()
-        if self.state != PREPARING:
-            timeout = max((m.rebalance_timeout_ms for m in self.members.values()), default=0)
+        timeout = max((m.rebalance_timeout_ms for m in self.members.values()), default=0)
+        if self.state == EMPTY and self.initial_delay_ms > 0:
+            self.initial_join, self.new_member_added = True, False
+            self.initial_step_ms = self.initial_delay_ms
+            self.initial_remaining_ms = max(timeout - self.initial_delay_ms, 0)
+            self.rebalance_deadline = self.now() + self.initial_delay_ms / 1000
+        elif self.state != PREPARING:
             self.rebalance_deadline = self.now() + timeout / 1000
         self.state = PREPARING
 
     def maybe_complete_join(self) -> None:
         """End the join phase once every known member, and every member that was just
-        given an id (MEMBER_ID_REQUIRED), has joined."""
-        if self.state == PREPARING and not self.pending and all(
-                m.join_fut is not None for m in self.members.values()):
+        given an id (MEMBER_ID_REQUIRED), has joined. The delayed first phase of a group
+        ends only at its deadline (`expire`), unless every member left meanwhile."""
+        if self.state != PREPARING or self.pending or (self.initial_join and self.members):
+            return
+        if all(m.join_fut is not None for m in self.members.values()):
             self.complete_join()
+
+    def _extend_initial_join(self, now: float) -> bool:
+        """At the delayed first phase's deadline: wait one more delay if a new member
+        arrived during the last one and the rebalance timeout allows (Kafka's rule)."""
+        if not (self.initial_join and self.new_member_added and self.initial_remaining_ms):
+            return False
+        self.new_member_added = False
+        delay = min(self.initial_delay_ms, self.initial_remaining_ms)
+        self.initial_remaining_ms = max(self.initial_remaining_ms - self.initial_step_ms, 0)
+        self.initial_step_ms = delay
+        self.rebalance_deadline = now + delay / 1000
+        return True
 
     def complete_join(self) -> None:
         """End the join phase: drop members that did not rejoin, start a generation."""
         assert self.state == PREPARING
+        self.initial_join = self.new_member_added = False
         for m in [m for m in self.members.values() if m.join_fut is None]:
             self._remove(m.member_id)
         self.generation += 1
@@ -367,7 +399,7 @@ class ClassicGroup:
         elif lapsed:
             self.maybe_complete_join()
         if self.state == PREPARING and self.rebalance_deadline is not None \
-                and now >= self.rebalance_deadline:
+                and now >= self.rebalance_deadline and not self._extend_initial_join(now):
             self.complete_join()
         return bool(gone)
 

@@ -28,6 +28,9 @@ class GroupConfig:
     """Coordinator settings (Kafka's group.* broker configs)."""
 
     min_session_timeout_ms: int = 6000
+    # group.initial.rebalance.delay.ms (Kafka: 3000): 0 keeps decision 0006's immediate
+    # first join phase; librdkafka's suite (e.g. test 0118) is written for Kafka's default
+    initial_rebalance_delay_ms: int = 0
     max_session_timeout_ms: int = 1_800_000
     consumer_session_timeout_ms: int = 45_000       # group.consumer.session.timeout.ms
     consumer_heartbeat_interval_ms: int = 1000      # Kafka: 5000; cheap here, converges faster
@@ -196,7 +199,8 @@ class GroupCoordinator:
 
     def _new_group(self, gid: str, kind: str):
         if kind == "classic":
-            return ClassicGroup(gid, self.now, self.new_member_id, self.changed)
+            return ClassicGroup(gid, self.now, self.new_member_id, self.changed,
+                                self.config.initial_rebalance_delay_ms)
         assert kind == "consumer", kind
         return ConsumerGroup(gid, self)
 
