@@ -192,11 +192,17 @@ class _Device:
             # pure overwrites on ext4/XFS: write back every file's range and wait for it,
             # then one cache flush of the device (an fdatasync of a clean file issues it).
             # (Each call hands the GIL back and forth; fewer calls, fewer waits for it.)
-            for r in reps:
+            for r in reps:  # start every file's write-back, so the device sees them together
                 try:
-                    sync_file_range(r._fd, 0, 0, SFR_WRITE_AND_WAIT)
+                    sync_file_range(r._fd, 0, 0, SFR_WRITE)
                 except OSError as e:
                     failed[r] = e
+            for r in reps:
+                if r not in failed:
+                    try:
+                        sync_file_range(r._fd, 0, 0, SFR_WRITE_AND_WAIT)
+                    except OSError as e:
+                        failed[r] = e
             ok = [r for r in reps if r not in failed]
             if ok:
                 try:
