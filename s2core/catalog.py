@@ -114,9 +114,10 @@ class SegmentCatalog:
                     raise
             await asyncio.sleep(0.005 * 2 ** attempt)
 
-    async def iter_records(self, uid: bytes, start_seq: int,
-                           stop_seq: int) -> AsyncIterator[SequencedRecord]:
-        """Records from the one containing `start_seq` up to (excluding) `stop_seq`."""
+    async def iter_records(self, uid: bytes, start_seq: int, stop_seq: int,
+                           views: bool = False) -> AsyncIterator[SequencedRecord]:
+        """Records from the one containing `start_seq` up to (excluding) `stop_seq`; with
+        `views`, bodies are memoryviews into the cached section (no copy)."""
         starts, rows = await self.rows(uid)
         i = max(0, bisect.bisect_right(starts, start_seq) - 1)
         seq = start_seq
@@ -130,7 +131,7 @@ class SegmentCatalog:
                 self._read_ahead(rows[i + 1])
             j = sec.index_of_seq(seq)
             while j < len(sec) and seq < stop_seq:
-                rec = sec.record(j)
+                rec = sec.record(j, views)
                 if rec.seq_num >= stop_seq:
                     return
                 yield rec

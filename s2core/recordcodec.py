@@ -46,8 +46,10 @@ def encoded_size(headers, body) -> int:
     return n
 
 
-def decode_record(buf: bytes | memoryview, pos: int, end: int) -> tuple[SequencedRecord, int]:
-    """Decode one record at `pos`; return it and the position after it."""
+def decode_record(buf: bytes | memoryview, pos: int, end: int,
+                  views: bool = False) -> tuple[SequencedRecord, int]:
+    """Decode one record at `pos`; return it and the position after it. With `views`, the
+    body is a memoryview into `buf` (which must be immutable), not a copy."""
     if end - pos < _REC.size:
         raise Corrupt("truncated record header")
     seq_num, span, timestamp, n_headers = _REC.unpack_from(buf, pos)
@@ -57,7 +59,16 @@ def decode_record(buf: bytes | memoryview, pos: int, end: int) -> tuple[Sequence
         name, pos = _read_bytes(buf, pos, end)
         value, pos = _read_bytes(buf, pos, end)
         headers.append((name, value))
-    body, pos = _read_bytes(buf, pos, end)
+    if views:
+        if end - pos < 4:
+            raise Corrupt("truncated length")
+        (n,) = _U32.unpack_from(buf, pos)
+        pos += 4
+        if n > end - pos:
+            raise Corrupt("length past the end of the buffer")
+        body, pos = memoryview(buf)[pos:pos + n], pos + n
+    else:
+        body, pos = _read_bytes(buf, pos, end)
     return SequencedRecord(seq_num, timestamp, tuple(headers), body, span), pos
 
 

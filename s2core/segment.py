@@ -85,8 +85,8 @@ class Section:
     def index_of_timestamp(self, ts: int) -> int:
         return bisect.bisect_left(self.timestamps, ts)
 
-    def record(self, i: int) -> SequencedRecord:
-        rec, _ = decode_record(self.data, self.offsets[i], len(self.data))
+    def record(self, i: int, views: bool = False) -> SequencedRecord:
+        rec, _ = decode_record(self.data, self.offsets[i], len(self.data), views)
         return rec
 
     def __len__(self) -> int:

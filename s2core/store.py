@@ -438,15 +438,18 @@ class StreamStore:
     async def read(self, basin: str, name: str, *, seq_num: int | None = None,
                    timestamp: int | None = None, tail_offset: int | None = None,
                    count: int | None = None, max_bytes: int | None = None,
-                   until: int | None = None, clamp: bool = False) -> ReadBatch:
+                   until: int | None = None, clamp: bool = False,
+                   views: bool = False) -> ReadBatch:
         """One bounded read (S2's unary read). Reads past the tail raise ReadPastTail unless
-        `clamp`; a read at the tail returns no records."""
+        `clamp`; a read at the tail returns no records. `views`: record bodies may be
+        read-only memoryviews instead of bytes (no copy; for callers that only send them)."""
         h = await self._read_handle(basin, name)
         _, st = await self._state(h)
         start = await self._resolve_start(h, st, seq_num, timestamp, tail_offset, clamp)
         records = await self._collect(h, st, start,
                                       count or self.limits.read_default_records,
-                                      max_bytes or self.limits.read_default_bytes, until)
+                                      max_bytes or self.limits.read_default_bytes, until,
+                                      views)
         return ReadBatch(records, st.tail)
 
     async def _read_handle(self, basin: str, name: str) -> _Handle:
@@ -479,14 +482,15 @@ class StreamStore:
         return max(start, await self._first_seq(h, st))
 
     async def _collect(self, h: _Handle, st: StreamState, start: int, count: int,
-                       max_bytes: int, until: int | None) -> list[SequencedRecord]:
+                       max_bytes: int, until: int | None,
+                       views: bool = False) -> list[SequencedRecord]:
         out: list[SequencedRecord] = []
         size = 0
         seq = start
         cutoff = self._cutoff(h)
         while seq < st.durable_seq:
             if seq < st.mem_first:
-                source = self.catalog.iter_records(st.uid, seq, st.mem_first)
+                source = self.catalog.iter_records(st.uid, seq, st.mem_first, views)
             else:
                 source = _aiter_list(st.mem_recs[st.mem_index(seq):])
             progressed = False

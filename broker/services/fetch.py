@@ -104,7 +104,8 @@ async def _partition(broker, topic, p, limit, first):
     if offset < hw and (limit > 0 or first):
         try:
             batch = await broker.store.read(broker.basin, name, seq_num=offset,
-                                            count=100_000, max_bytes=max(limit, 1))
+                                            count=100_000, max_bytes=max(limit, 1),
+                                            views=True)
         except ReadPastTail:
             batch = None
         except S2Error as e:
