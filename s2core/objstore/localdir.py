@@ -39,7 +39,7 @@ _NAME_MAX = 255  # bytes in one file name on Linux filesystems
 
 _T = TypeVar("_T")
 
-_PIECE_BYTES = 512 * 1024
+_PIECE_BYTES = 131072
 
 
 class LocalDirObjectStore:
@@ -163,7 +163,7 @@ class LocalDirObjectStore:
             try:
                 parts = data if isinstance(data, list) else [data]
                 if self._fsync and sum(len(p) for p in parts) > _PIECE_BYTES:
-                    # a segment of several MiB: written back a piece at a time, so the
+                    # a segment of several MiB: written back 128 KiB at a time, so the
                     # WAL's syncs on the same disk never queue behind all of it
                     write_parts_in_pieces(fd, parts, _PIECE_BYTES)
                 else:
