@@ -51,6 +51,20 @@ def fs_type(path: str) -> str:
     return kind
 
 
+def pwrite_all(fd: int, parts: list, off: int) -> int:
+    """Write every byte of `parts` (at most IOV_MAX of them) at `off`; returns the bytes
+    written. A short pwritev (rare, but legal) is finished with plain pwrites."""
+    total = sum(len(p) for p in parts)
+    done = os.pwritev(fd, parts, off)
+    if done < total:
+        rest = memoryview(b"".join(parts))[done:]
+        pos = off + done
+        while rest:
+            n = os.pwrite(fd, rest, pos)
+            rest, pos = rest[n:], pos + n
+    return total
+
+
 def write_parts_in_pieces(fd: int, parts: list, piece: int) -> int:
     """Write `parts` from offset 0, waiting for each ~`piece` bytes to reach the device
     before writing more (when sync_file_range is available): a big file then never has
@@ -63,14 +77,7 @@ def write_parts_in_pieces(fd: int, parts: list, piece: int) -> int:
     def flush() -> None:
         nonlocal off, group, gbytes
         start = off
-        total = gbytes
-        done = os.pwritev(fd, group, off)
-        if done < total:
-            rest = memoryview(b"".join(group))[done:]
-            pos = off + done
-            while rest:
-                n = os.pwrite(fd, rest, pos)
-                rest, pos = rest[n:], pos + n
+        total = pwrite_all(fd, group, off)
         off += total
         group, gbytes = [], 0
         if sync_file_range_fn is not None:

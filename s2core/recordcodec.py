@@ -59,24 +59,22 @@ def decode_record(buf: bytes | memoryview, pos: int, end: int,
         name, pos = _read_bytes(buf, pos, end)
         value, pos = _read_bytes(buf, pos, end)
         headers.append((name, value))
-    if views:
-        if end - pos < 4:
-            raise Corrupt("truncated length")
-        (n,) = _U32.unpack_from(buf, pos)
-        pos += 4
-        if n > end - pos:
-            raise Corrupt("length past the end of the buffer")
-        body, pos = memoryview(buf)[pos:pos + n], pos + n
-    else:
-        body, pos = _read_bytes(buf, pos, end)
+    start, pos = _span(buf, pos, end)
+    body = memoryview(buf)[start:pos] if views else bytes(buf[start:pos])
     return SequencedRecord(seq_num, timestamp, tuple(headers), body, span), pos
 
 
-def _read_bytes(buf, pos: int, end: int) -> tuple[bytes, int]:
+def _span(buf, pos: int, end: int) -> tuple[int, int]:
+    """The [start, stop) of a length-prefixed byte string at `pos`, checked."""
     if end - pos < 4:
         raise Corrupt("truncated length")
     (n,) = _U32.unpack_from(buf, pos)
     pos += 4
     if n > end - pos:
         raise Corrupt("length past the end of the buffer")
-    return bytes(buf[pos:pos + n]), pos + n
+    return pos, pos + n
+
+
+def _read_bytes(buf, pos: int, end: int) -> tuple[bytes, int]:
+    start, stop = _span(buf, pos, end)
+    return bytes(buf[start:stop]), stop

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import crc32c
 
 from s2core.diskio import (
-    SFR_WRITE, SFR_WRITE_AND_WAIT, fs_type, sync_file_range, sync_file_range_fn,
+    SFR_WRITE, SFR_WRITE_AND_WAIT, fs_type, pwrite_all, sync_file_range, sync_file_range_fn,
 )
 from s2core.errors import Closed, InvalidArgument
 from s2core.objstore.base import ObjectExists, ObjectNotFound
@@ -608,16 +608,7 @@ def _pwrite_parts(fd: int, parts: list, off: int) -> None:
     """Write every byte of `parts` at `off` with as few pwritev calls as possible."""
     iov_max = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
     for i in range(0, len(parts), iov_max):
-        group = parts[i:i + iov_max]
-        total = sum(len(p) for p in group)
-        done = os.pwritev(fd, group, off)
-        if done < total:  # a short write: rare, but legal
-            rest = memoryview(b"".join(group))[done:]
-            pos = off + done
-            while rest:
-                n = os.pwrite(fd, rest, pos)
-                rest, pos = rest[n:], pos + n
-        off += total
+        off += pwrite_all(fd, parts[i:i + iov_max], off)
 
 
 def _fsync_dir(path: str) -> None:
