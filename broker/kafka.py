@@ -5,7 +5,7 @@ import base64
 import json
 from dataclasses import dataclass
 
-from broker.groups.coordinator import GroupCoordinator
+from broker.groups.coordinator import GroupConfig, GroupCoordinator
 from broker.producers import ProducerRegistry
 from broker.protocol.registry import APIS
 from broker.services import load_services
@@ -29,6 +29,7 @@ class BrokerConfig:
     max_inflight_requests: int = 64
     idle_timeout_s: float = 600.0
     max_batch_decompressed_bytes: int = 64 * 1024 * 1024
+    group_initial_rebalance_delay_ms: int = 0
 
 
 class Broker:
@@ -44,7 +45,8 @@ class Broker:
         self.cluster_id = ""
         self.extensions: dict[str, object] = {}
         # consumer groups (broker/groups): the coordinator, started and stopped here
-        self.extensions["groups"] = GroupCoordinator(self)
+        self.extensions["groups"] = GroupCoordinator(self, GroupConfig(
+            initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms))
 
     async def start(self) -> None:
         await self.store.ensure_basin(self.basin)

@@ -28,7 +28,8 @@ def broker_config(cfg: dict[str, Any]) -> BrokerConfig:
     return BrokerConfig(basin=cfg["server"]["default_basin"], advertised_host=adv_host,
                         advertised_port=adv_port, auto_create_topics=k["auto_create_topics"],
                         auto_create_partitions=k["auto_create_partitions"],
-                        max_frame_bytes=k["max_frame_bytes"])
+                        max_frame_bytes=k["max_frame_bytes"],
+                        group_initial_rebalance_delay_ms=k["group_initial_rebalance_delay_ms"])
 
 
 async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:

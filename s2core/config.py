@@ -111,6 +111,8 @@ def _check(cfg: dict) -> None:
             raise ConfigError(f"wal.{key} must be >= 1")
     if wal["log_file_bytes"] < 4096:
         raise ConfigError("wal.log_file_bytes must be >= 4096")
+    if cfg["kafka"]["group_initial_rebalance_delay_ms"] < 0:
+        raise ConfigError("kafka.group_initial_rebalance_delay_ms must be >= 0")
     tail = cfg["tail"]
     if tail["memory_bound_bytes"] < 2 * cfg["limits"]["max_append_bytes"]:
         raise ConfigError("tail.memory_bound_bytes must be at least twice "

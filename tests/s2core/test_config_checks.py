@@ -1,0 +1,30 @@
+"""Config checks for the WAL and group keys added with decision 0008."""
+import pytest
+
+from s2core.config import ConfigError, load_config
+
+
+def test_embedded_default_is_one_synced_local_log(tmp_path):
+    cfg = load_config(env={}, overrides={"server.data_dir": str(tmp_path)})
+    assert cfg["wal"]["replicas"] == [f"log://{tmp_path}/wal/r0"]
+    assert cfg["wal"]["write_quorum"] == 1
+    assert cfg["wal"]["log_file_bytes"] == 16 * 1024 * 1024
+    assert cfg["kafka"]["group_initial_rebalance_delay_ms"] == 0
+
+
+def test_replicas_on_other_disks_from_a_flag(tmp_path):
+    cfg = load_config(env={}, overrides={"server.data_dir": str(tmp_path),
+                                         "wal.replicas": "log:///d1/w,log:///d2/w,log:///d3/w",
+                                         "wal.write_quorum": "2"})
+    assert cfg["wal"]["replicas"] == ["log:///d1/w", "log:///d2/w", "log:///d3/w"]
+    assert cfg["wal"]["write_quorum"] == 2
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("wal.log_file_bytes", "1000", "log_file_bytes"),
+    ("kafka.group_initial_rebalance_delay_ms", "-1", "group_initial_rebalance_delay_ms"),
+    ("wal.write_quorum", "2", "write_quorum"),
+])
+def test_bad_values_are_refused_with_the_key_named(tmp_path, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(env={}, overrides={"server.data_dir": str(tmp_path), key: value})
