@@ -158,10 +158,17 @@ class SegmentCatalog:
         for start, row in list(zip(starts, rows)):
             if below is not None and row["e"] > below:
                 break
+            gone = False
             while True:
                 obj_key = f"obj/{row['k']}"
+                seg_key = f"seg/{uid.hex()}/{start:020d}"
+                seg = await self.metadata.get(seg_key)
+                if seg is None:  # purged meanwhile (by another pass or process): its
+                    gone = True  # object's live count was lowered by that purge
+                    break
                 obj = await self.metadata.get(obj_key)
-                ops = [Op("delete", f"seg/{uid.hex()}/{start:020d}")]
+                # conditional on the row's version: only one purge lowers the live count
+                ops = [Op("delete", seg_key, expected_version=seg.version)]
                 live = 0
                 if obj is not None:
                     live = json.loads(obj.value)["live"] - 1
@@ -173,6 +180,8 @@ class SegmentCatalog:
                     break
                 except VersionMismatch:
                     continue
+            if gone:
+                continue
             if live <= 0:
                 try:
                     await self.segments.delete(row["k"])

@@ -208,3 +208,27 @@ async def test_pass_with_concurrent_appends_keeps_every_acked_record(env):
         rows = await seg_rows(store, name)
         assert all(json.loads(v.value)["t1"] >= now - HOUR_MS for _, v in rows)
     await store.close()
+
+
+async def test_two_purges_of_one_section_lower_its_object_count_once():
+    """Two purges of the same section (two sweeps, or two processes) must not both lower
+    the shared object's live count: the second finds the row gone and does nothing."""
+    from s2core.catalog import SegmentCatalog
+    from s2core.metadata.memory import MemoryMetadataStore
+    from s2core.objstore.memory import MemoryObjectStore
+    import json as _json
+    md, objs = MemoryMetadataStore(), MemoryObjectStore()
+    await objs.put("segments/shared/x", b"data")
+    await md.create("obj/segments/shared/x", _json.dumps({"live": 2}).encode())
+    uid_a, uid_b = b"a" * 16, b"b" * 16
+    for uid in (uid_a, uid_b):
+        row = {"k": "segments/shared/x", "o": 0, "n": 4, "e": 10, "t0": 0, "t1": 0}
+        await md.create(f"seg/{uid.hex()}/{0:020d}", _json.dumps(row).encode())
+    one, two = SegmentCatalog(md, objs), SegmentCatalog(md, objs)
+    await one.rows(uid_a)
+    await two.rows(uid_a)  # both saw the row before either purged it
+    assert await one.purge(uid_a, None) == 1
+    assert await two.purge(uid_a, None) == 0  # already gone: nothing to do
+    live = _json.loads((await md.get("obj/segments/shared/x")).value)["live"]
+    assert live == 1, "stream b still uses the shared object"
+    assert await objs.get("segments/shared/x") == b"data"
