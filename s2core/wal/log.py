@@ -291,6 +291,8 @@ class ChunkLog:
     async def _read_lease(self) -> BaseException | None:
         try:
             cur = await self.metadata.get(self.lease_key)
+            if cur is not None and cur.version == self.lease_version:
+                return self._fenced  # the row we wrote last: still ours (no decode needed)
             if cur is None or LeaseState.decode(cur.value).epoch != self.epoch:
                 self._fenced = Fenced(f"channel {self.channel}: epoch {self.epoch} was "
                                       "superseded by a newer owner")
@@ -348,7 +350,9 @@ class ChunkLog:
             dead = pos < floor or (end is not None and pos[1] >= end)
             (drop if dead else keep).append(pos)
         self._written = keep
-        for pos in drop:
+        for i, pos in enumerate(drop):
+            if i and not i % 64:
+                await asyncio.sleep(0)  # thousands of small chunks: let appends in between
             key = chunk_key(self.channel, *pos)
             for replica in self.replicas:
                 try:
