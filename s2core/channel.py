@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from s2core.clock import Clock
@@ -47,6 +47,7 @@ class ChannelConfig:
     section_max_bytes: int = 4 * 1024 * 1024
     append_wait_timeout_s: float = 30.0
     offload_in_thread: bool = True   # False under a virtual-time loop (determinism)
+    idle_read_cache: int = 4096      # idle streams kept loaded after reads (LRU)
 
 
 def record_size(r: SequencedRecord) -> int:
@@ -90,6 +91,7 @@ class Channel:
         self.config = config
         self.streams: dict[bytes, StreamState] = {}
         self._loading: dict[bytes, asyncio.Future] = {}
+        self._idle_reads: OrderedDict[bytes, StreamState] = OrderedDict()
         self._open: _OpenChunk | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._inflight = 0
@@ -201,6 +203,19 @@ class Channel:
     def maybe_evict(self, st: StreamState) -> None:
         if st.is_idle() and self.streams.get(st.uid) is st:
             del self.streams[st.uid]
+
+    def note_read(self, st: StreamState) -> None:
+        """A read used `st`. Idle states loaded only for reads are kept for the most recent
+        `idle_read_cache` streams and evicted beyond that (appends and offload are what
+        evict the others), so reading a million idle streams does not keep them resident."""
+        if not st.is_idle():
+            return
+        lru = self._idle_reads
+        lru[st.uid] = st
+        lru.move_to_end(st.uid)
+        while len(lru) > self.config.idle_read_cache:
+            _, old = lru.popitem(last=False)
+            self.maybe_evict(old)
 
     # ---------------------------------------------------------------- append
 

@@ -397,7 +397,8 @@ class StreamStore:
     # ------------------------------------------------------------------ read
 
     async def check_tail(self, basin: str, name: str) -> StreamPosition:
-        _, st = await self._state(await self._handle(basin, name))
+        ch, st = await self._state(await self._handle(basin, name))
+        ch.note_read(st)
         return st.tail
 
     async def wait_for_tail(self, basin: str, name: str, beyond: int, timeout: float) -> bool:
@@ -444,12 +445,13 @@ class StreamStore:
         `clamp`; a read at the tail returns no records. `views`: record bodies may be
         read-only memoryviews instead of bytes (no copy; for callers that only send them)."""
         h = await self._read_handle(basin, name)
-        _, st = await self._state(h)
+        ch, st = await self._state(h)
         start = await self._resolve_start(h, st, seq_num, timestamp, tail_offset, clamp)
         records = await self._collect(h, st, start,
                                       count or self.limits.read_default_records,
                                       max_bytes or self.limits.read_default_bytes, until,
                                       views)
+        ch.note_read(st)
         return ReadBatch(records, st.tail)
 
     async def _read_handle(self, basin: str, name: str) -> _Handle:
