@@ -68,11 +68,8 @@ class SegmentCatalog:
         if sec is not None:
             self._sections.move_to_end(key)
             return sec
-        fetching = self._fetching.get(key)
-        if fetching is None:  # one read per section, however many readers want it
-            fetching = self._fetching[key] = asyncio.ensure_future(self._fetch_and_cache(row))
-            fetching.add_done_callback(lambda f, key=key: self._fetching.pop(key, None))
-        return await asyncio.shield(fetching)
+        fetching = self._fetching.get(key) or self._start_fetch(key, row)
+        return await asyncio.shield(fetching)  # one read per section, however many wait
 
     async def _fetch_and_cache(self, row: dict) -> Section:
         sec = await self._fetch(row)
@@ -86,17 +83,18 @@ class SegmentCatalog:
     def _read_ahead(self, row: dict) -> None:
         """Start reading the section a sequential reader will want next."""
         key = (row["k"], row["o"])
-        if key in self._sections or key in self._fetching:
-            return
-        fut = self._fetching[key] = asyncio.ensure_future(self._fetch_and_cache(row))
-        fut.add_done_callback(self._read_ahead_done(key))
+        if key not in self._sections and key not in self._fetching:
+            self._start_fetch(key, row)
 
-    def _read_ahead_done(self, key):
+    def _start_fetch(self, key: tuple[str, int], row: dict) -> asyncio.Future:
+        fut = self._fetching[key] = asyncio.ensure_future(self._fetch_and_cache(row))
+
         def done(f: asyncio.Future) -> None:
             self._fetching.pop(key, None)
             if not f.cancelled():
                 f.exception()  # a failed read-ahead is retried by the reader that needs it
-        return done
+        fut.add_done_callback(done)
+        return fut
 
     async def _fetch(self, row: dict) -> Section:
         """Read and verify a section; transient failures and bad reads are retried a few

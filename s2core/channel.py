@@ -195,6 +195,7 @@ class Channel:
 
     def forget(self, uid: bytes) -> None:
         """Drop a deleted (or moved-away) stream's state."""
+        self._idle_reads.pop(uid, None)
         st = self.streams.pop(uid, None)
         if st is not None:
             st.deleted = True

@@ -11,6 +11,7 @@ import os
 
 SFR_WAIT_BEFORE, SFR_WRITE, SFR_WAIT_AFTER = 1, 2, 4
 SFR_WRITE_AND_WAIT = SFR_WAIT_BEFORE | SFR_WRITE | SFR_WAIT_AFTER
+IOV_MAX = 1024  # buffers per pwritev (Linux's limit)
 
 
 def _load_sync_file_range():
@@ -65,6 +66,14 @@ def pwrite_all(fd: int, parts: list, off: int) -> int:
     return total
 
 
+def pwrite_parts(fd: int, parts: list, off: int) -> int:
+    """Write every byte of any number of `parts` at `off`; returns the bytes written."""
+    done = 0
+    for i in range(0, len(parts), IOV_MAX):
+        done += pwrite_all(fd, parts[i:i + IOV_MAX], off + done)
+    return done
+
+
 def write_parts_in_pieces(fd: int, parts: list, piece: int) -> int:
     """Write `parts` from offset 0, waiting for each ~`piece` bytes to reach the device
     before writing more (when sync_file_range is available): a big file then never has
@@ -84,7 +93,7 @@ def write_parts_in_pieces(fd: int, parts: list, piece: int) -> int:
             sync_file_range(fd, start, total, SFR_WRITE_AND_WAIT)
 
     for p in parts:
-        if len(group) >= 512:
+        if len(group) >= IOV_MAX:
             flush()
         group.append(p)
         gbytes += len(p)

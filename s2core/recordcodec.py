@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import struct
 
+import crc32c
+
 from s2core.errors import Corrupt
 from s2core.records import SequencedRecord
 
@@ -37,6 +39,21 @@ def encode_record(out: list, seq_num: int, span: int, timestamp: int, headers, b
     out.append(_U32.pack(len(body)))
     out.append(body)
     return n + 4 + len(body)
+
+
+_JOIN_PARTS = 32     # more parts than this, averaging under
+_JOIN_BELOW = 4096   # this many bytes a part, are joined before checksumming
+
+
+def checksum_parts(parts: list, nbytes: int, crc: int) -> tuple[list, int]:
+    """Continue CRC-32C `crc` over `parts` (`nbytes` in all); returns the parts to write
+    and the CRC. Many small parts (small records) are joined first: one copy costs less
+    than a checksum call per part."""
+    if len(parts) > _JOIN_PARTS and nbytes < _JOIN_BELOW * len(parts):
+        parts = [b"".join(parts)]
+    for part in parts:
+        crc = crc32c.crc32c(part, crc)
+    return parts, crc
 
 
 def encoded_size(headers, body) -> int:

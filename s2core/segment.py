@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import crc32c
 
 from s2core.errors import Corrupt
-from s2core.recordcodec import decode_record, encode_record
+from s2core.recordcodec import checksum_parts, decode_record, encode_record
 from s2core.records import SequencedRecord
 
 MAGIC = b"S2SG"
@@ -26,8 +26,6 @@ VERSION = 1
 _HDR = struct.Struct(">4sB3x16sQQIII")
 _IDX = struct.Struct(">QQI")
 HEADER_SIZE = _HDR.size
-_JOIN_PARTS = 32     # sections/chunks of more parts than this, averaging under
-_JOIN_BELOW = 4096   # this many bytes a part, are joined before checksumming
 
 
 def build_section(uid: bytes, records: list[SequencedRecord]) -> bytes:
@@ -53,11 +51,7 @@ def build_section_parts(uid: bytes, records: list[SequencedRecord], pause=None) 
     first, end = records[0].seq_num, records[-1].end_seq
     header = bytearray(_HDR.pack(MAGIC, VERSION, uid, first, end, len(records), off, 0))
     index_blob = b"".join(index)
-    if len(data) > _JOIN_PARTS and off < _JOIN_BELOW * len(data):
-        data = [b"".join(data)]  # many small records: one copy beats a checksum call each
-    crc = crc32c.crc32c(index_blob, crc32c.crc32c(header))
-    for part in data:
-        crc = crc32c.crc32c(part, crc)
+    data, crc = checksum_parts(data, off, crc32c.crc32c(index_blob, crc32c.crc32c(header)))
     struct.pack_into(">I", header, HEADER_SIZE - 4, crc)
     return [bytes(header), index_blob, *data]
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from s2core.diskio import write_parts_in_pieces
+from s2core.diskio import pwrite_parts, write_parts_in_pieces
 from s2core.errors import Closed, Indeterminate, InvalidArgument, Unavailable
 from s2core.objstore.base import ObjectExists, ObjectNotFound
 from s2core.objstore.keys import check_key, check_range
@@ -167,7 +167,7 @@ class LocalDirObjectStore:
                     # WAL's syncs on the same disk never queue behind all of it
                     write_parts_in_pieces(fd, parts, _PIECE_BYTES)
                 else:
-                    write_parts(fd, parts)
+                    pwrite_parts(fd, parts, 0)
                 if self._fsync:
                     os.fdatasync(fd)
             finally:
@@ -259,21 +259,6 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
-
-
-IOV_MAX = 1024  # buffers per writev
-
-
-def write_parts(fd: int, parts: list) -> None:
-    """Write every byte of `parts` with as few writev calls as possible."""
-    for i in range(0, len(parts), IOV_MAX):
-        group = parts[i:i + IOV_MAX]
-        total = sum(len(p) for p in group)
-        done = os.writev(fd, group)
-        if done < total:  # a short write: rare, but legal
-            rest = memoryview(b"".join(group))[done:]
-            while rest:
-                rest = rest[os.write(fd, rest):]
 
 
 def measure_fdatasync(dir: str | os.PathLike[str], size: int = 65536,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import crc32c
 
 from s2core.errors import Corrupt
-from s2core.recordcodec import decode_record, encode_record
+from s2core.recordcodec import checksum_parts, decode_record, encode_record
 from s2core.records import SequencedRecord
 
 MAGIC = b"S2CK"
@@ -27,8 +27,6 @@ VERSION = 1
 _HDR = struct.Struct(">4sB3xQQqQIII")
 HEADER_SIZE = _HDR.size
 UID_SIZE = 16
-_JOIN_PARTS = 32     # chunks of more parts than this, averaging under
-_JOIN_BELOW = 4096   # this many bytes a part, are joined before checksumming
 
 
 @dataclass(slots=True)
@@ -63,12 +61,7 @@ class ChunkBuilder:
         replica writes them with one writev, other stores join them once."""
         header = bytearray(_HDR.pack(MAGIC, VERSION, epoch, seq, durable_upto, created_ms,
                                      self.n_entries, self.size, 0))
-        parts = self.parts
-        if len(parts) > _JOIN_PARTS and self.size < _JOIN_BELOW * len(parts):
-            parts = [b"".join(parts)]  # many small records: one copy beats a checksum each
-        crc = crc32c.crc32c(header)
-        for part in parts:
-            crc = crc32c.crc32c(part, crc)
+        parts, crc = checksum_parts(self.parts, self.size, crc32c.crc32c(header))
         struct.pack_into(">I", header, HEADER_SIZE - 4, crc)
         return [bytes(header), *parts]
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import crc32c
 
 from s2core.diskio import (
-    SFR_WRITE, SFR_WRITE_AND_WAIT, fs_type, pwrite_all, sync_file_range, sync_file_range_fn,
+    SFR_WRITE, SFR_WRITE_AND_WAIT, fs_type, pwrite_parts, sync_file_range, sync_file_range_fn,
 )
 from s2core.errors import Closed, InvalidArgument
 from s2core.objstore.base import ObjectExists, ObjectNotFound
@@ -73,6 +73,7 @@ class _Put:
     key: str
     raw_key: bytes
     parts: list
+    nbytes: int
     if_absent: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
@@ -404,7 +405,8 @@ class LocalLogReplica:
             self._pending += 1
         # not copied: callers never mutate a chunk after handing it over
         parts = data if isinstance(data, list) else [data]
-        self._device.submit(_Put(self, key, raw_key, parts, if_absent, loop, fut))
+        self._device.submit(_Put(self, key, raw_key, parts, sum(len(x) for x in parts),
+                                 if_absent, loop, fut))
         await fut
 
     async def get(self, key: str) -> bytes:
@@ -469,7 +471,7 @@ class LocalLogReplica:
         each landed (None: refused by if_absent) and whether it was a pure overwrite."""
         with self._lock:
             present = {p.key for p in puts if p.if_absent and p.key in self._index}
-        need = sum(_HDR.size + len(p.raw_key) + sum(len(x) for x in p.parts) for p in puts)
+        need = sum(_HDR.size + len(p.raw_key) + p.nbytes for p in puts)
         if self._broken or self._size >= self._file_bytes or \
                 (self._capacity and self._size + need > self._capacity) or \
                 (not self._capacity and self._next is not None):
@@ -482,7 +484,7 @@ class LocalLogReplica:
                 placed.append(None)
                 continue
             seen.add(p.key)
-            dlen = sum(len(x) for x in p.parts)
+            dlen = p.nbytes
             lens = struct.pack(">HI", len(p.raw_key), dlen)
             hdr = _HDR.pack(MAGIC, len(p.raw_key), dlen, crc32c.crc32c(gen + lens + p.raw_key))
             parts += (hdr, p.raw_key, *p.parts)
@@ -490,7 +492,7 @@ class LocalLogReplica:
             placed.append((self._fileno, off, dlen))
             off += dlen
         if parts:
-            _pwrite_parts(self._fd, parts, self._size)
+            pwrite_parts(self._fd, parts, self._size)
             self._size = off
         return placed, off <= self._capacity
 
@@ -602,13 +604,6 @@ def _zero_fill(fd: int, size: int, stop) -> int:
         done += n
         time.sleep(_ZERO_PAUSE_S)
     return done
-
-
-def _pwrite_parts(fd: int, parts: list, off: int) -> None:
-    """Write every byte of `parts` at `off` with as few pwritev calls as possible."""
-    iov_max = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
-    for i in range(0, len(parts), iov_max):
-        off += pwrite_all(fd, parts[i:i + iov_max], off)
 
 
 def _fsync_dir(path: str) -> None:
