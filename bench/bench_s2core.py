@@ -23,6 +23,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -80,38 +81,62 @@ async def throughput(store, streams, size, seconds, concurrency=64):
     return done * size / el / 2**20, done / el
 
 
-async def _until(due: float) -> None:
-    """Sleep until `due` (perf_counter): the loop's timers are only ms-precise, so the
-    last stretch is spent yielding to the loop, which keeps the schedule within ~50 µs."""
-    while (left := due - time.perf_counter()) > 0.0015:
-        await asyncio.sleep(left - 0.0015)
-    while time.perf_counter() < due:
-        await asyncio.sleep(0)
+def _pace(loop, fire, start: float, interval: float, seconds: float, stop) -> None:
+    """Load generator clock, on its own thread: at each due time (or every 0.2 ms when
+    they come faster) hand the due times to `fire` on the loop. The loop waits in epoll
+    meanwhile; a loop that spun to keep time (sleep(0) until due) would burn the CPU the
+    store needs and keep the GIL from the WAL writer after each of its system calls."""
+    n = 0
+    while not stop.is_set():
+        now = time.perf_counter()
+        if now - start >= seconds:
+            break
+        due = []
+        while start + n * interval <= now:
+            due.append(start + n * interval)
+            n += 1
+        if due:
+            loop.call_soon_threadsafe(fire, due)
+        wait = start + n * interval - time.perf_counter()
+        if wait > 0:
+            time.sleep(max(wait, 0.0002))
+    loop.call_soon_threadsafe(fire, None)
 
 
 async def latency_at_rate(store, streams, size, seconds, mib_per_s=10.0):
+    """Open loop: appends are started at a fixed rate, whatever the acks do, and each
+    latency is measured from its scheduled time (so a late start counts too)."""
     body = os.urandom(size)
     rng = random.Random(2)
-    rate = mib_per_s * 2**20 / size
-    interval = 1.0 / rate
+    interval = size / (mib_per_s * 2**20)
     lat: list[float] = []
     tasks = set()
+    finished = asyncio.Event()
+    loop = asyncio.get_running_loop()
 
     async def one(t_sched):
         await store.append(BASIN, rng.choice(streams), [AppendRecord(body)])
         lat.append(time.perf_counter() - t_sched)
 
-    start = time.perf_counter()
-    n = 0
-    while (now := time.perf_counter()) - start < seconds:
-        due = start + n * interval
-        while due <= now:
-            t = asyncio.ensure_future(one(due))
+    def fire(dues):
+        if dues is None:
+            finished.set()
+            return
+        for due in dues:
+            t = loop.create_task(one(due))
             tasks.add(t)
             t.add_done_callback(tasks.discard)
-            n += 1
-            due = start + n * interval
-        await _until(due)
+
+    stop = threading.Event()
+    start = time.perf_counter()
+    pacer = threading.Thread(target=_pace, args=(loop, fire, start, interval, seconds, stop),
+                             daemon=True)
+    pacer.start()
+    try:
+        await finished.wait()
+    finally:
+        stop.set()
+        pacer.join()
     await asyncio.gather(*tasks)
     achieved = len(lat) * size / (time.perf_counter() - start) / 2**20
     return lat, achieved

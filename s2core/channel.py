@@ -38,7 +38,7 @@ class ChannelConfig:
 
     chunk_target_bytes: int = 64 * 1024
     linger_s: float = 0.0
-    max_inflight_chunks: int = 4
+    max_inflight_chunks: int = 0     # 0: auto (see Channel.max_inflight)
     memory_bound_bytes: int = 256 * 1024 * 1024
     keep_in_memory_fraction: float = 0.5
     offload_target_bytes: int = 8 * 1024 * 1024
@@ -46,7 +46,6 @@ class ChannelConfig:
     own_segment_bytes: int = 1024 * 1024
     section_max_bytes: int = 4 * 1024 * 1024
     append_wait_timeout_s: float = 30.0
-    offload_in_thread: bool = True   # False under a virtual-time loop (determinism)
     idle_read_cache: int = 4096      # idle streams kept loaded after reads (LRU)
 
 
@@ -105,6 +104,13 @@ class Channel:
         self.failed: S2Error | None = None
         self._closing = False
         self.offloader = Offloader(self, segments)
+        # Chunks replicated at once. Replicas that group everything queued into one sync
+        # (local logs) gain nothing from more than one: chunks sealed while a sync runs
+        # would all go into the next sync anyway, as several small chunks (more work per
+        # append, more GC) instead of one. Object stores answer each put on its own and
+        # take several at once.
+        self.max_inflight = config.max_inflight_chunks or (
+            1 if all(getattr(r, "groups_writes", False) for r in log_.replicas) else 4)
 
     # ------------------------------------------------------------- lifecycle
 
@@ -296,7 +302,7 @@ class Channel:
                 pass
 
     def _schedule_seal(self, oc: _OpenChunk) -> None:
-        if self._inflight >= self.config.max_inflight_chunks:
+        if self._inflight >= self.max_inflight:
             return  # sealed when a slot frees; the open chunk keeps growing meanwhile
         if oc.nbytes >= self.config.chunk_target_bytes:
             self._seal()
@@ -306,7 +312,7 @@ class Channel:
 
     def _on_linger(self) -> None:
         self._linger = None
-        if self._open and self._open.appends and self._inflight < self.config.max_inflight_chunks:
+        if self._open and self._open.appends and self._inflight < self.max_inflight:
             self._seal()
 
     def _seal(self) -> None:

@@ -106,9 +106,10 @@ def _check(cfg: dict) -> None:
         raise ConfigError("wal.replicas must list at least one replica")
     if not 1 <= wal["write_quorum"] <= len(wal["replicas"]):
         raise ConfigError("wal.write_quorum must be between 1 and the number of replicas")
-    for key in ("chunk_target_bytes", "max_inflight_chunks"):
-        if wal[key] < 1:
-            raise ConfigError(f"wal.{key} must be >= 1")
+    if wal["chunk_target_bytes"] < 1:
+        raise ConfigError("wal.chunk_target_bytes must be >= 1")
+    if wal["max_inflight_chunks"] < 0:
+        raise ConfigError("wal.max_inflight_chunks must be >= 0 (0: automatic)")
     if wal["log_file_bytes"] < 4096:
         raise ConfigError("wal.log_file_bytes must be >= 4096")
     if cfg["kafka"]["group_initial_rebalance_delay_ms"] < 0:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import TYPE_CHECKING
 
+from s2core.clock import Slices
 from s2core.errors import Indeterminate, S2Error, Unavailable
 from s2core.metadata.base import Op, VersionMismatch
 from s2core.objstore.base import ObjectExists, ObjectStore
-from s2core.segment import build_section_parts
+from s2core.segment import SectionBuilder
 
 if TYPE_CHECKING:
     from s2core.channel import Channel, MemChunk
@@ -80,6 +80,16 @@ class Offloader:
         ch = self.channel
         return ch.mem_bytes > ch.config.memory_bound_bytes * ch.config.keep_in_memory_fraction
 
+    def _urgent(self) -> bool:
+        """Appends are close to waiting for memory: background work stops resting."""
+        ch = self.channel
+        bound = ch.config.memory_bound_bytes
+        keep = bound * ch.config.keep_in_memory_fraction
+        return ch.mem_bytes > (keep + bound) / 2
+
+    def _slices(self) -> Slices:
+        return Slices(self.channel.clock, urgent=self._urgent)
+
     async def offload_once(self) -> bool:
         """Offload one batch of chunks; return whether there was anything to do."""
         async with self._lock:
@@ -117,13 +127,8 @@ class Offloader:
             recs = st.records_between(st.offloaded_upto, end)
             if recs:
                 todo.append((st, end, recs))
-        if ch.config.offload_in_thread:
-            # Encoding is CPU work: on a thread the loop still gets the GIL every switch
-            # interval, so appends are not stalled for the whole offload.
-            sections = await asyncio.to_thread(_build_sections, todo,
-                                               ch.config.section_max_bytes, True)
-        else:
-            sections = _build_sections(todo, ch.config.section_max_bytes)
+        sections = await _build_sections(todo, ch.config.section_max_bytes,
+                                         self._slices())
         floor = self._floor_after(batch[-1])
         # an evicted state object (replaced by a reload) has nothing left to offload
         touched = [st for st in ends if not st.deleted and ch.streams.get(st.uid) is st]
@@ -131,7 +136,7 @@ class Offloader:
         for mc in batch:
             mc.offloaded = True
         self.pending_bytes = max(0, self.pending_bytes - size)
-        await ch.log.collect_garbage()
+        await ch.log.collect_garbage(self._slices())
         return True
 
     def _floor_after(self, last: MemChunk):
@@ -235,22 +240,25 @@ class Offloader:
         ch = self.channel
         keep = ch.config.memory_bound_bytes * ch.config.keep_in_memory_fraction
         freed = 0
+        upto: dict = {}
         while ch.mem_chunks and ch.mem_chunks[0].offloaded and ch.mem_bytes - freed > keep:
             mc = ch.mem_chunks.popleft()
             for st, end in mc.ends.items():
-                st.evict_below(min(end, st.offloaded_upto))
-                ch.maybe_evict(st)
+                if upto.get(st, -1) < end:
+                    upto[st] = end
             freed += mc.nbytes
+        for st, end in upto.items():  # once per stream: a list's front is costly to cut
+            st.evict_below(min(end, st.offloaded_upto))
+            ch.maybe_evict(st)
         # an idle stream whose records all went to segments needs no state in memory
         if freed:
             ch.memory_freed(freed)
 
 
-def _yield_gil() -> None:
-    time.sleep(0)
+_RUN = 64  # records encoded between two looks at the clock
 
 
-def _build_sections(todo: list, max_bytes: int, yield_gil: bool = False) -> list:
+async def _build_sections(todo: list, max_bytes: int, slices: Slices) -> list:
     """(state, first seq, end seq, first ts, last ts, parts, size) per section; a stream's
     records are cut into sections of about `max_bytes`, so a read fetches and verifies
     only what it needs.
@@ -269,10 +277,13 @@ def _build_sections(todo: list, max_bytes: int, yield_gil: bool = False) -> list
                 j += 1
             if spans == 0:
                 break
-            group = recs[i:j]
-            # on a thread, let the WAL writer and the loop have the GIL every 256 records
-            parts = build_section_parts(st.uid, group, _yield_gil if yield_gil else None)
-            out.append((st, group[0].seq_num, group[-1].end_seq, group[0].timestamp,
-                        group[-1].timestamp, parts, sum(len(p) for p in parts)))
+            builder = SectionBuilder(st.uid)
+            for k in range(i, j, _RUN):
+                builder.add(recs[k:min(k + _RUN, j)])
+                await slices.tick()
+            parts = builder.finish()
+            out.append((st, recs[i].seq_num, recs[j - 1].end_seq, recs[i].timestamp,
+                        recs[j - 1].timestamp, parts, sum(len(p) for p in parts)))
             i = j
+        await slices.tick()
     return out

@@ -33,27 +33,50 @@ def build_section(uid: bytes, records: list[SequencedRecord]) -> bytes:
     return b"".join(build_section_parts(uid, records))
 
 
-def build_section_parts(uid: bytes, records: list[SequencedRecord], pause=None) -> list:
-    """The section as a list of buffers (record bodies by reference, not copied).
+def build_section_parts(uid: bytes, records: list[SequencedRecord]) -> list:
+    """The section as a list of buffers (record bodies by reference, not copied)."""
+    b = SectionBuilder(uid)
+    b.add(records)
+    return b.finish()
 
-    `pause()`, if given, is called every 256 records (a thread building sections lets
-    other threads have the GIL)."""
-    assert records, "a section holds at least one record"
-    data: list = []
-    index: list = []
-    off = 0
-    pack_index = _IDX.pack
-    for k, r in enumerate(records):
-        if pause is not None and not k & 255 and k:
-            pause()
-        index.append(pack_index(r.seq_num, r.timestamp, off))
-        off += encode_record(data, r.seq_num, r.span, r.timestamp, r.headers, r.body)
-    first, end = records[0].seq_num, records[-1].end_seq
-    header = bytearray(_HDR.pack(MAGIC, VERSION, uid, first, end, len(records), off, 0))
-    index_blob = b"".join(index)
-    data, crc = checksum_parts(data, off, crc32c.crc32c(index_blob, crc32c.crc32c(header)))
-    struct.pack_into(">I", header, HEADER_SIZE - 4, crc)
-    return [bytes(header), index_blob, *data]
+
+class SectionBuilder:
+    """Builds one section a run of records at a time (a background task encodes a big
+    section in slices and lets appends run in between)."""
+
+    __slots__ = ("uid", "data", "index", "off", "first", "end")
+
+    def __init__(self, uid: bytes) -> None:
+        self.uid = uid
+        self.data: list = []
+        self.index: list = []
+        self.off = 0
+        self.first = -1
+        self.end = -1
+
+    def add(self, records: list[SequencedRecord]) -> None:
+        """Append the next contiguous records of the stream."""
+        if not records:
+            return
+        if self.first < 0:
+            self.first = records[0].seq_num
+        data, index, off = self.data, self.index, self.off
+        pack_index = _IDX.pack
+        for r in records:
+            index.append(pack_index(r.seq_num, r.timestamp, off))
+            off += encode_record(data, r.seq_num, r.span, r.timestamp, r.headers, r.body)
+        self.off = off
+        self.end = records[-1].end_seq
+
+    def finish(self) -> list:
+        assert self.index, "a section holds at least one record"
+        header = bytearray(_HDR.pack(MAGIC, VERSION, self.uid, self.first, self.end,
+                                     len(self.index), self.off, 0))
+        index_blob = b"".join(self.index)
+        data, crc = checksum_parts(self.data, self.off,
+                                   crc32c.crc32c(index_blob, crc32c.crc32c(header)))
+        struct.pack_into(">I", header, HEADER_SIZE - 4, crc)
+        return [bytes(header), index_blob, *data]
 
 
 @dataclass(slots=True)

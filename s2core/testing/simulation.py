@@ -87,8 +87,7 @@ class Simulation:
                    offload_interval_s=self.rng.choice([0.01, 0.05, 0.5]),
                    keep_in_memory_fraction=self.rng.choice([0.0, 0.5]),
                    own_segment_bytes=self.rng.choice([128, 1 << 20]),
-                   section_max_bytes=self.rng.choice([300, 4 << 20]),
-                   offload_in_thread=False)
+                   section_max_bytes=self.rng.choice([300, 4 << 20]))
         specs = [ChannelSpec(name, reps, 2, ChannelConfig(**cfg))
                  for name, reps in self.stores.items()]
         while True:

@@ -76,17 +76,19 @@ class _Put:
     nbytes: int
     if_absent: bool
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future
+    done: object  # an asyncio.Future, or a callable taking the error (None: durable)
 
 
 def _deliver(outcomes: list) -> None:
-    for fut, outcome in outcomes:
-        if fut.done():
+    for done, outcome in outcomes:
+        if not isinstance(done, asyncio.Future):
+            done(outcome)
+        elif done.done():
             continue
-        if isinstance(outcome, BaseException):
-            fut.set_exception(outcome)
+        elif isinstance(outcome, BaseException):
+            done.set_exception(outcome)
         else:
-            fut.set_result(None)
+            done.set_result(None)
 
 
 class _Device:
@@ -150,7 +152,7 @@ class _Device:
                 outcomes = [(p, e) for p in batch]
             by_loop: dict[asyncio.AbstractEventLoop, list] = {}
             for put, outcome in outcomes:
-                by_loop.setdefault(put.loop, []).append((put.future, outcome))
+                by_loop.setdefault(put.loop, []).append((put.done, outcome))
             for loop, outs in by_loop.items():
                 try:
                     loop.call_soon_threadsafe(_deliver, outs)
@@ -228,9 +230,11 @@ class _Device:
 class LocalLogReplica:
     """An ObjectStore-shaped chunk replica backed by log files in `root`.
 
-    `put` also takes a list of buffers (written back to back with pwritev, never joined)."""
+    `put` also takes a list of buffers (written back to back with pwritev, never joined).
+    Everything queued while a sync runs goes into the next one (`groups_writes`)."""
 
     accepts_parts = True
+    groups_writes = True
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True,
                  file_bytes: int = FILE_BYTES, spare_files: int = SPARE_FILES) -> None:
@@ -392,11 +396,22 @@ class LocalLogReplica:
     # -- the ObjectStore interface ---------------------------------------------------
 
     async def put(self, key: str, data, *, if_absent: bool = False) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._queue_put(key, data, if_absent, fut)
+        await fut
+
+    def put_then(self, key: str, data, on_done) -> None:
+        """put(key, data, if_absent=True) without a coroutine: `on_done(error)` runs on
+        this loop once the entry is durable (error None) or failed (ObjectExists if the
+        key was present). The chunk log counts quorum acks from these callbacks directly,
+        without a task per replica and the loop turns each costs."""
+        self._queue_put(key, data, True, on_done)
+
+    def _queue_put(self, key: str, data, if_absent: bool, done) -> None:
         raw_key = key.encode()
         if not key or len(raw_key) > 0xFFFF:
             raise InvalidArgument(f"bad key {key!r}")
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
         with self._lock:
             if self._closed:
                 raise Closed(f"{self.name} is closed")
@@ -406,8 +421,7 @@ class LocalLogReplica:
         # not copied: callers never mutate a chunk after handing it over
         parts = data if isinstance(data, list) else [data]
         self._device.submit(_Put(self, key, raw_key, parts, sum(len(x) for x in parts),
-                                 if_absent, loop, fut))
-        await fut
+                                 if_absent, loop, done))
 
     async def get(self, key: str) -> bytes:
         with self._lock:

@@ -21,7 +21,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 
-from s2core.clock import Clock
+from s2core.clock import Clock, Slices
 from s2core.errors import Corrupt, Fenced, Indeterminate, S2Error, Unavailable
 from s2core.metadata.base import MetadataStore, Op, VersionMismatch
 from s2core.objstore.base import ObjectExists, ObjectNotFound, ObjectStore
@@ -225,18 +225,37 @@ class ChunkLog:
         quorum = loop.create_future()
         acks = [0]
 
-        def on_replica_done(t: asyncio.Task) -> None:
-            if t.cancelled() or t.exception() is not None:
-                return
+        def acked() -> None:
             acks[0] += 1
             if acks[0] == self.write_quorum and not quorum.done():
                 quorum.set_result(None)
 
-        for replica in self.replicas:
-            t = loop.create_task(self._put_until_done(replica, key, data_for(replica)))
+        def on_replica_done(t: asyncio.Task) -> None:
+            if not t.cancelled() and t.exception() is None:
+                acked()
+
+        def retry(replica, data, failed_once=False) -> None:  # keep trying in a task
+            t = loop.create_task(self._put_until_done(replica, key, data, failed_once))
             t.add_done_callback(on_replica_done)
             self._background.add(t)
             t.add_done_callback(self._background.discard)
+
+        for replica in self.replicas:
+            data = data_for(replica)
+            put_then = getattr(replica, "put_then", None)
+            if put_then is not None and not self._closed:
+                def done(err, replica=replica, data=data) -> None:
+                    if err is None or isinstance(err, ObjectExists):
+                        acked()  # (exists: our own earlier attempt; keys are per epoch)
+                    elif not self._closed:
+                        log.debug("chunk %s on %s: %s; retrying", key, replica.name, err)
+                        retry(replica, data, True)
+                try:
+                    put_then(key, data, done)
+                    continue
+                except (S2Error, OSError, ObjectExists):
+                    pass  # the task below retries (or finds it present)
+            retry(replica, data)
         await quorum
         self._quorum_done.add(seq)
         self._advance_durable()
@@ -254,8 +273,12 @@ class ChunkLog:
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
-    async def _put_until_done(self, replica: ObjectStore, key: str, data: bytes) -> None:
+    async def _put_until_done(self, replica: ObjectStore, key: str, data: bytes,
+                              failed_once: bool = False) -> None:
         delay = 0.005
+        if failed_once:
+            await self.clock.sleep(delay * (0.5 + self.rng.random()))
+            delay *= 2
         while not self._closed:
             try:
                 await replica.put(key, data, if_absent=True)
@@ -341,8 +364,9 @@ class ChunkLog:
         except VersionMismatch as e:
             raise Fenced(f"channel {self.channel}: lease taken during recovery") from e
 
-    async def collect_garbage(self) -> None:
-        """Delete chunks below the floor and chunks past the end of old epochs."""
+    async def collect_garbage(self, slices: Slices | None = None) -> None:
+        """Delete chunks below the floor and chunks past the end of old epochs, in time
+        slices (thousands of small chunks: appends run in between)."""
         floor = self.lease.floor
         keep, drop = [], []
         for pos in self._written:
@@ -350,9 +374,9 @@ class ChunkLog:
             dead = pos < floor or (end is not None and pos[1] >= end)
             (drop if dead else keep).append(pos)
         self._written = keep
-        for i, pos in enumerate(drop):
-            if i and not i % 64:
-                await asyncio.sleep(0)  # thousands of small chunks: let appends in between
+        slices = slices or Slices(self.clock)
+        for pos in drop:
+            await slices.tick()
             key = chunk_key(self.channel, *pos)
             for replica in self.replicas:
                 try:

@@ -1,0 +1,97 @@
+"""Background work on the loop in time slices, sections built a run at a time, and the
+number of chunks a channel replicates at once."""
+import asyncio
+
+from s2core.channel import ChannelConfig
+from s2core.clock import Slices
+from s2core.metadata.memory import MemoryMetadataStore
+from s2core.objstore.memory import MemoryObjectStore
+from s2core.records import AppendRecord, SequencedRecord
+from s2core.segment import SectionBuilder, build_section_parts, parse_section
+from s2core.store import ChannelSpec, StreamStore
+from s2core.wal.locallog import LocalLogReplica
+
+
+class StepClock:
+    """monotonic() advances by `step` on every call; sleeps are recorded, not waited."""
+
+    def __init__(self, step: float) -> None:
+        self.t = 0.0
+        self.step = step
+        self.sleeps: list[float] = []
+
+    def now_ms(self) -> int:
+        return int(self.t * 1000)
+
+    def monotonic(self) -> float:
+        self.t += self.step
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+
+async def test_slices_rest_after_each_budget_unless_urgent():
+    clock = StepClock(0.0001)
+    urgent = [False]
+    s = Slices(clock, budget_s=0.0005, rest_s=0.001, urgent=lambda: urgent[0])
+    for _ in range(30):
+        await s.tick()
+    # a look at the clock per tick plus one after each rest: a rest every 5 ticks
+    assert clock.sleeps == [0.001] * 5
+    urgent[0] = True
+    clock.sleeps.clear()
+    for _ in range(30):
+        await s.tick()
+    assert clock.sleeps == []  # urgent: a bare yield, no rest
+
+
+async def test_slices_never_yield_while_time_stands_still():
+    clock = StepClock(0.0)  # a virtual-time loop: no time passes during CPU work
+    s = Slices(clock)
+    other_ran = []
+
+    async def other():
+        other_ran.append(True)
+
+    t = asyncio.ensure_future(other())
+    for _ in range(1000):
+        await s.tick()
+    assert not other_ran and clock.sleeps == []  # deterministic: no interleaving added
+    await t
+
+
+def test_section_built_in_runs_equals_one_build():
+    uid = bytes(range(16))
+    recs = [SequencedRecord(10 + 3 * i, 1000 + i, ((b"h", bytes([i])),) if i % 3 else (),
+                            bytes([i % 251]) * (i % 50), 3) for i in range(200)]
+    whole = b"".join(build_section_parts(uid, recs))
+    b = SectionBuilder(uid)
+    for k in range(0, len(recs), 7):
+        b.add(recs[k:k + 7])
+    b.add([])
+    assert b"".join(b.finish()) == whole
+    sec = parse_section(whole)
+    assert (sec.first_seq, sec.end_seq, len(sec)) == (10, 10 + 3 * 200, 200)
+    assert sec.record(57).body == recs[57].body and sec.record(57).headers == recs[57].headers
+
+
+async def _channel_inflight(replicas, cfg: ChannelConfig) -> int:
+    store = await StreamStore.open(MemoryMetadataStore(), MemoryObjectStore("seg"),
+                                   [ChannelSpec("ch0", replicas, 1, cfg)])
+    try:
+        await store.ensure_basin("test-basin")
+        await store.create_stream("test-basin", "s")
+        ack = await store.append("test-basin", "s", [AppendRecord(b"x")] * 3)
+        assert ack.end.seq_num == 3
+        return store.channels["ch0"].max_inflight
+    finally:
+        await store.close()
+
+
+async def test_inflight_chunks_automatic_per_replica_kind(tmp_path):
+    assert await _channel_inflight([LocalLogReplica(tmp_path / "a")], ChannelConfig()) == 1
+    assert await _channel_inflight([MemoryObjectStore("r")], ChannelConfig()) == 4
+    explicit = ChannelConfig(max_inflight_chunks=3)
+    assert await _channel_inflight([LocalLogReplica(tmp_path / "b")], explicit) == 3
