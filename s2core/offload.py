@@ -155,6 +155,7 @@ class Offloader:
         rewritten, even without a section: a command that took no seq_num lives only there
         once its chunk is collected."""
         ch = self.channel
+        slices = self._slices()
         objects: dict[str, list] = {}
         shared_key = None
         shared_size = 0
@@ -186,15 +187,22 @@ class Offloader:
                 stream_end[st] = max(stream_end.get(st, 0), end)
             ops = [Op("put", f"obj/{k}", json.dumps({"live": n}).encode())
                    for k, n in live.items()]
+            quoted = {k: json.dumps(k) for k in live}  # rows are JSON: numbers + one key
             rows = []
-            for st, first, end, first_ts, last_ts, key, off, size in placed:
+            for i, (st, first, end, first_ts, last_ts, key, off, size) in enumerate(placed):
+                if not i & 63:
+                    await slices.tick()  # 10,000 streams: 10,000 rows
                 row = {"k": key, "o": off, "n": size, "e": end, "t0": first_ts,
                        "t1": last_ts}
-                ops.append(Op("put", seg_row_key(st.uid, first), json.dumps(row).encode()))
+                raw = (f'{{"k": {quoted[key]}, "o": {off}, "n": {size}, "e": {end}, '
+                       f'"t0": {first_ts}, "t1": {last_ts}}}')
+                ops.append(Op("put", seg_row_key(st.uid, first), raw.encode()))
                 rows.append((st, first, row))
             saved = {st: st.offloaded_upto for st in stream_end}
             ckpt_index = {}
-            for st, end in stream_end.items():
+            for i, (st, end) in enumerate(stream_end.items()):
+                if not i & 63:
+                    await slices.tick()
                 st.offloaded_upto = end
                 ckpt_index[st] = len(ops)
                 ops.append(Op("put", f"ckpt/{st.uid.hex()}", st.checkpoint(), st.ckpt_version))

@@ -122,10 +122,11 @@ class SqliteMetadataStore:
 
     async def write_batch(self, ops: list[Op]) -> list[int]:
         """Apply `ops` atomically (one SAVEPOINT), or raise VersionMismatch and apply none."""
-        ops = [Op(op.kind, op.key, None if op.value is None else bytes(op.value),
-                  op.expected_version) for op in check_ops(list(ops))]
-
-        return await self._write(lambda conn: [_apply(conn, op)[1] for op in ops])
+        # values are copied now (a caller may reuse a buffer); checks and SQL run on the
+        # writer thread: a batch of 20,000 rows must not stall the event loop
+        ops = [op if op.value is None or type(op.value) is bytes else
+               Op(op.kind, op.key, bytes(op.value), op.expected_version) for op in ops]
+        return await self._write(lambda conn: _apply_batch(conn, check_ops(ops)))
 
     async def close(self) -> None:
         """Finish pending writes, then close both connections and the writer thread."""
@@ -261,6 +262,45 @@ def _rollback(conn: sqlite3.Connection) -> None:
 def _version(conn: sqlite3.Connection, key: str) -> int | None:
     rows = conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
     return rows[0][0] if rows else None
+
+
+_IN_CHUNK = 500  # keys per SELECT ... IN (...)
+
+
+def _apply_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[int]:
+    """Apply validated ops, all or none (the caller's savepoint): their new versions.
+
+    Big batches (an offload publishes a catalog row and a checkpoint per stream) read the
+    current versions with a few SELECTs and write with one executemany per statement
+    instead of two statements per op."""
+    if len(ops) < 16:
+        return [_apply(conn, op)[1] for op in ops]
+    keys = [op.key for op in ops]
+    current: dict[str, int] = {}
+    for i in range(0, len(keys), _IN_CHUNK):
+        part = keys[i:i + _IN_CHUNK]
+        current.update(conn.execute(
+            f"SELECT key, version FROM kv WHERE key IN ({','.join('?' * len(part))})",
+            part).fetchall())
+    versions, inserts, updates, deletes = [], [], [], []
+    for op in ops:
+        cur = current.get(op.key)
+        version = next_version(op, cur)  # VersionMismatch before anything is written
+        versions.append(version)
+        if op.kind == "delete":
+            if cur is not None:
+                deletes.append((op.key,))
+        elif cur is None:
+            inserts.append((op.key, op.value, version))
+        else:
+            updates.append((op.value, version, op.key))
+    if deletes:
+        conn.executemany("DELETE FROM kv WHERE key = ?", deletes)
+    if inserts:
+        conn.executemany("INSERT INTO kv (key, value, version) VALUES (?, ?, ?)", inserts)
+    if updates:
+        conn.executemany("UPDATE kv SET value = ?, version = ? WHERE key = ?", updates)
+    return versions
 
 
 def _apply(conn: sqlite3.Connection, op: Op) -> tuple[int | None, int]:

@@ -107,6 +107,34 @@ async def test_write_batch_all_or_nothing(store: MetadataStore) -> None:
     assert await store.write_batch([]) == []
 
 
+async def test_big_write_batch_all_or_nothing(store: MetadataStore) -> None:
+    """Batches of thousands of ops (an offload of 10,000 streams) take the same rules."""
+    for i in range(600):
+        await store.put(f"ckpt/{i:04d}", b"v1", 0)
+    ops = [Op("put", f"ckpt/{i:04d}", b"v2", 1) for i in range(600)]          # updates
+    ops += [Op("put", f"seg/{i:04d}", b"row") for i in range(1200)]            # inserts
+    ops += [Op("delete", f"ckpt/{i:04d}") for i in range(600, 610)]            # absent
+    ops += [Op("put", "obj/x", bytearray(b"live"), 0)]                         # upsert
+    versions = await store.write_batch(ops)
+    assert versions == [2] * 600 + [1] * 1200 + [0] * 10 + [1]
+    assert await store.get("ckpt/0599") == Versioned(b"v2", 2)
+    assert await store.get("seg/1199") == Versioned(b"row", 1)
+    assert await store.get("obj/x") == Versioned(b"live", 1)
+    bad = [Op("put", f"ckpt/{i:04d}", b"v3", 2) for i in range(600)]
+    bad += [Op("delete", "seg/0000"), Op("put", "fresh", b"f")]
+    bad += [Op("put", "seg/0005", b"again")]  # create-if-absent of a present key
+    with pytest.raises(VersionMismatch) as e:
+        await store.write_batch(bad)
+    assert e.value.key == "seg/0005"
+    assert await store.get("ckpt/0000") == Versioned(b"v2", 2)  # nothing applied
+    assert await store.get("seg/0000") == Versioned(b"row", 1)
+    assert await store.get("fresh") is None
+    with pytest.raises(InvalidArgument):
+        await store.write_batch([Op("put", f"k{i}", b"x") for i in range(40)]
+                                + [Op("put", "k3", b"twice", 0)])
+    assert await store.get("k0") is None
+
+
 async def test_write_batch_rejects_bad_ops(store: MetadataStore) -> None:
     with pytest.raises(InvalidArgument):
         await store.write_batch([Op("put", "x", b"1"), Op("put", "x", b"2", 0)])
