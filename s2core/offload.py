@@ -289,9 +289,8 @@ async def _build_sections(todo: list, max_bytes: int, slices: Slices) -> list:
             for k in range(i, j, _RUN):
                 builder.add(recs[k:min(k + _RUN, j)])
                 await slices.tick()
-            parts = builder.finish()
             out.append((st, recs[i].seq_num, recs[j - 1].end_seq, recs[i].timestamp,
-                        recs[j - 1].timestamp, parts, sum(len(p) for p in parts)))
+                        recs[j - 1].timestamp, builder.finish(), builder.nbytes))
             i = j
         await slices.tick()
     return out

@@ -68,6 +68,11 @@ class SectionBuilder:
         self.off = off
         self.end = records[-1].end_seq
 
+    @property
+    def nbytes(self) -> int:
+        """The size of the finished section."""
+        return HEADER_SIZE + len(self.index) * _IDX.size + self.off
+
     def finish(self) -> list:
         assert self.index, "a section holds at least one record"
         header = bytearray(_HDR.pack(MAGIC, VERSION, self.uid, self.first, self.end,

@@ -42,7 +42,9 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import crc32c
 
@@ -76,19 +78,20 @@ class _Put:
     nbytes: int
     if_absent: bool
     loop: asyncio.AbstractEventLoop
-    done: object  # an asyncio.Future, or a callable taking the error (None: durable)
+    done: Callable[[BaseException | None], None]  # runs on `loop` with the outcome
+
+
+def _settle(fut: asyncio.Future, err: BaseException | None) -> None:
+    if not fut.done():
+        if err is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(err)
 
 
 def _deliver(outcomes: list) -> None:
     for done, outcome in outcomes:
-        if not isinstance(done, asyncio.Future):
-            done(outcome)
-        elif done.done():
-            continue
-        elif isinstance(outcome, BaseException):
-            done.set_exception(outcome)
-        else:
-            done.set_result(None)
+        done(outcome)  # None: durable; else the error
 
 
 class _Device:
@@ -397,7 +400,7 @@ class LocalLogReplica:
 
     async def put(self, key: str, data, *, if_absent: bool = False) -> None:
         fut = asyncio.get_running_loop().create_future()
-        self._queue_put(key, data, if_absent, fut)
+        self._queue_put(key, data, if_absent, partial(_settle, fut))
         await fut
 
     def put_then(self, key: str, data, on_done) -> None:

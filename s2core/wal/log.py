@@ -253,7 +253,7 @@ class ChunkLog:
                 try:
                     put_then(key, data, done)
                     continue
-                except (S2Error, OSError, ObjectExists):
+                except (S2Error, OSError):  # (ObjectExists is an S2Error)
                     pass  # the task below retries (or finds it present)
             retry(replica, data)
         await quorum

@@ -71,7 +71,7 @@ def test_section_built_in_runs_equals_one_build():
     for k in range(0, len(recs), 7):
         b.add(recs[k:k + 7])
     b.add([])
-    assert b"".join(b.finish()) == whole
+    assert b"".join(b.finish()) == whole and b.nbytes == len(whole)
     sec = parse_section(whole)
     assert (sec.first_seq, sec.end_seq, len(sec)) == (10, 10 + 3 * 200, 200)
     assert sec.record(57).body == recs[57].body and sec.record(57).headers == recs[57].headers
