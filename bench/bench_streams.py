@@ -131,10 +131,10 @@ async def main() -> None:
               f"RSS +{(rss_bytes() - base) / n:.0f} B/stream", flush=True)
         ch = store.channels["ch0"]
         t0 = time.perf_counter()
-        while any(not mc.offloaded for mc in ch.mem_chunks) and time.perf_counter() - t0 < 600:
+        while ch.offloader.queue and time.perf_counter() - t0 < 600:
             ch.offloader.wake()
             await asyncio.sleep(0.5)
-        ch.offloader.evict()
+        await ch.offloader.evict()
         store._handles.clear()
         store.catalog._rows.clear()
         gc.collect()

@@ -144,7 +144,9 @@ class Channel:
                 ends[st] = rec.end_seq
                 nbytes += size
             self.mem_bytes += nbytes
-            self.mem_chunks.append(MemChunk(ch.pos, nbytes, ends))
+            mc = MemChunk(ch.pos, nbytes, ends)
+            self.mem_chunks.append(mc)
+            self.offloader.queue.append(mc)
         self._spawn(self.offloader.run())
 
     async def close(self) -> None:
@@ -358,8 +360,9 @@ class Channel:
                     StreamPosition(last.end_seq, last.timestamp),
                     StreamPosition(st.durable_seq, st.durable_ts)))
             st.wake()
-        self.mem_chunks.append(MemChunk((self.log.epoch, seq), oc.nbytes, ends))
-        self.offloader.note_bytes(oc.nbytes)
+        mc = MemChunk((self.log.epoch, seq), oc.nbytes, ends)
+        self.mem_chunks.append(mc)
+        self.offloader.note_chunk(mc)
 
     @staticmethod
     def _apply_commands(st: StreamState, rec: SequencedRecord, recovering: bool) -> None:

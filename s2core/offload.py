@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from typing import TYPE_CHECKING
 
 from s2core.clock import Slices
@@ -40,11 +41,16 @@ class Offloader:
         self._wake = asyncio.Event()
         self._stopping = False
         self._object_n = 0
+        # in-memory chunks not offloaded yet, in log order (channel.mem_chunks also keeps
+        # the offloaded ones that are still resident: thousands, not walked per offload)
+        self.queue: deque[MemChunk] = deque()
         self._lock = asyncio.Lock()  # one offload at a time: sections must not overlap
         self.catalog_listeners: list = []
 
-    def note_bytes(self, n: int) -> None:
-        self.pending_bytes += n
+    def note_chunk(self, mc: MemChunk) -> None:
+        """A chunk became durable (or was recovered) with records in memory."""
+        self.queue.append(mc)
+        self.pending_bytes += mc.nbytes
         if self.pending_bytes >= self.channel.config.offload_target_bytes:
             self._wake.set()
 
@@ -59,12 +65,13 @@ class Offloader:
             except TimeoutError:
                 pass
             self._wake.clear()
+            slices = self._slices()  # one budget for the whole pass
             try:
-                while await self.offload_once():
-                    self.evict()  # free memory as soon as each batch is published
+                while await self.offload_once(slices):
+                    await self.evict(slices)  # free memory as soon as a batch is published
                     if self.pending_bytes < cfg.offload_target_bytes and not self._pressure():
                         break
-                self.evict()
+                await self.evict(slices)
             except asyncio.CancelledError:
                 raise
             except S2Error as e:
@@ -90,10 +97,10 @@ class Offloader:
     def _slices(self) -> Slices:
         return Slices(self.channel.clock, urgent=self._urgent)
 
-    async def offload_once(self) -> bool:
+    async def offload_once(self, slices: Slices | None = None) -> bool:
         """Offload one batch of chunks; return whether there was anything to do."""
         async with self._lock:
-            return await self._offload_once()
+            return await self._offload_once(slices or self._slices())
 
     async def write_checkpoint(self, st) -> None:
         """Persist a stream's checkpoint now (serialized with offloads, which also write it)."""
@@ -101,15 +108,13 @@ class Offloader:
             st.ckpt_version = await self.channel.metadata.put(
                 f"ckpt/{st.uid.hex()}", st.checkpoint(), st.ckpt_version)
 
-    async def _offload_once(self) -> bool:
+    async def _offload_once(self, slices: Slices) -> bool:
         ch = self.channel
         batch: list[MemChunk] = []
         size = 0
         # behind (the tail is past its keep level): bigger batches amortize each publish
         limit = ch.config.offload_target_bytes * (8 if self._pressure() else 1)
-        for mc in ch.mem_chunks:
-            if mc.offloaded:
-                continue
+        for mc in self.queue:
             batch.append(mc)
             size += mc.nbytes
             if size >= limit:
@@ -117,37 +122,42 @@ class Offloader:
         if not batch:
             return False
         ends: dict = {}
-        for mc in batch:
+        for i, mc in enumerate(batch):
+            if not i & 255:
+                await slices.tick()
             for st, end in mc.ends.items():
                 ends[st] = max(ends.get(st, 0), end)
         todo = []
-        for st, end in ends.items():
+        for i, (st, end) in enumerate(ends.items()):
+            if not i & 255:
+                await slices.tick()
             if st.deleted or end <= st.offloaded_upto:
                 continue
             recs = st.records_between(st.offloaded_upto, end)
             if recs:
                 todo.append((st, end, recs))
-        sections = await _build_sections(todo, ch.config.section_max_bytes,
-                                         self._slices())
-        floor = self._floor_after(batch[-1])
+        sections = await _build_sections(todo, ch.config.section_max_bytes, slices)
+        floor = self._floor_after(len(batch))
         # an evicted state object (replaced by a reload) has nothing left to offload
         touched = [st for st in ends if not st.deleted and ch.streams.get(st.uid) is st]
-        await self._publish(sections, floor, touched)
+        await self._publish(sections, floor, touched, slices)
         for mc in batch:
             mc.offloaded = True
+            self.queue.popleft()
         self.pending_bytes = max(0, self.pending_bytes - size)
-        await ch.log.collect_garbage(self._slices())
+        await ch.log.collect_garbage(slices)
         return True
 
-    def _floor_after(self, last: MemChunk):
+    def _floor_after(self, n: int):
+        """The log floor once the first `n` queued chunks are offloaded: the next one's
+        position (chunks are queued in log order)."""
         ch = self.channel
-        later = [mc.pos for mc in ch.mem_chunks if mc.pos > last.pos and not mc.offloaded]
-        if later:
-            return min(later)
+        if n < len(self.queue):
+            return self.queue[n].pos
         return (ch.log.epoch, ch.log.next_seq) if not ch._writing else \
             (ch.log.epoch, min(ch._writing))
 
-    async def _publish(self, sections: list, floor, touched: list) -> None:
+    async def _publish(self, sections: list, floor, touched: list, slices: Slices) -> None:
         """Write the section objects, then publish catalog rows, checkpoints and the new
         floor in one batch conditional on the lease.
 
@@ -155,7 +165,6 @@ class Offloader:
         rewritten, even without a section: a command that took no seq_num lives only there
         once its chunk is collected."""
         ch = self.channel
-        slices = self._slices()
         objects: dict[str, list] = {}
         shared_key = None
         shared_size = 0
@@ -243,8 +252,9 @@ class Offloader:
             await self.channel.clock.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def evict(self) -> None:
+    async def evict(self, slices: Slices | None = None) -> None:
         """Free offloaded records, oldest chunk first, down to the keep-in-memory level."""
+        slices = slices or self._slices()
         ch = self.channel
         keep = ch.config.memory_bound_bytes * ch.config.keep_in_memory_fraction
         freed = 0
@@ -255,12 +265,15 @@ class Offloader:
                 if upto.get(st, -1) < end:
                     upto[st] = end
             freed += mc.nbytes
-        for st, end in upto.items():  # once per stream: a list's front is costly to cut
-            st.evict_below(min(end, st.offloaded_upto))
-            ch.maybe_evict(st)
-        # an idle stream whose records all went to segments needs no state in memory
         if freed:
             ch.memory_freed(freed)
+        # once per stream (a list's front is costly to cut); an idle stream whose records
+        # all went to segments needs no state in memory
+        for i, (st, end) in enumerate(upto.items()):
+            if not i & 63:
+                await slices.tick()
+            st.evict_below(min(end, st.offloaded_upto))
+            ch.maybe_evict(st)
 
 
 _RUN = 64  # records encoded between two looks at the clock
@@ -283,6 +296,8 @@ async def _build_sections(todo: list, max_bytes: int, slices: Slices) -> list:
                 size += len(recs[j].body)
                 spans += recs[j].span
                 j += 1
+                if not j & 1023:
+                    await slices.tick()
             if spans == 0:
                 break
             builder = SectionBuilder(st.uid)

@@ -8,6 +8,10 @@ their own. Layout of a section:
     n_records u32 | data_len u32 | crc32c u32                       (56 bytes)
     index: n_records * (seq_num u64 | timestamp u64 | data offset u32)
     data:  records (see recordcodec)
+
+The CRC-32C covers data, then index, then the header with its crc field zeroed (version 2:
+the data's CRC is computed as records are added, in the offloader's time slices, before
+the header is known). Version 1 sections (header, index, data order) are still read.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from s2core.recordcodec import checksum_parts, decode_record, encode_record
 from s2core.records import SequencedRecord
 
 MAGIC = b"S2SG"
-VERSION = 1
+VERSION = 2
+_READABLE = (1, 2)
 _HDR = struct.Struct(">4sB3x16sQQIII")
 _IDX = struct.Struct(">QQI")
 HEADER_SIZE = _HDR.size
@@ -44,7 +49,7 @@ class SectionBuilder:
     """Builds one section a run of records at a time (a background task encodes a big
     section in slices and lets appends run in between)."""
 
-    __slots__ = ("uid", "data", "index", "off", "first", "end")
+    __slots__ = ("uid", "data", "index", "off", "first", "end", "crc")
 
     def __init__(self, uid: bytes) -> None:
         self.uid = uid
@@ -53,18 +58,23 @@ class SectionBuilder:
         self.off = 0
         self.first = -1
         self.end = -1
+        self.crc = 0  # of the data so far
 
     def add(self, records: list[SequencedRecord]) -> None:
-        """Append the next contiguous records of the stream."""
+        """Append the next contiguous records of the stream (checksummed now, so that
+        `finish` has only the index and header left to do)."""
         if not records:
             return
         if self.first < 0:
             self.first = records[0].seq_num
-        data, index, off = self.data, self.index, self.off
+        run: list = []
+        index, off = self.index, self.off
         pack_index = _IDX.pack
         for r in records:
             index.append(pack_index(r.seq_num, r.timestamp, off))
-            off += encode_record(data, r.seq_num, r.span, r.timestamp, r.headers, r.body)
+            off += encode_record(run, r.seq_num, r.span, r.timestamp, r.headers, r.body)
+        run, self.crc = checksum_parts(run, off - self.off, self.crc)
+        self.data += run
         self.off = off
         self.end = records[-1].end_seq
 
@@ -78,10 +88,9 @@ class SectionBuilder:
         header = bytearray(_HDR.pack(MAGIC, VERSION, self.uid, self.first, self.end,
                                      len(self.index), self.off, 0))
         index_blob = b"".join(self.index)
-        data, crc = checksum_parts(self.data, self.off,
-                                   crc32c.crc32c(index_blob, crc32c.crc32c(header)))
+        crc = crc32c.crc32c(header, crc32c.crc32c(index_blob, self.crc))
         struct.pack_into(">I", header, HEADER_SIZE - 4, crc)
-        return [bytes(header), index_blob, *data]
+        return [bytes(header), index_blob, *self.data]
 
 
 @dataclass(slots=True)
@@ -120,7 +129,7 @@ def parse_section(raw: bytes) -> Section:
     if len(raw) < HEADER_SIZE:
         raise Corrupt("segment section shorter than its header")
     magic, version, uid, first, end, n, data_len, crc = _HDR.unpack_from(raw, 0)
-    if magic != MAGIC or version != VERSION:
+    if magic != MAGIC or version not in _READABLE:
         raise Corrupt("not a segment section")
     index_len = n * _IDX.size
     if len(raw) != HEADER_SIZE + index_len + data_len:
@@ -128,7 +137,13 @@ def parse_section(raw: bytes) -> Section:
     zeroed = bytearray(raw[:HEADER_SIZE])
     struct.pack_into(">I", zeroed, HEADER_SIZE - 4, 0)
     mv = memoryview(raw)
-    if crc32c.crc32c(mv[HEADER_SIZE:], crc32c.crc32c(zeroed)) != crc:
+    if version == 1:
+        got = crc32c.crc32c(mv[HEADER_SIZE:], crc32c.crc32c(zeroed))
+    else:
+        data_at = HEADER_SIZE + index_len
+        got = crc32c.crc32c(zeroed, crc32c.crc32c(mv[HEADER_SIZE:data_at],
+                                                  crc32c.crc32c(mv[data_at:])))
+    if got != crc:
         raise Corrupt("segment section checksum mismatch")
     seqs, tss, offs = [], [], []
     for i in range(n):

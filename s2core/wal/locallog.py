@@ -445,24 +445,40 @@ class LocalLogReplica:
             return sorted(k for k in self._index if k.startswith(prefix))
 
     async def delete(self, key: str) -> None:
-        dead = None
-        with self._lock:
-            loc = self._index.pop(key, None)
-            if loc is not None:
-                self._live[loc[0]] -= 1
-                if not self._live[loc[0]] and loc[0] != self._fileno:
-                    del self._live[loc[0]]
-                    dead = loc[0]
-        if dead is not None:  # renaming or unlinking a big file: not on the loop
+        dead = self._forget([key])
+        if dead:  # renaming or unlinking a big file: not on the loop
             await asyncio.to_thread(self._recycle, dead)
 
-    def _recycle(self, n: int) -> None:
-        try:
-            size = os.stat(self._path(n)).st_size
-        except FileNotFoundError:
-            return
+    async def delete_many(self, keys) -> None:
+        """Delete `keys` (the chunk log collects thousands of small chunks per offload:
+        one call, not a coroutine per key)."""
+        dead = self._forget(keys)
+        if dead:
+            await asyncio.to_thread(self._recycle, dead)
+
+    def _forget(self, keys) -> list[int]:
+        """Drop `keys` from the index; the numbers of files that have no entry left."""
+        dead = []
         with self._lock:
-            self._retire(n, size)
+            index, live = self._index, self._live
+            for key in keys:
+                loc = index.pop(key, None)
+                if loc is not None:
+                    n = loc[0]
+                    live[n] -= 1
+                    if not live[n] and n != self._fileno:
+                        del live[n]
+                        dead.append(n)
+        return dead
+
+    def _recycle(self, numbers: list[int]) -> None:
+        for n in numbers:
+            try:
+                size = os.stat(self._path(n)).st_size
+            except FileNotFoundError:
+                continue
+            with self._lock:
+                self._retire(n, size)
         self._prepare_soon()
 
     async def close(self) -> None:

@@ -63,6 +63,9 @@ class LeaseState:
                    tuple(d["floor"]), d.get("owner", ""))
 
 
+_GC_BATCH = 256  # chunks per delete_many call (local log replicas)
+
+
 class ChunkLog:
     """Writer (and recoverer) of one channel's chunk log."""
 
@@ -375,14 +378,24 @@ class ChunkLog:
             (drop if dead else keep).append(pos)
         self._written = keep
         slices = slices or Slices(self.clock)
-        for pos in drop:
+        for i in range(0, len(drop), _GC_BATCH):
             await slices.tick()
-            key = chunk_key(self.channel, *pos)
+            keys = [chunk_key(self.channel, *pos) for pos in drop[i:i + _GC_BATCH]]
             for replica in self.replicas:
+                delete_many = getattr(replica, "delete_many", None)
                 try:
-                    await replica.delete(key)
-                except (S2Error, OSError, ObjectNotFound) as e:
-                    log.debug("gc of %s on %s failed: %s", key, replica.name, e)
+                    if delete_many is not None:
+                        await delete_many(keys)
+                        continue
+                except (S2Error, OSError) as e:
+                    log.debug("gc of %d chunks on %s failed: %s", len(keys), replica.name, e)
+                    continue
+                for key in keys:
+                    await slices.tick()
+                    try:
+                        await replica.delete(key)
+                    except (S2Error, OSError, ObjectNotFound) as e:
+                        log.debug("gc of %s on %s failed: %s", key, replica.name, e)
 
     async def close(self) -> None:
         """Stop background replication (acked chunks are already on a quorum)."""

@@ -17,7 +17,7 @@ async def settle(store) -> None:
     ch = store.channels["ch0"]
     while await ch.offloader.offload_once():
         pass
-    ch.offloader.evict()
+    await ch.offloader.evict()
 
 
 async def test_reading_many_idle_streams_keeps_few_loaded(env):

@@ -28,7 +28,7 @@ async def settle(store) -> None:
     ch = store.channels["ch0"]
     while await ch.offloader.offload_once():
         pass
-    ch.offloader.evict()
+    await ch.offloader.evict()
 
 
 async def seg_rows(store, name: str) -> list:

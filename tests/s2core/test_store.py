@@ -173,7 +173,7 @@ async def test_offload_recovery_and_segments(env):
     st = ch.streams[next(iter(ch.streams))]
     assert st.offloaded_upto > 0
     ch.offloader.evict.__self__.channel.config.keep_in_memory_fraction = 0.0
-    ch.offloader.evict()
+    await ch.offloader.evict()
     batch = await store.read(B, "big", seq_num=3, count=5)
     assert [r.body[:5] for r in batch.records] == [b"%05d" % i for i in range(3, 8)]
     await store.close()
