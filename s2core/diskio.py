@@ -14,26 +14,68 @@ SFR_WRITE_AND_WAIT = SFR_WAIT_BEFORE | SFR_WRITE | SFR_WAIT_AFTER
 IOV_MAX = 1024  # buffers per pwritev (Linux's limit)
 
 
-def _load_sync_file_range():
+def _libc(kind):
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.sync_file_range
-    except (OSError, AttributeError):
+        return kind(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
         return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    fn.restype = ctypes.c_int
+
+
+def _load(lib, name: str, argtypes: list, restype):
+    fn = getattr(lib, name, None) if lib is not None else None
+    if fn is not None:
+        fn.argtypes, fn.restype = argtypes, restype
     return fn
 
 
-sync_file_range_fn = _load_sync_file_range()
+_SFR_ARGS = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+# CDLL calls hand the GIL back while they run, PyDLL calls keep it (see `pwrite_short`)
+sync_file_range_fn = _load(_libc(ctypes.CDLL), "sync_file_range", _SFR_ARGS, ctypes.c_int)
+_pydll = _libc(ctypes.PyDLL)
+_sfr_keep_gil = _load(_pydll, "sync_file_range", _SFR_ARGS, ctypes.c_int)
+_pwrite_keep_gil = _load(_pydll, "pwrite", [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t,
+                                            ctypes.c_longlong], ctypes.c_ssize_t)
+
+# Writes up to this size go to the page cache in microseconds: `pwrite_short` and
+# `start_write_back` keep the GIL for them (see below).
+SHORT_WRITE_BYTES = 256 * 1024
+
+
+def _raise_errno() -> None:
+    err = ctypes.get_errno()
+    raise OSError(err, os.strerror(err))
 
 
 def sync_file_range(fd: int, offset: int, nbytes: int, flags: int) -> None:
     """Start (SFR_WRITE) and/or wait for (SFR_WRITE_AND_WAIT) write-back of a file range;
     offset 0, nbytes 0 is the whole file. Raises OSError; only call when available."""
     if sync_file_range_fn(fd, offset, nbytes, flags) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        _raise_errno()
+
+
+def start_write_back(fd: int, dirty: int) -> None:
+    """sync_file_range(SFR_WRITE) of the whole file, which has about `dirty` bytes not
+    yet written back. For a few pages it only queues them, so it keeps the GIL: a
+    thread that gives the GIL up around a 10 us call waits up to a switch interval to
+    get it back whenever the event loop is busy, and the WAL writer makes ten such
+    calls per group commit."""
+    fn = _sfr_keep_gil if dirty <= SHORT_WRITE_BYTES and _sfr_keep_gil else sync_file_range_fn
+    if fn(fd, 0, 0, SFR_WRITE) != 0:
+        _raise_errno()
+
+
+def pwrite_short(fd: int, parts: list, off: int) -> int:
+    """pwrite_parts for a few buffers (SHORT_WRITE_BYTES at most) into the page cache,
+    keeping the GIL (see `start_write_back`): they are joined and written by one call."""
+    if _pwrite_keep_gil is None:
+        return pwrite_parts(fd, parts, off)
+    buf = b"".join(parts)
+    done = _pwrite_keep_gil(fd, buf, len(buf), off)
+    if done < 0:
+        _raise_errno()
+    if done < len(buf):  # short write (rare, but legal): finish it the portable way
+        done += pwrite_parts(fd, [memoryview(buf)[done:]], off + done)
+    return done
 
 
 def fs_type(path: str) -> str:

@@ -49,17 +49,18 @@ def open_replica(url: str, log_file_bytes: int | None = None):
 def tune_runtime() -> None:
     """Interpreter settings for a latency-sensitive server; call once startup is done.
 
-    - The WAL writer thread needs the GIL after each of its system calls and to hand sync
-      results to the event loop thread; with the default 5 ms switch interval a busy loop
-      (or the offload thread) kept it waiting that long each time, so the interval is
-      0.5 ms.
+    - The WAL writer thread needs the GIL after each of its blocking system calls and to
+      hand sync results to the event loop thread; with the default 5 ms switch interval a
+      busy loop kept it waiting that long each time. At 0.1 ms a group commit of three
+      replica files waits at most ~0.5 ms for the GIL in all (1 KiB appends at 10 MiB/s:
+      ack p99 ~7 ms at 0.5 ms against ~5.5 ms at 0.1 ms, bench_s2core).
     - Objects alive after startup (modules, the codec's tables, configs) are frozen out of
       the garbage collector, and full collections are allowed only every 1000 middle-
       generation collections instead of every 10: a full collection scans every record
       of the in-memory tail (20-100 ms with 100,000s of small records), young ones stay
       small and frequent (a large young generation cost 70 ms pauses in the benchmarks).
     """
-    sys.setswitchinterval(0.0005)
+    sys.setswitchinterval(0.0001)
     gc.collect()
     gc.freeze()
     gc.set_threshold(700, 10, 1000)

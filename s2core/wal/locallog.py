@@ -49,7 +49,8 @@ from functools import partial
 import crc32c
 
 from s2core.diskio import (
-    SFR_WRITE, SFR_WRITE_AND_WAIT, fs_type, pwrite_parts, sync_file_range, sync_file_range_fn,
+    SFR_WRITE_AND_WAIT, SHORT_WRITE_BYTES, fs_type, pwrite_parts, pwrite_short,
+    start_write_back, sync_file_range, sync_file_range_fn,
 )
 from s2core.errors import Closed, InvalidArgument
 from s2core.objstore.base import ObjectExists, ObjectNotFound
@@ -194,13 +195,14 @@ class _Device:
                 if w[0]._fsync and any(x is not None for x in w[2])]
         if not reps:
             return failed
+        dirty = {w[0]: sum(p.nbytes for p in w[1]) for w in written}
         if self.one_flush and len(reps) > 1 and all(w[3] for w in written if w[0] in reps):
             # pure overwrites on ext4/XFS: write back every file's range and wait for it,
             # then one cache flush of the device (an fdatasync of a clean file issues it).
             # (Each call hands the GIL back and forth; fewer calls, fewer waits for it.)
             for r in reps:  # start every file's write-back, so the device sees them together
                 try:
-                    sync_file_range(r._fd, 0, 0, SFR_WRITE)
+                    start_write_back(r._fd, dirty[r])
                 except OSError as e:
                     failed[r] = e
             for r in reps:
@@ -219,7 +221,7 @@ class _Device:
         if sync_file_range_fn is not None and len(reps) > 1:
             for r in reps:  # start every file's write-back before waiting for the first
                 try:
-                    sync_file_range(r._fd, 0, 0, SFR_WRITE)
+                    start_write_back(r._fd, dirty[r])
                 except OSError:
                     pass  # the fdatasync below reports it
         for r in reps:
@@ -525,7 +527,8 @@ class LocalLogReplica:
             placed.append((self._fileno, off, dlen))
             off += dlen
         if parts:
-            pwrite_parts(self._fd, parts, self._size)
+            write = pwrite_short if off - self._size <= SHORT_WRITE_BYTES else pwrite_parts
+            write(self._fd, parts, self._size)
             self._size = off
         return placed, off <= self._capacity
 

@@ -194,3 +194,22 @@ async def test_chunk_log_retries_a_failed_write_through_put_then(tmp_path, monke
     await log_.close()
     for r in reps:
         await r.close()
+
+
+def test_short_writes_keep_the_gil_and_land_where_asked(tmp_path):
+    from s2core import diskio
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        parts = [b"head", memoryview(b"-body-"), bytearray(b"tail")]
+        assert diskio.pwrite_short(fd, parts, 3) == 14
+        assert diskio.pwrite_short(fd, [b"x" * 100_000], 17) == 100_000
+        for dirty in (10, diskio.SHORT_WRITE_BYTES + 1):  # GIL kept / handed back
+            if diskio.sync_file_range_fn is not None:
+                diskio.start_write_back(fd, dirty)
+        with pytest.raises(OSError):
+            diskio.pwrite_short(-1, [b"a"], 0)
+    finally:
+        os.close(fd)
+    data = path.read_bytes()
+    assert data[:17] == b"\0\0\0head-body-tail" and data[17:] == b"x" * 100_000
