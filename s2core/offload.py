@@ -139,7 +139,12 @@ class Offloader:
         sections = await _build_sections(todo, ch.config.section_max_bytes, slices)
         floor = self._floor_after(len(batch))
         # an evicted state object (replaced by a reload) has nothing left to offload
-        touched = [st for st in ends if not st.deleted and ch.streams.get(st.uid) is st]
+        touched = []
+        for i, st in enumerate(ends):
+            if not i & 255:
+                await slices.tick()
+            if not st.deleted and ch.streams.get(st.uid) is st:
+                touched.append(st)
         await self._publish(sections, floor, touched, slices)
         for mc in batch:
             mc.offloaded = True
@@ -169,7 +174,9 @@ class Offloader:
         shared_key = None
         shared_size = 0
         placed = []  # (state, first seq, end seq, first ts, last ts, key, offset, size)
-        for st, first, end, first_ts, last_ts, parts, size in sections:
+        for i, (st, first, end, first_ts, last_ts, parts, size) in enumerate(sections):
+            if not i & 63:
+                await slices.tick()  # 10,000 streams: 10,000 sections, rows, checkpoints
             if size >= ch.config.own_segment_bytes:
                 self._object_n += 1
                 key = (f"segments/{st.uid.hex()}/{first:020d}-"
@@ -191,7 +198,9 @@ class Offloader:
         while True:
             live: dict[str, int] = {}
             stream_end: dict = {st: st.offloaded_upto for st in touched}
-            for st, first, end, *_, key, _, _ in placed:
+            for i, (st, first, end, *_, key, _, _) in enumerate(placed):
+                if not i & 255:
+                    await slices.tick()
                 live[key] = live.get(key, 0) + 1
                 stream_end[st] = max(stream_end.get(st, 0), end)
             ops = [Op("put", f"obj/{k}", json.dumps({"live": n}).encode())
@@ -200,7 +209,7 @@ class Offloader:
             rows = []
             for i, (st, first, end, first_ts, last_ts, key, off, size) in enumerate(placed):
                 if not i & 63:
-                    await slices.tick()  # 10,000 streams: 10,000 rows
+                    await slices.tick()
                 row = {"k": key, "o": off, "n": size, "e": end, "t0": first_ts,
                        "t1": last_ts}
                 raw = (f'{{"k": {quoted[key]}, "o": {off}, "n": {size}, "e": {end}, '
@@ -234,7 +243,9 @@ class Offloader:
                 continue
             for st, i in ckpt_index.items():
                 st.ckpt_version = versions[i + 1]
-            for st, first, row in rows:
+            for i, (st, first, row) in enumerate(rows):
+                if not i & 63:
+                    await slices.tick()
                 for listener in self.catalog_listeners:
                     listener(st.uid, first, row)
             return

@@ -135,6 +135,26 @@ async def test_big_write_batch_all_or_nothing(store: MetadataStore) -> None:
     assert await store.get("k0") is None
 
 
+async def test_big_write_batch_keeps_any_bytes(store: MetadataStore) -> None:
+    """Text, JSON, NUL bytes and invalid UTF-8 come back byte for byte from big batches
+    (the first thousand values are all text, the rest mixed)."""
+    text = [b'{"next": 7, "tok": "\\u00e9\\"q"}', "caf\u00e9 \U0001f600".encode(), b"",
+            b"\\x00 \n\t\"'"]
+    kinds = text + [b"nul\x00inside", b"\xff\xfe not utf-8"]
+
+    def value(i: int, gen: int) -> bytes:
+        return (text[(i + gen) % 4] if i < 1000 else kinds[(i + gen) % 6]) * (1 + i % 3)
+
+    ops = [Op("put", f"b/{i:05d}", value(i, 0)) for i in range(2500)]
+    assert await store.write_batch(ops) == [1] * 2500
+    again = [Op("put", f"b/{i:05d}", value(i, 1), 1) for i in range(2500)]
+    assert await store.write_batch(again) == [2] * 2500
+    for i in (0, 1, 2, 3, 999, 1000, 1001, 1002, 1003, 1004, 1005, 2499):
+        assert await store.get(f"b/{i:05d}") == Versioned(value(i, 1), 2)
+    rows = await store.list_prefix("b/", limit=10)
+    assert [v.value for _, v in rows] == [value(i, 1) for i in range(10)]
+
+
 async def test_write_batch_rejects_bad_ops(store: MetadataStore) -> None:
     with pytest.raises(InvalidArgument):
         await store.write_batch([Op("put", "x", b"1"), Op("put", "x", b"2", 0)])
