@@ -12,6 +12,7 @@ much slower after a short idle than back to back). Target: ack p99 <= 1.2 x fdat
 at 10 MiB/s.
 
     python bench/bench_s2core.py [--seconds 5] [--dir /path/on/the/disk/to/test]
+                                 [--sizes 1024,65536] [--streams 1,10000]
 """
 from __future__ import annotations
 
@@ -185,20 +186,23 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--sizes", default="1024,65536", help="record sizes to run")
+    ap.add_argument("--streams", default="1,10000", help="stream counts to run")
     args = ap.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    counts = [int(x) for x in args.streams.split(",")]
     root = Path(tempfile.mkdtemp(prefix="s2bench-", dir=args.dir))
     try:
         fs = measure_fdatasync(root, 65536, 300)
         print(f"machine: 64 KiB write+fdatasync p50 {pct(fs, .5)*1e3:.2f} ms  "
               f"p99 {pct(fs, .99)*1e3:.2f} ms  (n=300, {root})")
         store = await open_store(root)
-        one = await make_streams(store, 1, "one")
-        many = await make_streams(store, 10_000, "many")
+        sets = [await make_streams(store, n, f"s{n}") for n in counts]
         print(f"{'records':>8} {'streams':>8} | {'MiB/s':>7} {'rec/s':>8} | at 10 MiB/s: "
               f"{'p50 ms':>7} {'p99 ms':>7} {'p999 ms':>8} {'achieved':>9} | fdatasync at "
               f"10 MiB/s: {'p50':>5} {'p99':>6} | ack p99 / fdatasync p99")
-        for size in (1024, 65536):
-            for streams in (one, many):
+        for size in sizes:
+            for streams in sets:
                 mib, rps = await throughput(store, streams, size, args.seconds)
                 await asyncio.sleep(3)  # let offload catch up: latency is for a steady 10 MiB/s
                 lat, dev, got = await latency_vs_device(store, root, streams, size,

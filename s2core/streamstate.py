@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import json
+from json.encoder import encode_basestring_ascii as _quote
 
 from s2core.records import SequencedRecord, StreamPosition
 
@@ -107,5 +107,7 @@ class StreamState:
 
 
 def encode_ckpt(basin: str, name: str, nxt: int, ts: int, tok: str, trim: int) -> bytes:
-    return json.dumps({"b": basin, "s": name, "next": nxt, "ts": ts, "tok": tok,
-                       "trim": trim}).encode()
+    """The checkpoint row, exactly as json.dumps of the dict would write it, formatted
+    directly: an offload of 10,000 streams writes 10,000 of them."""
+    return (f'{{"b": {_quote(basin)}, "s": {_quote(name)}, "next": {int(nxt)}, '
+            f'"ts": {int(ts)}, "tok": {_quote(tok)}, "trim": {int(trim)}}}').encode()

@@ -65,3 +65,13 @@ def test_version_1_sections_still_read():
     with pytest.raises(Corrupt):
         parse_section(bytes(bad))
     assert build_section(UID, recs) != old  # new sections are written as version 2
+
+
+@pytest.mark.parametrize("name", ["s", "caf\u00e9 \"quoted\" \\ \U0001f600", "tab\there"])
+def test_checkpoint_rows_are_the_json_they_always_were(name):
+    import json
+
+    from s2core.streamstate import encode_ckpt
+    want = json.dumps({"b": "basin-1", "s": name, "next": 12, "ts": 1_700_000_000_123,
+                       "tok": name[::-1], "trim": 3}).encode()
+    assert encode_ckpt("basin-1", name, 12, 1_700_000_000_123, name[::-1], 3) == want
