@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
+import time
+
+log = logging.getLogger(__name__)
 
 SFR_WAIT_BEFORE, SFR_WRITE, SFR_WAIT_AFTER = 1, 2, 4
 SFR_WRITE_AND_WAIT = SFR_WAIT_BEFORE | SFR_WRITE | SFR_WAIT_AFTER
@@ -59,23 +63,51 @@ def start_write_back(fd: int, dirty: int) -> None:
     thread that gives the GIL up around a 10 us call waits up to a switch interval to
     get it back whenever the event loop is busy, and the WAL writer makes ten such
     calls per group commit."""
-    fn = _sfr_keep_gil if dirty <= SHORT_WRITE_BYTES and _sfr_keep_gil else sync_file_range_fn
-    if fn(fd, 0, 0, SFR_WRITE) != 0:
+    if dirty <= SHORT_WRITE_BYTES and _sfr_keep_gil and _keeping_gil():
+        t0 = time.monotonic()
+        ret = _sfr_keep_gil(fd, 0, 0, SFR_WRITE)
+        _check_quick(t0)
+    else:
+        ret = sync_file_range_fn(fd, 0, 0, SFR_WRITE)
+    if ret != 0:
         _raise_errno()
 
 
 def pwrite_short(fd: int, parts: list, off: int) -> int:
     """pwrite_parts for a few buffers (SHORT_WRITE_BYTES at most) into the page cache,
     keeping the GIL (see `start_write_back`): they are joined and written by one call."""
-    if _pwrite_keep_gil is None:
+    if _pwrite_keep_gil is None or not _keeping_gil():
         return pwrite_parts(fd, parts, off)
     buf = b"".join(parts)
+    t0 = time.monotonic()
     done = _pwrite_keep_gil(fd, buf, len(buf), off)
+    _check_quick(t0)
     if done < 0:
         _raise_errno()
     if done < len(buf):  # short write (rare, but legal): finish it the portable way
         done += pwrite_parts(fd, [memoryview(buf)[done:]], off + done)
     return done
+
+
+# A page-cache write can still block (the kernel throttles writers when too much of
+# memory is dirty), and while it keeps the GIL the whole process waits. A call that took
+# longer than QUICK_S turns the GIL-keeping calls off for BACKOFF_S.
+QUICK_S = 0.002
+BACKOFF_S = 10.0
+_gil_kept_again_at = 0.0
+
+
+def _keeping_gil() -> bool:
+    return time.monotonic() >= _gil_kept_again_at
+
+
+def _check_quick(t0: float) -> None:
+    global _gil_kept_again_at
+    took = time.monotonic() - t0
+    if took > QUICK_S:
+        _gil_kept_again_at = time.monotonic() + BACKOFF_S
+        log.warning("a page-cache write took %.1f ms; disk calls give the GIL up for the "
+                    "next %.0f s", took * 1e3, BACKOFF_S)
 
 
 def fs_type(path: str) -> str:

@@ -213,3 +213,22 @@ def test_short_writes_keep_the_gil_and_land_where_asked(tmp_path):
         os.close(fd)
     data = path.read_bytes()
     assert data[:17] == b"\0\0\0head-body-tail" and data[17:] == b"x" * 100_000
+
+
+def test_a_slow_short_write_turns_gil_keeping_off(tmp_path, monkeypatch):
+    from s2core import diskio
+    if diskio._pwrite_keep_gil is None:
+        pytest.skip("no libc pwrite")
+    ticks = iter([100.0, 100.0, 100.5])  # (check, start, end): the call "took" 500 ms
+    monkeypatch.setattr(diskio.time, "monotonic", lambda: next(ticks, 100.5))
+    monkeypatch.setattr(diskio, "_gil_kept_again_at", 0.0)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        diskio.pwrite_short(fd, [b"abc"], 0)
+        assert diskio._gil_kept_again_at == 100.5 + diskio.BACKOFF_S
+        assert not diskio._keeping_gil()  # until then, the GIL-releasing calls are used
+        monkeypatch.setattr(diskio, "_pwrite_keep_gil", None)  # would fail if called
+        assert diskio.pwrite_short(fd, [b"de"], 3) == 2
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b"abcde"
