@@ -382,20 +382,24 @@ class ChunkLog:
             await slices.tick()
             keys = [chunk_key(self.channel, *pos) for pos in drop[i:i + _GC_BATCH]]
             for replica in self.replicas:
-                delete_many = getattr(replica, "delete_many", None)
-                try:
-                    if delete_many is not None:
-                        await delete_many(keys)
-                        continue
-                except (S2Error, OSError) as e:
-                    log.debug("gc of %d chunks on %s failed: %s", len(keys), replica.name, e)
-                    continue
-                for key in keys:
-                    await slices.tick()
-                    try:
-                        await replica.delete(key)
-                    except (S2Error, OSError, ObjectNotFound) as e:
-                        log.debug("gc of %s on %s failed: %s", key, replica.name, e)
+                await self._delete_chunks(replica, keys, slices)
+
+    @staticmethod
+    async def _delete_chunks(replica: ObjectStore, keys: list[str], slices: Slices) -> None:
+        """Best effort: a chunk left behind is deleted again by a later collection."""
+        delete_many = getattr(replica, "delete_many", None)
+        if delete_many is not None:  # (a local log: one call for the lot)
+            try:
+                await delete_many(keys)
+            except (S2Error, OSError) as e:
+                log.debug("gc of %d chunks on %s failed: %s", len(keys), replica.name, e)
+            return
+        for key in keys:
+            await slices.tick()
+            try:
+                await replica.delete(key)
+            except (S2Error, OSError, ObjectNotFound) as e:
+                log.debug("gc of %s on %s failed: %s", key, replica.name, e)
 
     async def close(self) -> None:
         """Stop background replication (acked chunks are already on a quorum)."""

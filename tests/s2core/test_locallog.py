@@ -60,6 +60,20 @@ async def test_rotation_and_file_reclaim(tmp_path):
     await r.close()
 
 
+async def test_delete_many_reclaims_like_delete(tmp_path):
+    r = LocalLogReplica(tmp_path, file_bytes=1000)
+    for i in range(30):
+        await r.put(f"k{i:02d}", b"z" * 200)
+    await r.delete_many([f"k{i:02d}" for i in range(0, 30, 2)] + ["absent"])
+    assert await r.list("k") == [f"k{i:02d}" for i in range(1, 30, 2)]
+    assert await r.get("k01") == b"z" * 200
+    await r.delete_many([f"k{i:02d}" for i in range(30)])
+    assert await r.list() == []
+    left = [p for p in os.listdir(tmp_path) if p.endswith(".log")]
+    assert len(left) <= 2, "files whose entries are all deleted are recycled or removed"
+    await r.close()
+
+
 def _logs(path):
     return {p: os.stat(path / p).st_ino for p in os.listdir(path) if p.endswith(".log")}
 
