@@ -43,6 +43,7 @@ class ChannelConfig:
     keep_in_memory_fraction: float = 0.5
     offload_target_bytes: int = 8 * 1024 * 1024
     offload_interval_s: float = 5.0
+    offload_min_stream_bytes: int = 4096
     own_segment_bytes: int = 1024 * 1024
     section_max_bytes: int = 4 * 1024 * 1024
     append_wait_timeout_s: float = 30.0
@@ -146,7 +147,7 @@ class Channel:
             self.mem_bytes += nbytes
             mc = MemChunk(ch.pos, nbytes, ends)
             self.mem_chunks.append(mc)
-            self.offloader.queue.append(mc)
+            self.offloader.note_chunk(mc)
         self._spawn(self.offloader.run())
 
     async def close(self) -> None:

@@ -120,3 +120,5 @@ def _check(cfg: dict) -> None:
                           "limits.max_append_bytes")
     if not 0 < tail["keep_in_memory_fraction"] <= 1:
         raise ConfigError("tail.keep_in_memory_fraction must be in (0, 1]")
+    if tail["offload_min_stream_bytes"] < 0:
+        raise ConfigError("tail.offload_min_stream_bytes must be >= 0")

@@ -91,8 +91,9 @@ def pwrite_short(fd: int, parts: list, off: int) -> int:
 
 # A page-cache write can still block (the kernel throttles writers when too much of
 # memory is dirty), and while it keeps the GIL the whole process waits. A call that took
-# longer than QUICK_S turns the GIL-keeping calls off for BACKOFF_S.
-QUICK_S = 0.002
+# longer than QUICK_S (a short stall of the VM is not one) turns the GIL-keeping calls
+# off for BACKOFF_S.
+QUICK_S = 0.005
 BACKOFF_S = 10.0
 _gil_kept_again_at = 0.0
 

@@ -44,6 +44,7 @@ class Offloader:
         # in-memory chunks not offloaded yet, in log order (channel.mem_chunks also keeps
         # the offloaded ones that are still resident: thousands, not walked per offload)
         self.queue: deque[MemChunk] = deque()
+        self._queued_streams: dict = {}  # stream state -> queued chunks holding its records
         self._lock = asyncio.Lock()  # one offload at a time: sections must not overlap
         self.catalog_listeners: list = []
 
@@ -51,8 +52,19 @@ class Offloader:
         """A chunk became durable (or was recovered) with records in memory."""
         self.queue.append(mc)
         self.pending_bytes += mc.nbytes
-        if self.pending_bytes >= self.channel.config.offload_target_bytes:
+        streams = self._queued_streams
+        for st in mc.ends:
+            streams[st] = streams.get(st, 0) + 1
+        if self.pending_bytes >= self._batch_bytes():
             self._wake.set()
+
+    def _batch_bytes(self) -> int:
+        """What the next offload takes: the target, or more while the waiting bytes are
+        spread thin over many streams (each stream costs a section, a catalog row and a
+        checkpoint per offload, whatever its size), up to 8 x the target."""
+        cfg = self.channel.config
+        thin = cfg.offload_min_stream_bytes * len(self._queued_streams)
+        return min(max(cfg.offload_target_bytes, thin), 8 * cfg.offload_target_bytes)
 
     def wake(self) -> None:
         self._wake.set()
@@ -69,7 +81,7 @@ class Offloader:
             try:
                 while await self.offload_once(slices):
                     await self.evict(slices)  # free memory as soon as a batch is published
-                    if self.pending_bytes < cfg.offload_target_bytes and not self._pressure():
+                    if self.pending_bytes < self._batch_bytes() and not self._pressure():
                         break
                 await self.evict(slices)
             except asyncio.CancelledError:
@@ -113,7 +125,8 @@ class Offloader:
         batch: list[MemChunk] = []
         size = 0
         # behind (the tail is past its keep level): bigger batches amortize each publish
-        limit = ch.config.offload_target_bytes * (8 if self._pressure() else 1)
+        limit = ch.config.offload_target_bytes * 8 if self._pressure() else \
+            self._batch_bytes()
         for mc in self.queue:
             batch.append(mc)
             size += mc.nbytes
@@ -146,9 +159,18 @@ class Offloader:
             if not st.deleted and ch.streams.get(st.uid) is st:
                 touched.append(st)
         await self._publish(sections, floor, touched, slices)
-        for mc in batch:
+        streams = self._queued_streams
+        for i, mc in enumerate(batch):
+            if not i & 255:
+                await slices.tick()
             mc.offloaded = True
             self.queue.popleft()
+            for st in mc.ends:
+                left = streams[st] - 1
+                if left:
+                    streams[st] = left
+                else:
+                    del streams[st]
         self.pending_bytes = max(0, self.pending_bytes - size)
         await ch.log.collect_garbage(slices)
         return True

@@ -27,6 +27,7 @@ def channel_config(cfg: dict[str, Any]) -> ChannelConfig:
         keep_in_memory_fraction=tail["keep_in_memory_fraction"],
         offload_target_bytes=tail["offload_target_bytes"],
         offload_interval_s=tail["offload_interval_s"],
+        offload_min_stream_bytes=tail["offload_min_stream_bytes"],
         own_segment_bytes=tail["own_segment_bytes"],
         section_max_bytes=tail["section_max_bytes"],
         append_wait_timeout_s=tail["append_wait_timeout_s"],

@@ -95,3 +95,57 @@ async def test_inflight_chunks_automatic_per_replica_kind(tmp_path):
     assert await _channel_inflight([MemoryObjectStore("r")], ChannelConfig()) == 4
     explicit = ChannelConfig(max_inflight_chunks=3)
     assert await _channel_inflight([LocalLogReplica(tmp_path / "b")], explicit) == 3
+
+
+async def _thin_store(interval_s: float):
+    seg = MemoryObjectStore("seg")
+    cfg = ChannelConfig(offload_target_bytes=4096, offload_min_stream_bytes=1024,
+                        offload_interval_s=interval_s)
+    store = await StreamStore.open(MemoryMetadataStore(), seg,
+                                   [ChannelSpec("ch0", [MemoryObjectStore("r")], 1, cfg)])
+    await store.ensure_basin("test-basin")
+    for i in range(100):
+        await store.create_stream("test-basin", f"s{i}")
+    return store, seg
+
+
+async def _append_round(store) -> None:
+    await asyncio.gather(*(store.append("test-basin", f"s{i}", [AppendRecord(b"x" * 100)])
+                           for i in range(100)))
+
+
+async def test_thin_offloads_wait_for_bytes_per_stream():
+    """100 streams with one small record each are past the offload target but far below
+    1 KiB per stream: the offload waits (to 8 x the target here), then takes them all."""
+    store, seg = await _thin_store(interval_s=60)
+    try:
+        off = store.channels["ch0"].offloader
+        await _append_round(store)
+        assert 4096 < off.pending_bytes < off._batch_bytes() == 8 * 4096
+        await asyncio.sleep(0.1)
+        assert len(off.queue) > 0 and await seg.list("segments/") == []
+        await _append_round(store)
+        for _ in range(100):
+            if not off.queue:
+                break
+            await asyncio.sleep(0.01)
+        assert not off.queue and off._queued_streams == {}
+        assert len(await seg.list("segments/")) == 1  # one shared object, 100 sections
+        batch = await store.read("test-basin", "s7", seq_num=0)
+        assert [r.body for r in batch.records] == [b"x" * 100] * 2
+    finally:
+        await store.close()
+
+
+async def test_thin_offloads_still_run_every_interval():
+    store, seg = await _thin_store(interval_s=0.05)
+    try:
+        off = store.channels["ch0"].offloader
+        await _append_round(store)
+        for _ in range(100):
+            if not off.queue:
+                break
+            await asyncio.sleep(0.01)
+        assert not off.queue and await seg.list("segments/") != []
+    finally:
+        await store.close()

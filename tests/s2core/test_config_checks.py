@@ -24,6 +24,7 @@ def test_replicas_on_other_disks_from_a_flag(tmp_path):
     ("wal.log_file_bytes", "1000", "log_file_bytes"),
     ("kafka.group_initial_rebalance_delay_ms", "-1", "group_initial_rebalance_delay_ms"),
     ("wal.write_quorum", "2", "write_quorum"),
+    ("tail.offload_min_stream_bytes", "-1", "offload_min_stream_bytes"),
 ])
 def test_bad_values_are_refused_with_the_key_named(tmp_path, key, value, message):
     with pytest.raises(ConfigError, match=message):
