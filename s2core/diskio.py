@@ -66,7 +66,7 @@ def start_write_back(fd: int, dirty: int) -> None:
     if dirty <= SHORT_WRITE_BYTES and _sfr_keep_gil and _keeping_gil():
         t0 = time.monotonic()
         ret = _sfr_keep_gil(fd, 0, 0, SFR_WRITE)
-        _check_quick(t0)
+        _check_quick(t0, "starting write-back")
     else:
         ret = sync_file_range_fn(fd, 0, 0, SFR_WRITE)
     if ret != 0:
@@ -81,7 +81,7 @@ def pwrite_short(fd: int, parts: list, off: int) -> int:
     buf = b"".join(parts)
     t0 = time.monotonic()
     done = _pwrite_keep_gil(fd, buf, len(buf), off)
-    _check_quick(t0)
+    _check_quick(t0, "a page-cache write")
     if done < 0:
         _raise_errno()
     if done < len(buf):  # short write (rare, but legal): finish it the portable way
@@ -102,13 +102,13 @@ def _keeping_gil() -> bool:
     return time.monotonic() >= _gil_kept_again_at
 
 
-def _check_quick(t0: float) -> None:
+def _check_quick(t0: float, what: str) -> None:
     global _gil_kept_again_at
     took = time.monotonic() - t0
     if took > QUICK_S:
         _gil_kept_again_at = time.monotonic() + BACKOFF_S
-        log.warning("a page-cache write took %.1f ms; disk calls give the GIL up for the "
-                    "next %.0f s", took * 1e3, BACKOFF_S)
+        log.warning("%s took %.1f ms; disk calls give the GIL up for the next %.0f s",
+                    what, took * 1e3, BACKOFF_S)
 
 
 def fs_type(path: str) -> str:

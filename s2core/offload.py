@@ -286,8 +286,12 @@ class Offloader:
             delay = min(delay * 2, 2.0)
 
     async def evict(self, slices: Slices | None = None) -> None:
-        """Free offloaded records, oldest chunk first, down to the keep-in-memory level."""
-        slices = slices or self._slices()
+        """Free offloaded records, oldest chunk first, down to the keep-in-memory level
+        (one eviction at a time: a caller returns once any eviction under way is done)."""
+        async with self._lock:
+            await self._evict(slices or self._slices())
+
+    async def _evict(self, slices: Slices) -> None:
         ch = self.channel
         keep = ch.config.memory_bound_bytes * ch.config.keep_in_memory_fraction
         freed = 0
