@@ -32,16 +32,16 @@ def _load(lib, name: str, argtypes: list, restype):
     return fn
 
 
-_SFR_ARGS = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
 # CDLL calls hand the GIL back while they run, PyDLL calls keep it (see `pwrite_short`)
-sync_file_range_fn = _load(_libc(ctypes.CDLL), "sync_file_range", _SFR_ARGS, ctypes.c_int)
-_pydll = _libc(ctypes.PyDLL)
-_sfr_keep_gil = _load(_pydll, "sync_file_range", _SFR_ARGS, ctypes.c_int)
-_pwrite_keep_gil = _load(_pydll, "pwrite", [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t,
-                                            ctypes.c_longlong], ctypes.c_ssize_t)
+sync_file_range_fn = _load(_libc(ctypes.CDLL), "sync_file_range",
+                           [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint],
+                           ctypes.c_int)
+_pwrite_keep_gil = _load(_libc(ctypes.PyDLL), "pwrite",
+                         [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_longlong],
+                         ctypes.c_ssize_t)
 
-# Writes up to this size go to the page cache in microseconds: `pwrite_short` and
-# `start_write_back` keep the GIL for them (see below).
+# Writes up to this size go to the page cache in microseconds: `pwrite_short` keeps the
+# GIL for them.
 SHORT_WRITE_BYTES = 256 * 1024
 
 
@@ -57,25 +57,11 @@ def sync_file_range(fd: int, offset: int, nbytes: int, flags: int) -> None:
         _raise_errno()
 
 
-def start_write_back(fd: int, dirty: int) -> None:
-    """sync_file_range(SFR_WRITE) of the whole file, which has about `dirty` bytes not
-    yet written back. For a few pages it only queues them, so it keeps the GIL: a
-    thread that gives the GIL up around a 10 us call waits up to a switch interval to
-    get it back whenever the event loop is busy, and the WAL writer makes ten such
-    calls per group commit."""
-    if dirty <= SHORT_WRITE_BYTES and _sfr_keep_gil and _keeping_gil():
-        t0 = time.monotonic()
-        ret = _sfr_keep_gil(fd, 0, 0, SFR_WRITE)
-        _check_quick(t0, "starting write-back")
-    else:
-        ret = sync_file_range_fn(fd, 0, 0, SFR_WRITE)
-    if ret != 0:
-        _raise_errno()
-
-
 def pwrite_short(fd: int, parts: list, off: int) -> int:
     """pwrite_parts for a few buffers (SHORT_WRITE_BYTES at most) into the page cache,
-    keeping the GIL (see `start_write_back`): they are joined and written by one call."""
+    keeping the GIL: a thread that gives the GIL up around a 10 us call waits up to a
+    switch interval to get it back whenever the event loop is busy. They are joined and
+    written by one call."""
     if _pwrite_keep_gil is None or not _keeping_gil():
         return pwrite_parts(fd, parts, off)
     buf = b"".join(parts)

@@ -49,8 +49,8 @@ from functools import partial
 import crc32c
 
 from s2core.diskio import (
-    SFR_WRITE_AND_WAIT, SHORT_WRITE_BYTES, fs_type, pwrite_parts, pwrite_short,
-    start_write_back, sync_file_range, sync_file_range_fn,
+    SFR_WRITE, SFR_WRITE_AND_WAIT, SHORT_WRITE_BYTES, fs_type, pwrite_parts, pwrite_short,
+    sync_file_range, sync_file_range_fn,
 )
 from s2core.errors import Closed, InvalidArgument
 from s2core.objstore.base import ObjectExists, ObjectNotFound
@@ -195,14 +195,13 @@ class _Device:
                 if w[0]._fsync and any(x is not None for x in w[2])]
         if not reps:
             return failed
-        dirty = {w[0]: sum(p.nbytes for p in w[1]) for w in written}
         if self.one_flush and len(reps) > 1 and all(w[3] for w in written if w[0] in reps):
             # pure overwrites on ext4/XFS: write back every file's range and wait for it,
             # then one cache flush of the device (an fdatasync of a clean file issues it).
             # (Each call hands the GIL back and forth; fewer calls, fewer waits for it.)
             for r in reps:  # start every file's write-back, so the device sees them together
                 try:
-                    start_write_back(r._fd, dirty[r])
+                    sync_file_range(r._fd, 0, 0, SFR_WRITE)
                 except OSError as e:
                     failed[r] = e
             for r in reps:
@@ -221,7 +220,7 @@ class _Device:
         if sync_file_range_fn is not None and len(reps) > 1:
             for r in reps:  # start every file's write-back before waiting for the first
                 try:
-                    start_write_back(r._fd, dirty[r])
+                    sync_file_range(r._fd, 0, 0, SFR_WRITE)
                 except OSError:
                     pass  # the fdatasync below reports it
         for r in reps:

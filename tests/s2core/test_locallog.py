@@ -218,9 +218,6 @@ def test_short_writes_keep_the_gil_and_land_where_asked(tmp_path):
         parts = [b"head", memoryview(b"-body-"), bytearray(b"tail")]
         assert diskio.pwrite_short(fd, parts, 3) == 14
         assert diskio.pwrite_short(fd, [b"x" * 100_000], 17) == 100_000
-        for dirty in (10, diskio.SHORT_WRITE_BYTES + 1):  # GIL kept / handed back
-            if diskio.sync_file_range_fn is not None:
-                diskio.start_write_back(fd, dirty)
         with pytest.raises(OSError):
             diskio.pwrite_short(-1, [b"a"], 0)
     finally:
