@@ -28,9 +28,13 @@ def check_key(key: str) -> str:
 
 def check_value(value: bytes) -> bytes:
     """The value as immutable bytes; InvalidArgument if it is not bytes-like."""
+    _check_value_type(value)
+    return bytes(value)
+
+
+def _check_value_type(value) -> None:
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise InvalidArgument(f"metadata value must be bytes, got {type(value).__name__}")
-    return bytes(value)
 
 
 def check_ops(ops: list[Op]) -> list[Op]:
@@ -44,7 +48,7 @@ def check_ops(ops: list[Op]) -> list[Op]:
             raise InvalidArgument(f"key {op.key!r} appears twice in one batch")
         seen.add(op.key)
         if op.kind == "put":
-            check_value(op.value)  # type: ignore[arg-type]
+            _check_value_type(op.value)  # (stores copy values once, where they keep them)
         if op.expected_version is not None and (
                 not isinstance(op.expected_version, int) or op.expected_version < 0):
             raise InvalidArgument(f"bad expected_version {op.expected_version!r}")

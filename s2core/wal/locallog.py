@@ -446,15 +446,13 @@ class LocalLogReplica:
             return sorted(k for k in self._index if k.startswith(prefix))
 
     async def delete(self, key: str) -> None:
-        dead = self._forget([key])
-        if dead:  # renaming or unlinking a big file: not on the loop
-            await asyncio.to_thread(self._recycle, dead)
+        await self.delete_many([key])
 
     async def delete_many(self, keys) -> None:
         """Delete `keys` (the chunk log collects thousands of small chunks per offload:
         one call, not a coroutine per key)."""
         dead = self._forget(keys)
-        if dead:
+        if dead:  # renaming or unlinking a big file: not on the loop
             await asyncio.to_thread(self._recycle, dead)
 
     def _forget(self, keys) -> list[int]:
