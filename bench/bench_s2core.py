@@ -22,9 +22,9 @@ import os
 import random
 import shutil
 import statistics
+import struct
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -82,31 +82,14 @@ async def throughput(store, streams, size, seconds, concurrency=64):
     return done * size / el / 2**20, done / el
 
 
-def _pace(loop, fire, start: float, interval: float, seconds: float, stop) -> None:
-    """Load generator clock, on its own thread: at each due time (or every 0.2 ms when
-    they come faster) hand the due times to `fire` on the loop. The loop waits in epoll
-    meanwhile; a loop that spun to keep time (sleep(0) until due) would burn the CPU the
-    store needs and keep the GIL from the WAL writer after each of its system calls."""
-    n = 0
-    while not stop.is_set():
-        now = time.perf_counter()
-        if now - start >= seconds:
-            break
-        due = []
-        while start + n * interval <= now:
-            due.append(start + n * interval)
-            n += 1
-        if due:
-            loop.call_soon_threadsafe(fire, due)
-        wait = start + n * interval - time.perf_counter()
-        if wait > 0:
-            time.sleep(max(wait, 0.0002))
-    loop.call_soon_threadsafe(fire, None)
+PACER = Path(__file__).resolve().parent / "pacer.py"
 
 
 async def latency_at_rate(store, streams, size, seconds, mib_per_s=10.0):
     """Open loop: appends are started at a fixed rate, whatever the acks do, and each
-    latency is measured from its scheduled time (so a late start counts too)."""
+    latency is measured from its due time (so a late start counts too). The due times
+    come from a clock process (bench/pacer.py) through a pipe, as requests from clients
+    would come through sockets."""
     body = os.urandom(size)
     rng = random.Random(2)
     interval = size / (mib_per_s * 2**20)
@@ -119,25 +102,40 @@ async def latency_at_rate(store, streams, size, seconds, mib_per_s=10.0):
         await store.append(BASIN, rng.choice(streams), [AppendRecord(body)])
         lat.append(time.perf_counter() - t_sched)
 
-    def fire(dues):
-        if dues is None:
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    start = time.perf_counter() + 0.3  # the clock process is up well before
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(PACER), repr(start), repr(interval), repr(seconds),
+        stdin=asyncio.subprocess.DEVNULL, stdout=wfd)
+    os.close(wfd)
+    rest = b""
+
+    def on_readable() -> None:
+        nonlocal rest
+        try:
+            data = os.read(rfd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not data:
+            loop.remove_reader(rfd)
             finished.set()
             return
-        for due in dues:
+        data = rest + data
+        whole = len(data) - len(data) % 8
+        rest = data[whole:]
+        for due in struct.unpack(f"={whole // 8}d", data[:whole]):
             t = loop.create_task(one(due))
             tasks.add(t)
             t.add_done_callback(tasks.discard)
 
-    stop = threading.Event()
-    start = time.perf_counter()
-    pacer = threading.Thread(target=_pace, args=(loop, fire, start, interval, seconds, stop),
-                             daemon=True)
-    pacer.start()
+    loop.add_reader(rfd, on_readable)
     try:
         await finished.wait()
     finally:
-        stop.set()
-        pacer.join()
+        loop.remove_reader(rfd)
+        os.close(rfd)
+        await proc.wait()
     await asyncio.gather(*tasks)
     achieved = len(lat) * size / (time.perf_counter() - start) / 2**20
     return lat, achieved
