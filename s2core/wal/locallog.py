@@ -92,7 +92,10 @@ def _settle(fut: asyncio.Future, err: BaseException | None) -> None:
 
 def _deliver(outcomes: list) -> None:
     for done, outcome in outcomes:
-        done(outcome)  # None: durable; else the error
+        try:
+            done(outcome)  # None: durable; else the error
+        except Exception:  # a bug in one caller must not keep the others' answers
+            log.exception("WAL completion callback failed")
 
 
 class _Device:

@@ -75,7 +75,14 @@ async def test_delete_many_reclaims_like_delete(tmp_path):
 
 
 def _logs(path):
-    return {p: os.stat(path / p).st_ino for p in os.listdir(path) if p.endswith(".log")}
+    out = {}
+    for p in os.listdir(path):
+        if p.endswith(".log"):
+            try:
+                out[p] = os.stat(path / p).st_ino
+            except FileNotFoundError:
+                pass  # renamed for removal by the background thread meanwhile
+    return out
 
 
 async def _fill_recycle_refill(r, tmp_path):
