@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import struct
 import threading
 import time
@@ -108,8 +109,9 @@ class _Device:
         self.dev = dev
         self.one_flush = one_flush
         self.users = 0
-        self._cond = threading.Condition()
-        self._queue: deque[_Put] = deque()
+        # A C-level queue: handing a put over takes no Python-level lock or condition on
+        # the loop thread, and the writer blocks in it without the GIL.
+        self._queue: queue.SimpleQueue[_Put | None] = queue.SimpleQueue()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name=f"wal-dev-{dev}", daemon=True)
         self._thread.start()
@@ -133,25 +135,40 @@ class _Device:
                 return
             if self._registry.get(self.dev) is self:
                 del self._registry[self.dev]
-        with self._cond:
             self._stop = True
-            self._cond.notify()
+        self._queue.put(None)  # the writer finishes what is queued, then exits
         self._thread.join()
 
     def submit(self, put: _Put) -> None:
-        with self._cond:
-            self._queue.append(put)
-            self._cond.notify()
+        self._queue.put(put)
 
     def _run(self) -> None:
+        q = self._queue
+        stopping = False
         while True:
-            with self._cond:
-                while not self._queue and not self._stop:
-                    self._cond.wait()
-                if not self._queue:
+            if stopping:
+                try:
+                    first = q.get_nowait()
+                except queue.Empty:
                     return
-                batch = list(self._queue)
-                self._queue.clear()
+            else:
+                first = q.get()
+            batch = []
+            if first is None:
+                stopping = True
+            else:
+                batch.append(first)
+            while True:  # everything queued meanwhile goes into this sync
+                try:
+                    p = q.get_nowait()
+                except queue.Empty:
+                    break
+                if p is None:
+                    stopping = True
+                else:
+                    batch.append(p)
+            if not batch:
+                continue
             try:
                 outcomes = self._write_batch(batch)
             except BaseException as e:  # a bug: fail the batch rather than hang its callers
