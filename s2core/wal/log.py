@@ -126,9 +126,12 @@ class ChunkLog:
         chunks = []
         for pos in valid:
             chunks.append(await self._read_valid(pos, present[pos], listings))
-        # end every unfinished old epoch at its first gap
-        for e in sorted({p[0] for p in present} - set(lease.ends)):
-            if e < lease.epoch:
+        # End every unfinished old epoch at its first gap, including epochs of which no
+        # listed replica holds a chunk: none of theirs was acked (an acked chunk is on a
+        # quorum, and a quorum overlaps the listed replicas), but a replica down now may
+        # hold one, and without a recorded end a later recovery would take it back.
+        for e in range(max(lease.floor[0], 1), lease.epoch):
+            if e not in lease.ends:
                 lease.ends[e] = self._epoch_end(e, present)
         await self._write_lease()
         self._written = sorted(present)
@@ -347,7 +350,10 @@ class ChunkLog:
         """Atomically move the offload floor and apply `ops` (segment catalog rows).
 
         Conditional on the lease version, so a fenced writer cannot publish."""
-        new = LeaseState(self.lease.epoch, dict(self.lease.ends), floor, self.owner)
+        # ends of epochs below the floor say nothing the floor does not (every chunk below
+        # it is dead): dropped, so the row does not grow with every restart
+        ends = {e: end for e, end in self.lease.ends.items() if e >= floor[0]}
+        new = LeaseState(self.lease.epoch, ends, floor, self.owner)
         batch = [Op("put", self.lease_key, new.encode(), self.lease_version), *ops]
         try:
             versions = await self.metadata.write_batch(batch)

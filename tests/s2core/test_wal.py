@@ -125,6 +125,38 @@ async def test_window_of_uncertainty_ends_at_first_gap_and_is_repaired():
     assert bodies(await log3.open()) == [b"rec0", b"rec1", b"rec2", b"rec3"]
 
 
+async def test_an_epoch_seen_on_no_listed_replica_stays_ended():
+    """A crash left epoch 2's only chunk on one replica, and that replica was down for the
+    next recovery: the chunk was never acked (it is on no quorum), epoch 3 reuses its
+    seq_nums, and a later recovery that sees the chunk again must not take it back
+    (found by the simulation, seed 52212)."""
+    md = MemoryMetadataStore()
+    reps = [Down(f"r{i}") for i in range(3)]
+    log = make_log(md, reps)
+    await log.open()  # epoch 1
+    await write_n(log, 2)
+    await log.close()
+    log = make_log(md, reps)
+    await log.open()  # epoch 2: its first chunk reaches replica 2 only, then the crash
+    b = ChunkBuilder()
+    b.add(UID, 2, 1, 0, [], b"never acked")
+    await reps[2].put(chunk_key("c", 2, 0), b"".join(b.finish(2, 0, 1, 0)))
+    reps[2].down = True
+    log = make_log(md, reps)
+    assert bodies(await log.open()) == [b"rec0", b"rec1"]  # epoch 3, replica 2 down
+    await write_n(log, 1, start=2)  # seq 2 again, acked this time
+    await log.close()
+    reps[2].down = False
+    for _ in range(2):
+        log = make_log(md, reps)
+        assert bodies(await log.open()) == [b"rec0", b"rec1", b"rec2"]
+    for r in reps:
+        assert chunk_key("c", 2, 0) not in await r.list(), "the dead chunk is collected"
+    assert sorted(log.lease.ends) == [1, 2, 3, 4]
+    await log.advance_floor((log.epoch, 0), [])
+    assert log.lease.ends == {}, "ends below the floor are dropped"
+
+
 async def test_corrupt_replica_is_repaired_and_all_corrupt_is_reported():
     md = MemoryMetadataStore()
     reps = [MemoryObjectStore(f"r{i}") for i in range(3)]
