@@ -581,12 +581,17 @@ class StreamStore:
         if channel not in self.channels:
             raise InvalidArgument(f"unknown channel {channel!r}")
         h = await self._handle(basin, name)
-        old, st = await self._state(h)
+        old = self._channel(h)
         if old.name == channel:
             return
         tail = await self.seal_stream(basin, name)
+        # the state only now: an idle one looked up before sealing may have been evicted
+        # meanwhile and reloaded as another object, which is the one offloads advance (a
+        # sealed state is never idle, so this one stays until the move forgets it)
+        _, st = await self._state(h)
         while st.offloaded_upto < tail.seq_num:
-            if not await old.offloader.offload_once():
+            # (nothing left to do may mean the background offload just did it)
+            if not await old.offloader.offload_once() and st.offloaded_upto < tail.seq_num:
                 raise AssertionError(f"stream {name!r}: records below {tail.seq_num} are in no "
                                      "chunk left to offload")
         # the checkpoint must carry every command applied so far (a trim or fence that took

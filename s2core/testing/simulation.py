@@ -115,7 +115,7 @@ class Simulation:
                 await asyncio.sleep(self.rng.uniform(0, 0.01))
                 self.log(f"crash at step {step}")
                 crash(store, tasks)
-                await asyncio.gather(*tasks, return_exceptions=True)
+                self.check_outcomes(await asyncio.gather(*tasks, return_exceptions=True))
                 await self.damage_a_replica()
                 store = await self.open_store()
                 for reps in self.stores.values():
@@ -123,13 +123,22 @@ class Simulation:
                         r.set_down(False)
                 await self.verify_all(store)
             else:
-                await asyncio.gather(*tasks, return_exceptions=True)
+                self.check_outcomes(await asyncio.gather(*tasks, return_exceptions=True))
         await self.verify_all(store)
         await store.close()
         store = await self.open_store()
         await self.verify_all(store)
         await store.close()
         return self.trace
+
+    @staticmethod
+    def check_outcomes(outcomes: list) -> None:
+        """An operation may fail with an S2 error (it logs it) or be cancelled by a crash;
+        anything else (a violated invariant, an assertion, a bug) fails the run."""
+        for out in outcomes:
+            if isinstance(out, BaseException) and \
+                    not isinstance(out, (S2Error, asyncio.CancelledError)):
+                raise out
 
     async def damage_a_replica(self) -> None:
         """While the process is down: flip a byte of one copy of a chunk that has another
@@ -179,6 +188,7 @@ class Simulation:
             self.log(f"op on {name} failed: {type(e).__name__}")
 
     async def append(self, store: StreamStore, name: str, m: StreamModel) -> None:
+        before = m.max_tail  # acked or read before this append began
         n = self.rng.randint(1, 5)
         bodies = []
         for _ in range(n):
@@ -198,19 +208,23 @@ class Simulation:
                                      f"{n} records")
         for i, b in enumerate(bodies):
             m.acked[ack.start.seq_num + i] = b
-        self.check_tail(name, m, ack.tail.seq_num)
+        self.check_tail(name, m, ack.tail.seq_num, before)
         self.log(f"append {name} {ack.start.seq_num}..{ack.end.seq_num}")
 
-    def check_tail(self, name: str, m: StreamModel, tail: int) -> None:
-        if tail < m.max_tail:
-            raise InvariantViolation(f"{name}: tail went back from {m.max_tail} to {tail}")
-        m.max_tail = tail
+    def check_tail(self, name: str, m: StreamModel, tail: int, before: int) -> None:
+        """`tail` was seen by an operation that began when the highest tail any finished
+        operation had seen was `before`: it may not be lower. (Concurrent operations
+        finish in any order, so one that began earlier may report a lower tail.)"""
+        if tail < before:
+            raise InvariantViolation(f"{name}: tail went back from {before} to {tail}")
+        m.max_tail = max(m.max_tail, tail)
 
     async def read_check(self, store: StreamStore, name: str, m: StreamModel) -> None:
+        before = m.max_tail
         start = self.rng.randint(0, max(m.max_tail, 1))
         batch = await store.read(BASIN, name, seq_num=start, count=self.rng.randint(1, 50),
                                  clamp=True)
-        self.check_tail(name, m, batch.tail.seq_num)
+        self.check_tail(name, m, batch.tail.seq_num, before)
         self.check_records(name, m, batch.records, batch.tail.seq_num)
         self.log(f"read {name} @{start}: {len(batch.records)}")
 
@@ -234,8 +248,9 @@ class Simulation:
 
     async def verify_stream(self, store: StreamStore, name: str, m: StreamModel) -> None:
         if True:
+            before = m.max_tail
             tail = (await store.check_tail(BASIN, name)).seq_num
-            self.check_tail(name, m, tail)
+            self.check_tail(name, m, tail, before)
             got, seq = [], 0
             while True:
                 batch = await store.read(BASIN, name, seq_num=seq, count=1000, clamp=True)

@@ -41,3 +41,25 @@ def test_simulation_catches_a_recovery_bug(monkeypatch):
     with pytest.raises(InvariantViolation):
         for seed in range(40):
             run_seed(seed)
+
+
+@pytest.mark.parametrize("seed", [52212])
+def test_seeds_that_found_bugs(seed):
+    """Seeds from long runs that found a bug (52212: an epoch of which the replicas listed
+    at recovery held no chunk got no recorded end, and a move of a stream raced the
+    background offload)."""
+    run_seed(seed)
+
+
+def test_a_failing_operation_fails_the_run(monkeypatch):
+    """An operation that fails with anything but an S2 error (an assertion, a violated
+    invariant) fails the seed instead of being swallowed with the operation's task."""
+    from s2core.store import StreamStore
+
+    async def broken(self, *args, **kwargs):
+        raise AssertionError("boom")
+
+    monkeypatch.setattr(StreamStore, "move_stream", broken)
+    with pytest.raises(AssertionError, match="boom"):
+        for seed in range(20):
+            run_seed(seed)
