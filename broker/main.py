@@ -13,7 +13,7 @@ from broker.server import KafkaServer
 from s2core.config import parse_hostport
 from s2core.http import create_app, serve_http
 from s2core.http.server import bind_socket
-from s2core.server import maintenance, open_store, tune_runtime
+from s2core.server import close_store, maintenance, open_store, tune_runtime
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,5 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
         await asyncio.gather(http, return_exceptions=True)
         sweeper.cancel()
         retention.cancel()
-        await store.close()
-        await store.metadata.close()
+        await close_store(store)
         log.info("s2kafka stopped cleanly")

@@ -82,6 +82,17 @@ async def open_store(cfg: dict[str, Any]) -> StreamStore:
     return store
 
 
+async def close_store(store: StreamStore) -> None:
+    """Stop a store `open_store` opened, then the backends it opened for it: in-flight
+    segment writes finish, WAL files are closed and their writer threads stop."""
+    await store.close()
+    for ch in store.channels.values():
+        for replica in ch.log.replicas:
+            await replica.close()
+    await store.segments.close()
+    await store.metadata.close()
+
+
 async def maintenance(store: StreamStore, stop: asyncio.Event) -> None:
     """Periodic retention and trim sweeps until `stop` is set; the next one starts 60 s
     after the previous one ended, so sweeps never overlap however long one takes."""
