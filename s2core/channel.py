@@ -374,8 +374,10 @@ class Channel:
             if op == b"trim":
                 st.trim_seq = max(st.trim_seq, min(int.from_bytes(rec.body, "big"),
                                                    rec.end_seq))
-            elif op == b"fence" and recovering:
-                st.token = rec.body.decode()
+            elif op == b"fence":
+                st.durable_token = rec.body.decode()
+                if recovering:
+                    st.token = st.durable_token
 
     def _fail(self, e: BaseException) -> None:
         if self.failed is None:

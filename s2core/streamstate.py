@@ -16,12 +16,13 @@ class StreamState:
     """Sequencing position, command state and the in-memory tail of one stream.
 
     `next_seq`/`last_ts`/`token` include appends still being replicated; `durable_seq`/
-    `durable_ts`/`trim_seq` only what is acknowledged. In memory: records [mem_first,
+    `durable_ts`/`durable_token`/`trim_seq` only what is acknowledged. In memory: records [mem_first,
     durable_seq); in segments: [.., offloaded_upto); mem_first <= offloaded_upto.
     """
 
     __slots__ = (
-        "uid", "next_seq", "last_ts", "token", "durable_seq", "durable_ts", "trim_seq",
+        "uid", "next_seq", "last_ts", "token", "durable_token", "durable_seq", "durable_ts",
+        "trim_seq",
         "offloaded_upto", "ckpt_version", "mem_seqs", "mem_recs", "waiters",
         "sealed", "deleted", "basin", "name", "pending", "__weakref__",
     )
@@ -33,6 +34,7 @@ class StreamState:
         self.next_seq = self.durable_seq = self.offloaded_upto = ckpt["next"]
         self.last_ts = self.durable_ts = ckpt["ts"]
         self.token: str = ckpt["tok"]
+        self.durable_token: str = self.token
         self.trim_seq: int = ckpt["trim"]
         self.ckpt_version = ckpt_version
         self.mem_seqs: list[int] = []
@@ -59,9 +61,10 @@ class StreamState:
 
     def checkpoint(self) -> bytes:
         """The metadata checkpoint as of what is offloaded (replay of later chunks is
-        idempotent for token, trim and timestamp, so the durable values are safe to store)."""
+        idempotent for token, trim and timestamp, so the durable values are safe to store;
+        a fence still being replicated is not: it may never become durable)."""
         return encode_ckpt(self.basin, self.name, self.offloaded_upto, self.durable_ts,
-                           self.token, self.trim_seq)
+                           self.durable_token, self.trim_seq)
 
     # -- in-memory tail ----------------------------------------------------
 

@@ -138,6 +138,39 @@ async def test_fence_no_token_given_is_unchecked(store):
         await store.append(B, "f2", [AppendRecord(b"short", headers=[(b"", b"trim")])])
 
 
+async def test_a_checkpoint_holds_only_durable_fences(env):
+    """An offload writes a stream's checkpoint while a fence is still being replicated:
+    the checkpoint keeps the token of durable records, so when the fence never becomes
+    durable (a crash), the old token still holds after recovery."""
+    from s2core.testing.simulation import crash
+
+    store = await env.open()
+    await store.create_stream(B, "tok")
+    await store.append(B, "tok", [fence_record("old")])
+    await store.append(B, "tok", recs(b"x" * 5000))
+    ch = store.channels["ch0"]
+    stuck = asyncio.Event()
+    real_puts = [r.put for r in env.replicas]
+
+    async def hang(*args, **kwargs):
+        await stuck.wait()
+
+    for r in env.replicas:
+        r.put = hang  # from now on no chunk reaches any replica
+    fence = asyncio.ensure_future(store.append(B, "tok", [fence_record("new")]))
+    await asyncio.sleep(0.01)
+    assert not fence.done()
+    await ch.offloader.offload_once()  # rewrites the checkpoint of "tok"
+    crash(store, [fence])
+    await asyncio.gather(fence, return_exceptions=True)
+    for r, put in zip(env.replicas, real_puts):
+        r.put = put
+    store = await env.open()
+    ack = await store.append(B, "tok", recs(b"y"), fencing_token="old")
+    assert ack.start.seq_num == 2, "the unreplicated fence left no record and no effect"
+    await store.close()
+
+
 async def test_limits(store):
     await store.create_stream(B, "l")
     with pytest.raises(LimitExceeded):
