@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 from s2core.channel import ChannelConfig
 from s2core.clock import LoopClock
-from s2core.errors import S2Error, SeqNumMismatch
+from s2core.errors import FencingTokenMismatch, S2Error, SeqNumMismatch
 from s2core.metadata.memory import MemoryMetadataStore
 from s2core.objstore.memory import MemoryObjectStore
-from s2core.records import AppendRecord, trim_record
+from s2core.records import AppendRecord, fence_record, trim_record
 from s2core.store import ChannelSpec, StreamStore
 from s2core.testing.faults import FaultyObjectStore
 from s2core.testing.virtual_loop import run_virtual
@@ -48,6 +48,7 @@ class StreamModel:
     maybe_trim: int = 0        # from every attempted trim: below it records may be gone
     max_tail: int = 0
     counter: int = 0
+    fences: dict[int, str] = field(default_factory=dict)  # acked fence seq -> token
 
 
 class Simulation:
@@ -164,10 +165,12 @@ class Simulation:
         m = self.streams[name]
         roll = self.rng.random()
         try:
-            if roll < 0.6:
+            if roll < 0.55:
                 await self.append(store, name, m)
-            elif roll < 0.85:
+            elif roll < 0.8:
                 await self.read_check(store, name, m)
+            elif roll < 0.86:
+                await self.fence(store, name, m)
             elif roll < 0.93:
                 tail = (await store.check_tail(BASIN, name)).seq_num
                 target = self.rng.randint(0, tail)
@@ -187,6 +190,13 @@ class Simulation:
         except S2Error as e:
             self.log(f"op on {name} failed: {type(e).__name__}")
 
+    async def fence(self, store: StreamStore, name: str, m: StreamModel) -> None:
+        token = f"t{self.rng.randrange(1000)}"
+        ack = await store.append(BASIN, name, [fence_record(token)])
+        m.acked[ack.start.seq_num] = None
+        m.fences[ack.start.seq_num] = token
+        self.log(f"fence {name} {token} at {ack.start.seq_num}")
+
     async def append(self, store: StreamStore, name: str, m: StreamModel) -> None:
         before = m.max_tail  # acked or read before this append began
         n = self.rng.randint(1, 5)
@@ -197,11 +207,17 @@ class Simulation:
         match = None
         if self.rng.random() < 0.2:
             match = (await store.check_tail(BASIN, name)).seq_num
+        token = None
+        if m.fences and self.rng.random() < 0.3:
+            token = m.fences[max(m.fences)]  # as the writer that fenced last would
         try:
             ack = await store.append(BASIN, name, [AppendRecord(b) for b in bodies],
-                                     match_seq_num=match)
+                                     match_seq_num=match, fencing_token=token)
         except SeqNumMismatch:
             self.log(f"append {name} match mismatch")
+            return
+        except FencingTokenMismatch:
+            self.log(f"append {name} token mismatch")
             return
         if ack.end.seq_num - ack.start.seq_num != n:
             raise InvariantViolation(f"ack spans {ack.start.seq_num}..{ack.end.seq_num} for "
@@ -275,6 +291,19 @@ class Simulation:
                 if seq_num >= m.maybe_trim and seq_num not in have:
                     raise InvariantViolation(f"{name}: acked seq {seq_num} lost (tail {tail}, "
                                              f"trim floor {m.trim_floor})")
+            # The token is the one of the last fence in the stream: acked ones, and ones of
+            # unknown outcome that turn out to be there. Unknown unless that fence is at or
+            # above every trim ever tried (a trimmed-away one may have been last).
+            fences = {r.seq_num: r.body.decode() for r in got
+                      if r.is_command() and r.headers[0][1] == b"fence"}
+            fences.update(m.fences)
+            top = max(fences) if fences else None
+            if (top is None and m.maybe_trim == 0) or (top is not None and top >= m.maybe_trim):
+                want = "" if top is None else fences[top]
+                ch, st = await store._state(await store._handle(BASIN, name))
+                if (st.token, st.durable_token) != (want, want):
+                    raise InvariantViolation(f"{name}: token {st.token!r} (durable "
+                                             f"{st.durable_token!r}), last fence {want!r}")
             self.log(f"verified {name}: {len(got)} records, tail {tail}")
 
 
