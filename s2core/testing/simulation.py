@@ -242,6 +242,20 @@ class Simulation:
                                  clamp=True)
         self.check_tail(name, m, batch.tail.seq_num, before)
         self.check_records(name, m, batch.records, batch.tail.seq_num)
+        spanning = [r for r in batch.records if r.span]
+        if spanning and self.rng.random() < 0.3:
+            # by timestamp: the first record at or after a record's timestamp is that
+            # record or an earlier one with the same timestamp (a span-0 command record
+            # at the tail is not picked: a read from the tail's seq_num returns nothing)
+            pick = self.rng.choice(spanning)
+            at = await store.read(BASIN, name, timestamp=pick.timestamp, count=1, clamp=True)
+            first = at.records[0] if at.records else None
+            if pick.seq_num >= m.maybe_trim and (  # (else a trim may have removed it)
+                    first is None or first.timestamp < pick.timestamp
+                    or first.seq_num > pick.seq_num):
+                raise InvariantViolation(
+                    f"{name}: read at timestamp {pick.timestamp} (record {pick.seq_num}) "
+                    f"gave {None if first is None else (first.seq_num, first.timestamp)}")
         self.log(f"read {name} @{start}: {len(batch.records)}")
 
     def check_records(self, name: str, m: StreamModel, records, tail: int) -> None:
@@ -252,6 +266,9 @@ class Simulation:
                                          f"then {r.seq_num}")
             if r.end_seq > tail:
                 raise InvariantViolation(f"{name}: record {r.seq_num} past tail {tail}")
+            if prev is not None and r.timestamp < prev.timestamp:
+                raise InvariantViolation(f"{name}: timestamp went back at {r.seq_num}: "
+                                         f"{prev.timestamp} then {r.timestamp}")
             want = m.acked.get(r.seq_num, r.body)
             if not r.is_command() and want is not None and want != r.body:
                 raise InvariantViolation(f"{name}: seq {r.seq_num} has {r.body[:20]!r}, acked "
