@@ -6,6 +6,7 @@ the channel of its current streamlet, validates input and applies S2's read sema
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -113,13 +114,21 @@ class StreamStore:
                    owner: str = "") -> StreamStore:
         """Open the store: recover every channel (fencing previous owners)."""
         store = cls(metadata, segments, clock, rng, limits, owner)
-        for spec in channels:
-            clog = ChunkLog(spec.name, spec.replicas, spec.write_quorum, metadata,
-                            store.clock, store.rng, owner)
-            ch = Channel(spec.name, clog, metadata, segments, store.clock, spec.config)
-            ch.offloader.catalog_listeners.append(store.catalog.on_new_section)
-            await ch.open(owns=store._owned_by(spec.name))
-            store.channels[spec.name] = ch
+        try:
+            for spec in channels:
+                clog = ChunkLog(spec.name, spec.replicas, spec.write_quorum, metadata,
+                                store.clock, store.rng, owner)
+                ch = Channel(spec.name, clog, metadata, segments, store.clock, spec.config)
+                ch.offloader.catalog_listeners.append(store.catalog.on_new_section)
+                await ch.open(owns=store._owned_by(spec.name))
+                store.channels[spec.name] = ch
+        except BaseException:
+            # a channel that did not recover fails the open: stop those that did (their
+            # offloaders would otherwise keep running, fenced by the next open)
+            for ch in store.channels.values():
+                with contextlib.suppress(Exception):
+                    await ch.close()
+            raise
         store.default_channel = channels[0].name
         store.class_channel = dict(storage_classes or {})
         return store

@@ -64,17 +64,3 @@ def test_a_failing_operation_fails_the_run(monkeypatch):
         for seed in range(20):
             run_seed(seed)
 
-
-def test_simulation_catches_a_fence_bug(monkeypatch):
-    """Re-introduce a bug we had (a checkpoint written during a fence's replication kept
-    the new token although the fence never became durable): the token check notices."""
-    from s2core.streamstate import StreamState, encode_ckpt
-
-    def buggy(self):
-        return encode_ckpt(self.basin, self.name, self.offloaded_upto, self.durable_ts,
-                           self.token, self.trim_seq)
-
-    monkeypatch.setattr(StreamState, "checkpoint", buggy)
-    with pytest.raises(InvariantViolation, match="token"):
-        for seed in range(200):
-            run_seed(seed)

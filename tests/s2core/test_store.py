@@ -171,6 +171,26 @@ async def test_a_checkpoint_holds_only_durable_fences(env):
     await store.close()
 
 
+async def test_a_failed_open_stops_the_channels_it_opened(env):
+    """The second channel cannot recover (no replica answers): the open fails and the
+    first channel's background work does not outlive it."""
+    from s2core.errors import Unavailable
+
+    env.extra_channels.append("ch1")
+    env.specs()  # makes ch1's replicas
+
+    async def down(*args, **kwargs):
+        raise Unavailable("down")
+
+    for r in env.extra_replicas["ch1"]:
+        r.list = down
+    with pytest.raises(Unavailable):
+        await env.open()
+    await asyncio.sleep(0)
+    left = [t for t in asyncio.all_tasks() if "Offloader.run" in repr(t.get_coro())]
+    assert left == []
+
+
 async def test_limits(store):
     await store.create_stream(B, "l")
     with pytest.raises(LimitExceeded):
