@@ -49,6 +49,7 @@ class StreamModel:
     max_tail: int = 0
     counter: int = 0
     fences: dict[int, str] = field(default_factory=dict)  # acked fence seq -> token
+    min_counter: int = 0  # bodies numbered up to this belong to an earlier incarnation
 
 
 class Simulation:
@@ -110,6 +111,9 @@ class Simulation:
             await store.create_stream(BASIN, name, {"retention_policy": {"infinite": {}}})
         crash_at = sorted(self.rng.sample(range(1, self.steps), self.crashes))
         for step in range(self.steps):
+            if step not in crash_at and self.rng.random() < 0.05:
+                await self.recreate(store)  # alone: the model follows one incarnation
+                continue
             tasks = [asyncio.ensure_future(self.random_op(store, step, k))
                      for k in range(self.rng.randint(1, 6))]
             if step in crash_at:
@@ -190,6 +194,17 @@ class Simulation:
         except S2Error as e:
             self.log(f"op on {name} failed: {type(e).__name__}")
 
+    async def recreate(self, store: StreamStore) -> None:
+        """Delete a stream and create one of the same name: nothing of the old one may
+        show in the new one (offloads and purges of the old one run meanwhile)."""
+        name = self.rng.choice(sorted(self.streams))
+        old = self.streams[name]
+        await retrying(lambda: store.delete_stream(BASIN, name))
+        self.streams[name] = StreamModel(counter=old.counter, min_counter=old.counter)
+        await retrying(lambda: store.create_stream(BASIN, name,
+                                                   {"retention_policy": {"infinite": {}}}))
+        self.log(f"recreated {name}")
+
     async def fence(self, store: StreamStore, name: str, m: StreamModel) -> None:
         token = f"t{self.rng.randrange(1000)}"
         ack = await store.append(BASIN, name, [fence_record(token)])
@@ -269,6 +284,9 @@ class Simulation:
             if prev is not None and r.timestamp < prev.timestamp:
                 raise InvariantViolation(f"{name}: timestamp went back at {r.seq_num}: "
                                          f"{prev.timestamp} then {r.timestamp}")
+            if not r.is_command() and int(r.body.split(b":")[1]) <= m.min_counter:
+                raise InvariantViolation(f"{name}: seq {r.seq_num} has {r.body[:20]!r}, "
+                                         "a record of the deleted stream of that name")
             want = m.acked.get(r.seq_num, r.body)
             if not r.is_command() and want is not None and want != r.body:
                 raise InvariantViolation(f"{name}: seq {r.seq_num} has {r.body[:20]!r}, acked "
