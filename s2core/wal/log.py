@@ -172,34 +172,49 @@ class ChunkLog:
 
     async def _read_valid(self, pos: Pos, holders: list[int],
                           listings: dict[int, list[str]]) -> RecoveredChunk:
+        """Read every listed copy of a chunk, repair the corrupt ones (and, when fewer than
+        a quorum are left, put it on the listed replicas that lack it), and return it once
+        a write quorum holds it. Corrupt copies and failed repairs do not count (a chunk
+        this recovery keeps is served and built on, so it must be as durable as an
+        acknowledged one); a listed copy that cannot be read just now does."""
         key = chunk_key(self.channel, *pos)
+        copies = await asyncio.gather(*(self.replicas[i].get(key) for i in holders),
+                                      return_exceptions=True)
         good: tuple[ChunkHeader, bytes] | None = None
         bad: list[int] = []
-        for i in holders:
+        unreadable = 0
+        for i, data in zip(holders, copies):
+            if isinstance(data, (S2Error, OSError)):
+                unreadable += 1
+                continue
+            if isinstance(data, BaseException):
+                raise data
             try:
-                data = await self.replicas[i].get(key)
-                good = (decode_header(data), data)
-                break
+                header = decode_header(data)
             except Corrupt:
                 log.warning("chunk %s corrupt on replica %s", key, self.replicas[i].name)
                 bad.append(i)
-            except (S2Error, OSError):
                 continue
+            if good is None:
+                good = (header, data)
         if good is None:
+            if unreadable:
+                raise Unavailable(f"chunk {key}: no good copy read, {unreadable} unreadable")
             raise Corrupt(f"chunk {key}: no replica holds a copy that passes its checksum")
         header, data = good
-        # repair: bad copies always; missing copies inside the window of uncertainty
         targets = list(bad)
         if len(holders) - len(bad) < self.write_quorum:
             targets += [i for i in listings if i not in holders]
+        repaired = 0
         for i in targets:
             try:
                 await self.replicas[i].put(key, data)
+                repaired += 1
             except (S2Error, OSError) as e:
                 log.warning("repair of %s on %s failed: %s", key, self.replicas[i].name, e)
-        copies = len(holders) - len(bad) + len(targets)
-        if copies < self.write_quorum:
-            raise Unavailable(f"chunk {key}: only {copies} copies, quorum is {self.write_quorum}")
+        n = len(holders) - len(bad) + repaired
+        if n < self.write_quorum:
+            raise Unavailable(f"chunk {key}: {n} copies, quorum is {self.write_quorum}")
         return RecoveredChunk(pos, header, data)
 
     # ----------------------------------------------------------------- writing

@@ -157,6 +157,51 @@ async def test_an_epoch_seen_on_no_listed_replica_stays_ended():
     assert log.lease.ends == {}, "ends below the floor are dropped"
 
 
+async def test_a_chunk_kept_by_recovery_is_on_a_quorum_or_recovery_fails():
+    """A chunk in the window of uncertainty is on one replica and the repairs that would
+    put it on a quorum fail: recovery must not keep it (it would be served and built on
+    with a single copy; found by the simulation, seed 204091). Once repairs work, it is
+    kept on a quorum."""
+    md = MemoryMetadataStore()
+    reps = [Down(f"r{i}") for i in range(3)]
+    log = make_log(md, reps)
+    await log.open()
+    await write_n(log, 2)
+    await log.close()
+    b = ChunkBuilder()
+    b.add(UID, 2, 1, 0, [], b"rec2")
+    await reps[0].put(chunk_key("c", 1, 2), b"".join(b.finish(1, 2, 1, 0)))
+    puts = [r.put for r in reps]
+
+    async def refuse(key, data, *, if_absent=False):
+        raise Unavailable("refused")
+
+    reps[1].put = reps[2].put = refuse
+    with pytest.raises(Unavailable):
+        await make_log(md, reps).open()
+    reps[1].put, reps[2].put = puts[1], puts[2]
+    assert bodies(await make_log(md, reps).open()) == [b"rec0", b"rec1", b"rec2"]
+    holders = [r for r in reps if chunk_key("c", 1, 2) in await r.list()]
+    assert len(holders) >= 2
+
+
+async def test_recovery_checks_every_copy():
+    """A corrupt copy is found and repaired even when a good copy was read first."""
+    md = MemoryMetadataStore()
+    reps = [MemoryObjectStore(f"r{i}") for i in range(3)]
+    log = make_log(md, reps)
+    await log.open()
+    await write_n(log, 1)
+    await log.close()
+    key = chunk_key("c", 1, 0)
+    good = await reps[0].get(key)
+    bad = bytearray(good)
+    bad[-1] ^= 1
+    await reps[2].put(key, bytes(bad))
+    assert bodies(await make_log(md, reps).open()) == [b"rec0"]
+    assert await reps[2].get(key) == good, "the corrupt copy was repaired"
+
+
 async def test_corrupt_replica_is_repaired_and_all_corrupt_is_reported():
     md = MemoryMetadataStore()
     reps = [MemoryObjectStore(f"r{i}") for i in range(3)]
