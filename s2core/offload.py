@@ -238,19 +238,18 @@ class Offloader:
                        f'"t0": {first_ts}, "t1": {last_ts}}}')
                 ops.append(Op("put", seg_row_key(st.uid, first), raw.encode()))
                 rows.append((st, first, row))
-            saved = {st: st.offloaded_upto for st in stream_end}
             ckpt_index = {}
             for i, (st, end) in enumerate(stream_end.items()):
                 if not i & 63:
                     await slices.tick()
-                st.offloaded_upto = end
                 ckpt_index[st] = len(ops)
-                ops.append(Op("put", f"ckpt/{st.uid.hex()}", st.checkpoint(), st.ckpt_version))
+                ops.append(Op("put", f"ckpt/{st.uid.hex()}", st.checkpoint(end),
+                              st.ckpt_version))
+            # the states move only once the batch is in: a publish that fails (metadata
+            # unreachable) is redone whole, sections included, by the next attempt
             try:
                 versions = await ch.log.advance_floor(floor, ops)
             except VersionMismatch as e:
-                for st, v in saved.items():
-                    st.offloaded_upto = v
                 hit = [st for st in touched if f"ckpt/{st.uid.hex()}" == e.key]
                 if not hit:
                     raise
@@ -265,6 +264,7 @@ class Offloader:
                 continue
             for st, i in ckpt_index.items():
                 st.ckpt_version = versions[i + 1]
+                st.offloaded_upto = stream_end[st]
             for i, (st, first, row) in enumerate(rows):
                 if not i & 63:
                     await slices.tick()

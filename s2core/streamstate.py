@@ -59,11 +59,13 @@ class StreamState:
                 and self.next_seq == self.durable_seq
                 and self.offloaded_upto == self.durable_seq and not self.sealed)
 
-    def checkpoint(self) -> bytes:
-        """The metadata checkpoint as of what is offloaded (replay of later chunks is
-        idempotent for token, trim and timestamp, so the durable values are safe to store;
-        a fence still being replicated is not: it may never become durable)."""
-        return encode_ckpt(self.basin, self.name, self.offloaded_upto, self.durable_ts,
+    def checkpoint(self, offloaded_upto: int | None = None) -> bytes:
+        """The metadata checkpoint as of what is offloaded (or will be, once the batch
+        carrying it is in: `offloaded_upto`). Replay of later chunks is idempotent for
+        token, trim and timestamp, so the durable values are safe to store; a fence still
+        being replicated is not: it may never become durable."""
+        upto = self.offloaded_upto if offloaded_upto is None else offloaded_upto
+        return encode_ckpt(self.basin, self.name, upto, self.durable_ts,
                            self.durable_token, self.trim_seq)
 
     # -- in-memory tail ----------------------------------------------------

@@ -191,6 +191,40 @@ async def test_a_failed_open_stops_the_channels_it_opened(env):
     assert left == []
 
 
+async def test_an_offload_whose_publish_fails_is_redone_whole(env):
+    """The metadata batch of an offload fails (metadata unreachable): the retry must
+    offload the same records again, not skip them as if they had been published."""
+    from s2core.errors import Unavailable
+
+    failing = [False]
+    real = env.metadata.write_batch
+
+    async def write_batch(ops):
+        if failing[0] and any(op.key.startswith("ckpt/") for op in ops):
+            failing[0] = False
+            raise Unavailable("metadata unreachable")
+        return await real(ops)
+
+    env.metadata.write_batch = write_batch
+    store = await env.open()
+    await store.create_stream(B, "pub")
+    failing[0] = True
+    for i in range(60):
+        await store.append(B, "pub", recs(b"%03d" % i + b"." * 100))
+    ch = store.channels["ch0"]
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if not failing[0] and not ch.offloader.queue:
+            break
+    assert not failing[0], "the publish failed once"
+    assert not ch.offloader.queue
+    ch.config.keep_in_memory_fraction = 0.0
+    await ch.offloader.evict()
+    batch = await store.read(B, "pub", seq_num=0, count=1000)
+    assert [r.body[:3] for r in batch.records] == [b"%03d" % i for i in range(60)]
+    await store.close()
+
+
 async def test_limits(store):
     await store.create_stream(B, "l")
     with pytest.raises(LimitExceeded):
