@@ -138,3 +138,41 @@ class FaultyObjectStore:
         flipped = bytearray(data)
         flipped[self.rng.randrange(len(flipped))] ^= 0xFF
         return bytes(flipped)
+
+
+class FaultyMetadataStore:
+    """Wraps a MetadataStore; each write (create, put, delete, write_batch) is refused with
+    probability `fail_before` (Unavailable, nothing applied), as a database that cannot
+    be reached would. Reads pass through. `injected` counts the refusals."""
+
+    def __init__(self, inner, rng: random.Random, *, fail_before: float = 0.0) -> None:
+        if not 0.0 <= fail_before <= 1.0:
+            raise InvalidArgument(f"probability {fail_before} is not in [0, 1]")
+        self.inner = inner
+        self.rng = rng
+        self.fail_before = fail_before
+        self.injected = 0
+
+    def _refuse(self) -> None:
+        if self.fail_before and self.rng.random() < self.fail_before:
+            self.injected += 1
+            raise Unavailable("injected metadata failure before apply")
+
+    async def create(self, key, value):
+        self._refuse()
+        return await self.inner.create(key, value)
+
+    async def put(self, key, value, expected_version):
+        self._refuse()
+        return await self.inner.put(key, value, expected_version)
+
+    async def delete(self, key, expected_version=None):
+        self._refuse()
+        return await self.inner.delete(key, expected_version)
+
+    async def write_batch(self, ops):
+        self._refuse()
+        return await self.inner.write_batch(ops)
+
+    def __getattr__(self, name):  # get, list_prefix, close, ...
+        return getattr(self.inner, name)

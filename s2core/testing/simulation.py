@@ -29,7 +29,7 @@ from s2core.metadata.memory import MemoryMetadataStore
 from s2core.objstore.memory import MemoryObjectStore
 from s2core.records import AppendRecord, fence_record, trim_record
 from s2core.store import ChannelSpec, StreamStore
-from s2core.testing.faults import FaultyObjectStore
+from s2core.testing.faults import FaultyMetadataStore, FaultyObjectStore
 from s2core.testing.virtual_loop import run_virtual
 
 BASIN = "sim-basin-0"
@@ -61,8 +61,10 @@ class Simulation:
         self.steps = steps
         self.crashes = crashes
         self.trace: list[str] = []
-        self.metadata = MemoryMetadataStore()
         p = self.rng.uniform(0.0, 0.15)
+        self.metadata = FaultyMetadataStore(MemoryMetadataStore(),
+                                            random.Random(self.rng.random()),
+                                            fail_before=self.rng.choice([0.0, p / 3]))
         self.stores = {
             name: [FaultyObjectStore(MemoryObjectStore(f"{name}-r{i}"),
                                      random.Random(self.rng.random()),
@@ -106,9 +108,10 @@ class Simulation:
 
     async def run(self) -> list[str]:
         store = await self.open_store()
-        await store.ensure_basin(BASIN)
+        await retrying(lambda: store.ensure_basin(BASIN))
         for name in self.streams:
-            await store.create_stream(BASIN, name, {"retention_policy": {"infinite": {}}})
+            await retrying(lambda: store.create_stream(
+                BASIN, name, {"retention_policy": {"infinite": {}}}))
         crash_at = sorted(self.rng.sample(range(1, self.steps), self.crashes))
         for step in range(self.steps):
             if step not in crash_at and self.rng.random() < 0.05:
