@@ -151,11 +151,12 @@ class Channel:
         self._spawn(self.offloader.run())
 
     async def close(self) -> None:
-        """Stop taking appends, flush what is open and wait for it to be durable."""
+        """Stop taking appends, flush what is open and wait for it to be durable (unless
+        the channel failed: its writes will not finish, and their callers were told)."""
         self._closing = True
-        if self._open and self._open.appends:
+        if self._open and self._open.appends and self.failed is None:
             self._seal()
-        while self._writing or self._ready:
+        while (self._writing or self._ready) and self.failed is None:
             await asyncio.sleep(0.001)
         await self.offloader.stop()
         for t in list(self._tasks):

@@ -24,7 +24,10 @@ from dataclasses import dataclass, field
 
 from s2core.channel import ChannelConfig
 from s2core.clock import LoopClock
-from s2core.errors import FencingTokenMismatch, S2Error, SeqNumMismatch
+from s2core.errors import (
+    AlreadyExists, FencingTokenMismatch, Indeterminate, S2Error, SeqNumMismatch,
+    StreamNotFound,
+)
 from s2core.metadata.memory import MemoryMetadataStore
 from s2core.objstore.memory import MemoryObjectStore
 from s2core.records import AppendRecord, fence_record, trim_record
@@ -111,7 +114,8 @@ class Simulation:
         await retrying(lambda: store.ensure_basin(BASIN))
         for name in self.streams:
             await retrying(lambda: store.create_stream(
-                BASIN, name, {"retention_policy": {"infinite": {}}}))
+                BASIN, name, {"retention_policy": {"infinite": {}}}),
+                done_if=(AlreadyExists,))
         crash_at = sorted(self.rng.sample(range(1, self.steps), self.crashes))
         for step in range(self.steps):
             if step not in crash_at and self.rng.random() < 0.05:
@@ -202,10 +206,11 @@ class Simulation:
         show in the new one (offloads and purges of the old one run meanwhile)."""
         name = self.rng.choice(sorted(self.streams))
         old = self.streams[name]
-        await retrying(lambda: store.delete_stream(BASIN, name))
+        await retrying(lambda: store.delete_stream(BASIN, name), done_if=(StreamNotFound,))
         self.streams[name] = StreamModel(counter=old.counter, min_counter=old.counter)
         await retrying(lambda: store.create_stream(BASIN, name,
-                                                   {"retention_policy": {"infinite": {}}}))
+                                                   {"retention_policy": {"infinite": {}}}),
+                       done_if=(AlreadyExists,))
         self.log(f"recreated {name}")
 
     async def fence(self, store: StreamStore, name: str, m: StreamModel) -> None:
@@ -339,20 +344,29 @@ class Simulation:
             if (top is None and m.maybe_trim == 0) or (top is not None and top >= m.maybe_trim):
                 want = "" if top is None else fences[top]
                 ch, st = await store._state(await store._handle(BASIN, name))
-                if (st.token, st.durable_token) != (want, want):
+                # (a failed channel takes no appends: its live token does not matter)
+                if st.durable_token != want or (ch.failed is None and st.token != want):
                     raise InvariantViolation(f"{name}: token {st.token!r} (durable "
                                              f"{st.durable_token!r}), last fence {want!r}")
             self.log(f"verified {name}: {len(got)} records, tail {tail}")
 
 
-async def retrying(fn, attempts: int = 20):
-    """Retry `fn` on retriable errors (a reader would), with virtual-time backoff."""
+async def retrying(fn, attempts: int = 20, done_if: tuple = ()):
+    """Retry `fn` on retriable errors (a reader would), with virtual-time backoff. After
+    an attempt of unknown outcome, an error in `done_if` on a later attempt means that
+    attempt did apply (a create that finds the stream, a delete that does not)."""
+    unknown = False
     for i in range(attempts):
         try:
             return await fn()
+        except done_if:
+            if not unknown:
+                raise
+            return None
         except S2Error as e:
             if not e.retriable or i == attempts - 1:
                 raise
+            unknown = unknown or isinstance(e, Indeterminate)
             await asyncio.sleep(0.01 * (i + 1))
 
 

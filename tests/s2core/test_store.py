@@ -225,6 +225,22 @@ async def test_an_offload_whose_publish_fails_is_redone_whole(env):
     await store.close()
 
 
+async def test_a_fenced_store_still_closes(env):
+    """Another process took the channel over: appends fail with Fenced, and closing the
+    fenced store returns (it waited forever for writes that could not finish)."""
+    from s2core.errors import Fenced, Indeterminate
+
+    a = await env.open()
+    await a.create_stream(B, "fz")
+    await a.append(B, "fz", recs(b"1"))
+    b = await env.open()  # takes the channels over: a is fenced
+    with pytest.raises((Fenced, Indeterminate)):
+        await a.append(B, "fz", recs(b"2"))
+    await asyncio.wait_for(a.close(), 5)
+    assert [r.body for r in (await b.read(B, "fz", seq_num=0)).records] == [b"1"]
+    await b.close()
+
+
 async def test_limits(store):
     await store.create_stream(B, "l")
     with pytest.raises(LimitExceeded):
