@@ -142,37 +142,44 @@ class FaultyObjectStore:
 
 class FaultyMetadataStore:
     """Wraps a MetadataStore; each write (create, put, delete, write_batch) is refused with
-    probability `fail_before` (Unavailable, nothing applied), as a database that cannot
-    be reached would. Reads pass through. `injected` counts the refusals."""
+    probability `fail_before` (Unavailable, nothing applied), or applied and its answer
+    lost with probability `lose_response` (Indeterminate), as with a database that cannot
+    be reached or a connection that drops before the commit is confirmed. Reads pass
+    through. `injected` counts the faults."""
 
-    def __init__(self, inner, rng: random.Random, *, fail_before: float = 0.0) -> None:
-        if not 0.0 <= fail_before <= 1.0:
-            raise InvalidArgument(f"probability {fail_before} is not in [0, 1]")
+    def __init__(self, inner, rng: random.Random, *, fail_before: float = 0.0,
+                 lose_response: float = 0.0) -> None:
+        for p in (fail_before, lose_response):
+            if not 0.0 <= p <= 1.0:
+                raise InvalidArgument(f"probability {p} is not in [0, 1]")
         self.inner = inner
         self.rng = rng
         self.fail_before = fail_before
+        self.lose_response = lose_response
         self.injected = 0
 
-    def _refuse(self) -> None:
+    async def _write(self, call: Awaitable[_T]) -> _T:
         if self.fail_before and self.rng.random() < self.fail_before:
+            call.close()
             self.injected += 1
             raise Unavailable("injected metadata failure before apply")
+        out = await call
+        if self.lose_response and self.rng.random() < self.lose_response:
+            self.injected += 1
+            raise Indeterminate("injected: metadata write applied, its answer lost")
+        return out
 
     async def create(self, key, value):
-        self._refuse()
-        return await self.inner.create(key, value)
+        return await self._write(self.inner.create(key, value))
 
     async def put(self, key, value, expected_version):
-        self._refuse()
-        return await self.inner.put(key, value, expected_version)
+        return await self._write(self.inner.put(key, value, expected_version))
 
     async def delete(self, key, expected_version=None):
-        self._refuse()
-        return await self.inner.delete(key, expected_version)
+        return await self._write(self.inner.delete(key, expected_version))
 
     async def write_batch(self, ops):
-        self._refuse()
-        return await self.inner.write_batch(ops)
+        return await self._write(self.inner.write_batch(ops))
 
     def __getattr__(self, name):  # get, list_prefix, close, ...
         return getattr(self.inner, name)

@@ -65,9 +65,10 @@ class Simulation:
         self.crashes = crashes
         self.trace: list[str] = []
         p = self.rng.uniform(0.0, 0.15)
+        pm = self.rng.choice([0.0, p / 3])
         self.metadata = FaultyMetadataStore(MemoryMetadataStore(),
                                             random.Random(self.rng.random()),
-                                            fail_before=self.rng.choice([0.0, p / 3]))
+                                            fail_before=pm, lose_response=pm / 2)
         self.stores = {
             name: [FaultyObjectStore(MemoryObjectStore(f"{name}-r{i}"),
                                      random.Random(self.rng.random()),

@@ -173,3 +173,22 @@ def test_bad_parameters() -> None:
         faulty(fail_before=1.5)
     with pytest.raises(InvalidArgument):
         faulty(latency=(2.0, 1.0))
+
+
+async def test_faulty_metadata_refuses_or_loses_answers() -> None:
+    from s2core.metadata.memory import MemoryMetadataStore
+    from s2core.testing.faults import FaultyMetadataStore
+
+    inner = MemoryMetadataStore()
+    refuse = FaultyMetadataStore(inner, random.Random(1), fail_before=1.0)
+    with pytest.raises(Unavailable):
+        await refuse.create("a", b"1")
+    assert await inner.get("a") is None, "a refused write applies nothing"
+    lose = FaultyMetadataStore(inner, random.Random(1), lose_response=1.0)
+    with pytest.raises(Indeterminate):
+        await lose.create("a", b"1")
+    assert (await inner.get("a")).value == b"1", "a lost answer's write applied"
+    assert (await lose.get("a")).value == b"1", "reads pass through"
+    assert refuse.injected == lose.injected == 1
+    with pytest.raises(InvalidArgument):
+        FaultyMetadataStore(inner, random.Random(1), fail_before=2.0)
