@@ -1,14 +1,20 @@
 """Deterministic simulation of s2core under faults and crashes.
 
-One seed drives everything: which operations run concurrently (appends, reads, trims,
-fences, stream moves), how every replica and the segment store misbehave (failures before
-applying, applied-but-lost responses, latency) and when the process "crashes" (every task
-of the store is cancelled mid-flight and a new store recovers from the same backends). Time
-is virtual, so a run that spans minutes of simulated time takes milliseconds, and the same
-seed gives the same trace.
+One seed drives everything: which operations run concurrently (appends, some with a
+fencing token or a match_seq_num, reads by seq_num and by timestamp, trims, fences,
+stream moves; now and then a stream is deleted and created again, alone in its step), how
+every replica, the segment store and the metadata store misbehave (failures before
+applying, applied-but-lost responses, latency, a replica down or a copy corrupted during
+recovery) and when the process "crashes" (every task of the store is cancelled mid-flight
+and a new store recovers from the same backends). Time is virtual, so a run that spans
+minutes of simulated time takes milliseconds, and the same seed gives the same trace.
 
 Checked invariants: every acknowledged record is readable after recovery at its seq_num
-with its body; no record appears twice; seq_nums are contiguous; the tail never goes back.
+with its body; no record appears twice; seq_nums are contiguous; nothing of a deleted
+stream shows in a new one of the same name; the tail never goes back (against what
+operations that finished before saw); timestamps never go back; a read by timestamp starts
+at or before a record with that timestamp; the fencing token is the last fence's in the
+stream. An operation failing with anything but an S2 error fails the run.
 
     python -m s2core.testing.simulation --seeds 1000          # the long run
 """
