@@ -51,6 +51,17 @@ async def write_n(log, n, start=0):
         await log.write(b, log.new_chunk_seq())
 
 
+async def logged(n, replica=MemoryObjectStore):
+    """Metadata and 3 replicas holding `n` chunks written and closed by a first owner."""
+    md = MemoryMetadataStore()
+    reps = [replica(f"r{i}") for i in range(3)]
+    log = make_log(md, reps)
+    await log.open()
+    await write_n(log, n)
+    await log.close()
+    return md, reps
+
+
 def bodies(chunks):
     return [rec.body for ch in chunks for _, rec in decode_entries(ch.data, ch.header)]
 
@@ -101,12 +112,7 @@ async def test_recovery_needs_read_quorum():
 
 
 async def test_window_of_uncertainty_ends_at_first_gap_and_is_repaired():
-    md = MemoryMetadataStore()
-    reps = [MemoryObjectStore(f"r{i}") for i in range(3)]
-    log = make_log(md, reps)
-    await log.open()
-    await write_n(log, 3)
-    await log.close()
+    md, reps = await logged(3)
     # simulate a crash mid-replication: chunk 3 reached one replica, chunk 5 one other
     def raw(seq):
         b = ChunkBuilder()
@@ -162,12 +168,7 @@ async def test_a_chunk_kept_by_recovery_is_on_a_quorum_or_recovery_fails():
     put it on a quorum fail: recovery must not keep it (it would be served and built on
     with a single copy; found by the simulation, seed 204091). Once repairs work, it is
     kept on a quorum."""
-    md = MemoryMetadataStore()
-    reps = [Down(f"r{i}") for i in range(3)]
-    log = make_log(md, reps)
-    await log.open()
-    await write_n(log, 2)
-    await log.close()
+    md, reps = await logged(2, Down)
     b = ChunkBuilder()
     b.add(UID, 2, 1, 0, [], b"rec2")
     await reps[0].put(chunk_key("c", 1, 2), b"".join(b.finish(1, 2, 1, 0)))
@@ -187,12 +188,7 @@ async def test_a_chunk_kept_by_recovery_is_on_a_quorum_or_recovery_fails():
 
 async def test_recovery_checks_every_copy():
     """A corrupt copy is found and repaired even when a good copy was read first."""
-    md = MemoryMetadataStore()
-    reps = [MemoryObjectStore(f"r{i}") for i in range(3)]
-    log = make_log(md, reps)
-    await log.open()
-    await write_n(log, 1)
-    await log.close()
+    md, reps = await logged(1)
     key = chunk_key("c", 1, 0)
     good = await reps[0].get(key)
     bad = bytearray(good)
