@@ -31,7 +31,11 @@ from dataclasses import dataclass, field
 from s2core.channel import ChannelConfig
 from s2core.clock import LoopClock
 from s2core.errors import (
-    AlreadyExists, FencingTokenMismatch, Indeterminate, S2Error, SeqNumMismatch,
+    AlreadyExists,
+    FencingTokenMismatch,
+    Indeterminate,
+    S2Error,
+    SeqNumMismatch,
     StreamNotFound,
 )
 from s2core.metadata.memory import MemoryMetadataStore
@@ -120,7 +124,7 @@ class Simulation:
         store = await self.open_store()
         await retrying(lambda: store.ensure_basin(BASIN))
         for name in self.streams:
-            await retrying(lambda: store.create_stream(
+            await retrying(lambda name=name: store.create_stream(
                 BASIN, name, {"retention_policy": {"infinite": {}}}),
                 done_if=(AlreadyExists,))
         crash_at = sorted(self.rng.sample(range(1, self.steps), self.crashes))
