@@ -16,8 +16,8 @@ class StreamState:
     """Sequencing position, command state and the in-memory tail of one stream.
 
     `next_seq`/`last_ts`/`token` include appends still being replicated; `durable_seq`/
-    `durable_ts`/`durable_token`/`trim_seq` only what is acknowledged. In memory: records [mem_first,
-    durable_seq); in segments: [.., offloaded_upto); mem_first <= offloaded_upto.
+    `durable_ts`/`durable_token`/`trim_seq` only what is acknowledged. In memory: records
+    [mem_first, durable_seq); in segments: [.., offloaded_upto); mem_first <= offloaded_upto.
     """
 
     __slots__ = (

@@ -144,31 +144,18 @@ class _Device:
 
     def _run(self) -> None:
         q = self._queue
-        stopping = False
         while True:
-            if stopping:
-                try:
-                    first = q.get_nowait()
-                except queue.Empty:
-                    return
-            else:
-                first = q.get()
-            batch = []
-            if first is None:
-                stopping = True
-            else:
-                batch.append(first)
+            batch = [q.get()]
             while True:  # everything queued meanwhile goes into this sync
                 try:
-                    p = q.get_nowait()
+                    batch.append(q.get_nowait())
                 except queue.Empty:
                     break
-                if p is None:
-                    stopping = True
-                else:
-                    batch.append(p)
+            stopping = batch[-1] is None  # release's marker: nothing is submitted after it
+            if stopping:
+                batch.pop()
             if not batch:
-                continue
+                return
             try:
                 outcomes = self._write_batch(batch)
             except BaseException as e:  # a bug: fail the batch rather than hang its callers
@@ -182,6 +169,8 @@ class _Device:
                     loop.call_soon_threadsafe(_deliver, outs)
                 except RuntimeError:
                     pass  # the loop is closed: nobody waits for these answers
+            if stopping:
+                return
 
     def _write_batch(self, batch: list[_Put]) -> list:
         by_replica: dict[LocalLogReplica, list[_Put]] = {}
