@@ -124,9 +124,7 @@ class Simulation:
         store = await self.open_store()
         await retrying(lambda: store.ensure_basin(BASIN))
         for name in self.streams:
-            await retrying(lambda name=name: store.create_stream(
-                BASIN, name, {"retention_policy": {"infinite": {}}}),
-                done_if=(AlreadyExists,))
+            await create_stream(store, name)
         crash_at = sorted(self.rng.sample(range(1, self.steps), self.crashes))
         for step in range(self.steps):
             if step not in crash_at and self.rng.random() < 0.05:
@@ -219,9 +217,7 @@ class Simulation:
         old = self.streams[name]
         await retrying(lambda: store.delete_stream(BASIN, name), done_if=(StreamNotFound,))
         self.streams[name] = StreamModel(counter=old.counter, min_counter=old.counter)
-        await retrying(lambda: store.create_stream(BASIN, name,
-                                                   {"retention_policy": {"infinite": {}}}),
-                       done_if=(AlreadyExists,))
+        await create_stream(store, name)
         self.log(f"recreated {name}")
 
     async def fence(self, store: StreamStore, name: str, m: StreamModel) -> None:
@@ -360,6 +356,12 @@ class Simulation:
                     raise InvariantViolation(f"{name}: token {st.token!r} (durable "
                                              f"{st.durable_token!r}), last fence {want!r}")
             self.log(f"verified {name}: {len(got)} records, tail {tail}")
+
+
+async def create_stream(store: StreamStore, name: str) -> None:
+    await retrying(lambda: store.create_stream(BASIN, name,
+                                               {"retention_policy": {"infinite": {}}}),
+                   done_if=(AlreadyExists,))
 
 
 async def retrying(fn, attempts: int = 20, done_if: tuple = ()):
