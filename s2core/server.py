@@ -50,11 +50,11 @@ def open_replica(url: str, log_file_bytes: int | None = None):
 def tune_runtime() -> None:
     """Interpreter settings for a latency-sensitive server; call once startup is done.
 
-    - The WAL writer thread needs the GIL after each of its blocking system calls and to
-      hand sync results to the event loop thread; with the default 5 ms switch interval a
-      busy loop kept it waiting that long each time. At 0.1 ms a group commit of three
-      replica files waits at most ~0.5 ms for the GIL in all (1 KiB appends at 10 MiB/s:
-      ack p99 ~7 ms at 0.5 ms against ~5.5 ms at 0.1 ms, bench_s2core).
+    - Threads that block in system calls (the SQLite metadata writer, segment writes,
+      WAL file preparation) need the GIL after each call; with the default 5 ms switch
+      interval a busy loop kept them waiting that long each time. The switch interval is
+      0.1 ms. (It was chosen for the WAL's writer thread, whose syncs now run in a helper
+      process: decision 0010.)
     - Objects alive after startup (modules, the codec's tables, configs) are frozen out of
       the garbage collector, and full collections are allowed only every 1000 middle-
       generation collections instead of every 10: a full collection scans every record
@@ -84,7 +84,7 @@ async def open_store(cfg: dict[str, Any]) -> StreamStore:
 
 async def close_store(store: StreamStore) -> None:
     """Stop a store `open_store` opened, then the backends it opened for it: in-flight
-    segment writes finish, WAL files are closed and their writer threads stop."""
+    segment writes finish, WAL files are closed and their sync helpers exit."""
     await store.close()
     for ch in store.channels.values():
         for replica in ch.log.replicas:

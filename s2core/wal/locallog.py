@@ -2,11 +2,13 @@
 
 One object per chunk file would cost a file create, a link and a directory fsync per chunk;
 a log costs one write and one sync, which is what the disk can do. Every replica on one
-block device (usually: the replica directories of one machine) shares one writer thread,
-which takes every queued entry of every replica, writes each replica's entries at the end
-of its current file, makes them durable together and only then answers the puts (group
-commit across replicas: three replica directories on one disk cost about one sync, not
-three competing ones).
+block device (usually: the replica directories of one machine) shares one writer per event
+loop, which takes every queued entry of every replica, writes each replica's entries at
+the end of its current file (the page cache, on the loop), has a helper process make them
+durable together (s2core/wal/syncer.py: the blocking sync calls run beside the loop, not
+in a thread that shares its GIL) and only then answers the puts (group commit across
+replicas: three replica directories on one disk cost about one sync, not three competing
+ones).
 
 Files are recycled. A file whose entries are all deleted becomes the next file to write
 (renamed to a new number) or a spare, and a new replica prepares spare files of full size
@@ -36,10 +38,13 @@ that only grew) are still read.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
-import queue
+import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -55,6 +60,7 @@ from s2core.diskio import (
 )
 from s2core.errors import Closed, InvalidArgument
 from s2core.objstore.base import ObjectExists, ObjectNotFound
+from s2core.wal import syncer
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,7 @@ _ZERO_PIECE = len(_ZERO)   # new files are zero-filled a piece at a time, in the
 _ZERO_PAUSE_S = 0.002
 
 _ONE_FLUSH_FS = ("ext4", "xfs")  # overwrite + range write-back + one flush is durable
+_SYNCER = os.path.abspath(syncer.__file__)
 
 
 @dataclass(slots=True)
@@ -99,145 +106,235 @@ def _deliver(outcomes: list) -> None:
             log.exception("WAL completion callback failed")
 
 
+class _Syncer:
+    """The sync helper process of one _Device (s2core/wal/syncer.py) and its socket.
+    Requests are answered in order; `on_answer(errnos)` gets each answer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_answer, on_lost) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", _SYNCER, str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self.sock = ours
+        self.loop = loop
+        self._on_answer = on_answer
+        self._on_lost = on_lost
+        self._want: deque[int] = deque()  # sizes of the answers to come, in order
+        self._buf = b""
+        loop.add_reader(ours.fileno(), self._readable)
+
+    def request(self, mode: int, kinds: list[int], fds: list[int]) -> None:
+        # a few dozen bytes, at most `_Device.DEPTH` requests queued: never blocks
+        socket.send_fds(self.sock, [syncer.encode_request(mode, kinds)], fds)
+        self._want.append(4 * len(kinds))
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            self._on_lost()
+            return
+        buf = self._buf + data
+        while self._want and len(buf) >= self._want[0]:
+            n = self._want.popleft()
+            errs, buf = struct.unpack(f">{n // 4}i", buf[:n]), buf[n:]
+            self._on_answer(errs)
+        self._buf = buf
+
+    def close(self) -> None:
+        """Close the socket; the helper exits at end of file once its syncs are done."""
+        if self.sock.fileno() < 0:
+            return
+        try:
+            self.loop.remove_reader(self.sock.fileno())
+        except RuntimeError:
+            pass  # the loop is closed already
+        self.sock.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Puts written together and made durable by one request to the sync helper."""
+
+    puts: list[_Put]
+    outcomes: list                  # (put, error) decided before the sync
+    written: list                   # (replica, puts, placements, break count at write)
+    synced: list                    # the replicas the request syncs, in its order
+    errs: tuple | None = None       # the answer, once it came
+
+
 class _Device:
-    """The writer thread shared by the replicas on one block device."""
+    """Group commit for the replicas on one block device, driven by one event loop.
 
-    _registry: dict[int, _Device] = {}
-    _registry_lock = threading.Lock()
+    Puts are queued; a flush writes everything queued into each replica's file (the page
+    cache: microseconds, on the loop) and one request to the sync helper process makes it
+    durable, every replica's file together. Up to DEPTH requests are under way: the
+    helper starts the next sync as soon as one ends, without waiting for the loop to hear
+    about it, and puts queued meanwhile go into the next flush. Nothing here blocks the
+    loop on the disk."""
 
-    def __init__(self, dev: int, one_flush: bool) -> None:
+    DEPTH = 2
+    _registry: dict[tuple[int, asyncio.AbstractEventLoop], _Device] = {}
+
+    def __init__(self, dev: int, one_flush: bool, loop: asyncio.AbstractEventLoop) -> None:
         self.dev = dev
         self.one_flush = one_flush
+        self.loop = loop
         self.users = 0
-        # A C-level queue: handing a put over takes no Python-level lock or condition on
-        # the loop thread, and the writer blocks in it without the GIL.
-        self._queue: queue.SimpleQueue[_Put | None] = queue.SimpleQueue()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name=f"wal-dev-{dev}", daemon=True)
-        self._thread.start()
+        self._queue: list[_Put] = []
+        self._scheduled = False
+        self._batches: deque[_Batch] = deque()  # under way, in request order
+        self._syncer: _Syncer | None = None
 
     @classmethod
-    def acquire(cls, root: str) -> _Device:
+    def acquire(cls, root: str, loop: asyncio.AbstractEventLoop) -> _Device:
         dev = os.stat(root).st_dev
         one_flush = sync_file_range_fn is not None and fs_type(root) in _ONE_FLUSH_FS
-        with cls._registry_lock:
-            d = cls._registry.get(dev)
-            if d is None or d._stop:
-                d = cls._registry[dev] = _Device(dev, one_flush)
-            d.one_flush = d.one_flush and one_flush
-            d.users += 1
-            return d
+        d = cls._registry.get((dev, loop))
+        if d is None:
+            d = cls._registry[(dev, loop)] = _Device(dev, one_flush, loop)
+        d.one_flush = d.one_flush and one_flush
+        d.users += 1
+        return d
 
     def release(self) -> None:
-        with self._registry_lock:
-            self.users -= 1
-            if self.users:
-                return
-            if self._registry.get(self.dev) is self:
-                del self._registry[self.dev]
-            self._stop = True
-        self._queue.put(None)  # the writer finishes what is queued, then exits
-        self._thread.join()
+        self.users -= 1
+        if self.users:
+            return
+        if self._registry.get((self.dev, self.loop)) is self:
+            del self._registry[(self.dev, self.loop)]
+        if self._syncer is not None:
+            self._syncer.close()
+            self._syncer = None
 
     def submit(self, put: _Put) -> None:
-        self._queue.put(put)
+        self._queue.append(put)
+        if len(self._batches) >= self.DEPTH:
+            return  # the first sync to end lets them go
+        if len(self._queue) >= self.users:
+            self._flush()  # every replica's copy of a chunk is here: no need to wait
+        elif not self._scheduled:
+            self._scheduled = True  # puts submitted in this loop turn go together
+            self.loop.call_soon(self._flush)
 
-    def _run(self) -> None:
-        q = self._queue
-        while True:
-            batch = [q.get()]
-            while True:  # everything queued meanwhile goes into this sync
-                try:
-                    batch.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            stopping = batch[-1] is None  # release's marker: nothing is submitted after it
-            if stopping:
-                batch.pop()
-            if not batch:
-                return
-            try:
-                outcomes = self._write_batch(batch)
-            except BaseException as e:  # a bug: fail the batch rather than hang its callers
-                log.exception("WAL device writer failed")
-                outcomes = [(p, e) for p in batch]
-            by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-            for put, outcome in outcomes:
-                by_loop.setdefault(put.loop, []).append((put.done, outcome))
-            for loop, outs in by_loop.items():
-                try:
-                    loop.call_soon_threadsafe(_deliver, outs)
-                except RuntimeError:
-                    pass  # the loop is closed: nobody waits for these answers
-            if stopping:
-                return
+    def _flush(self) -> None:
+        self._scheduled = False
+        if len(self._batches) >= self.DEPTH or not self._queue:
+            return
+        puts, self._queue = self._queue, []
+        try:
+            self._write(puts)
+        except BaseException as e:  # a bug: fail the puts rather than hang their callers
+            log.exception("WAL device writer failed")
+            batch = _Batch(puts, [(p, e) for p in puts], [], [], ())
+            self._batches.append(batch)
+            self._complete()
 
-    def _write_batch(self, batch: list[_Put]) -> list:
+    def _write(self, puts: list[_Put]) -> None:
         by_replica: dict[LocalLogReplica, list[_Put]] = {}
-        for put in batch:
+        for put in puts:
             by_replica.setdefault(put.replica, []).append(put)
         outcomes: list = []
-        written = []  # (replica, puts, placements, pure overwrite)
-        for rep, puts in by_replica.items():
+        written = []
+        pure, fds, synced = True, [], []
+        for rep, rputs in by_replica.items():
             try:
-                placed, pure = rep._write(puts)
-                written.append((rep, puts, placed, pure))
+                placed, overwrite = rep._write(rputs)
             except OSError as e:
                 rep._mark_broken()
-                outcomes.extend((p, e) for p in puts)
-        failed = self._sync(written)
-        for rep, puts, placed, _ in written:
-            err = failed.get(rep)
-            if err is not None:
-                rep._mark_broken()
-                outcomes.extend((p, err) for p in puts)
-            else:
-                outcomes.extend(rep._commit(puts, placed))
-        for rep, puts in by_replica.items():
-            rep._done(len(puts))
-        return outcomes
+                outcomes.extend((p, e) for p in rputs)
+                continue
+            written.append((rep, rputs, placed, rep._breaks))
+            if rep._fsync and any(x is not None for x in placed):
+                synced.append(rep)
+                fds.append(rep._fd)
+                pure = pure and overwrite
+        batch = _Batch(puts, outcomes, written, synced)
+        self._batches.append(batch)
+        if not synced:
+            batch.errs = ()
+            self._complete()
+            return
+        mode = syncer.MODE_ONE_FLUSH if self.one_flush and pure and len(synced) > 1 \
+            else syncer.MODE_EACH
+        try:
+            if self._syncer is None:
+                self._syncer = _Syncer(self.loop, self._answered, self._lost)
+            self._syncer.request(mode, [syncer.KIND_DATA] * len(fds), fds)
+        except OSError as e:
+            log.warning("the WAL sync helper is unavailable: %s", e)
+            self._stop_syncer()  # fails the syncs under way, this one included
 
-    def _sync(self, written: list) -> dict:
-        """Make every written range durable; the replicas that failed, with their error."""
-        failed: dict = {}
-        reps = [w[0] for w in written
-                if w[0]._fsync and any(x is not None for x in w[2])]
-        if not reps:
-            return failed
-        if self.one_flush and len(reps) > 1 and all(w[3] for w in written if w[0] in reps):
-            # pure overwrites on ext4/XFS: write back every file's range and wait for it,
-            # then one cache flush of the device (an fdatasync of a clean file issues it).
-            # (Each call hands the GIL back and forth; fewer calls, fewer waits for it.)
-            for r in reps:  # start every file's write-back, so the device sees them together
-                try:
-                    sync_file_range(r._fd, 0, 0, SFR_WRITE)
-                except OSError as e:
-                    failed[r] = e
-            for r in reps:
-                if r not in failed:
-                    try:
-                        sync_file_range(r._fd, 0, 0, SFR_WRITE_AND_WAIT)
-                    except OSError as e:
-                        failed[r] = e
-            ok = [r for r in reps if r not in failed]
-            if ok:
-                try:
-                    os.fdatasync(ok[0]._fd)
-                except OSError as e:
-                    failed.update((r, e) for r in ok)
-            return failed
-        if sync_file_range_fn is not None and len(reps) > 1:
-            for r in reps:  # start every file's write-back before waiting for the first
-                try:
-                    sync_file_range(r._fd, 0, 0, SFR_WRITE)
-                except OSError:
-                    pass  # the fdatasync below reports it
-        for r in reps:
-            try:
-                os.fdatasync(r._fd)
-            except OSError as e:
-                failed[r] = e
-        return failed
+    def _answered(self, errs) -> None:
+        for batch in self._batches:
+            if batch.errs is None and batch.synced:
+                batch.errs = errs
+                break
+        self._complete()
+
+    def _lost(self) -> None:
+        """The helper exited (killed?): the syncs under way failed; a new helper starts
+        with the next one."""
+        self._syncer = None
+        if any(b.errs is None for b in self._batches):
+            log.warning("the WAL sync helper exited during a sync")
+        for batch in self._batches:
+            if batch.errs is None:
+                batch.errs = (errno.EIO,) * len(batch.synced)
+        self._complete()
+
+    def _stop_syncer(self) -> None:
+        if self._syncer is not None:
+            self._syncer.close()
+            self._syncer = None
+        self._lost()
+
+    def _complete(self) -> None:
+        """Answer the batches whose syncs ended, in order; then flush what waits."""
+        while self._batches and self._batches[0].errs is not None:
+            batch = self._batches.popleft()
+            failed = {rep: OSError(err, os.strerror(err))
+                      for rep, err in zip(batch.synced, batch.errs) if err}
+            for rep in failed:
+                rep._mark_broken()
+            outcomes = batch.outcomes
+            for rep, puts, placed, breaks in batch.written:
+                err = failed.get(rep)
+                if err is None and rep._breaks != breaks:
+                    # an earlier write or sync of this file failed after this one was
+                    # written: its error may have been reported to that one only
+                    err = OSError(errno.EIO, "an earlier write to this WAL file failed")
+                if err is not None:
+                    rep._uncount(placed)
+                    outcomes.extend((p, err) for p in puts)
+                else:
+                    outcomes.extend(rep._commit(puts, placed))
+            counts: dict[LocalLogReplica, int] = {}
+            for put in batch.puts:
+                counts[put.replica] = counts.get(put.replica, 0) + 1
+            for rep, n in counts.items():
+                rep._done(n)
+            _deliver([(put.done, outcome) for put, outcome in outcomes])
+        if self._queue and not self._scheduled and len(self._batches) < self.DEPTH:
+            self._scheduled = True
+            self.loop.call_soon(self._flush)
 
 
 class LocalLogReplica:
@@ -265,8 +362,9 @@ class LocalLogReplica:
         self._lock = threading.Lock()
         self._closed = False
         self._pending = 0
-        self._idle = threading.Condition(self._lock)
+        self._drained: asyncio.Future | None = None  # close() waits for the puts under way
         self._broken = False
+        self._breaks = 0  # write or sync failures so far
         top = self._scan()
         self._fileno = top + 1
         self._fd, self._capacity = self._first_file()
@@ -275,7 +373,7 @@ class LocalLogReplica:
         self._next: tuple[int, int, int] | None = None  # (file no, fd, capacity)
         if fsync:
             _fsync_dir(self.root)
-        self._device = _Device.acquire(self.root)
+        self._device: _Device | None = None  # the writer of the loop that puts (first put)
         self._preparer: threading.Thread | None = None
         self._prepare_soon()
 
@@ -327,12 +425,15 @@ class LocalLogReplica:
                 self._unclean.add(n)
         return top
 
-    def _put_index(self, key: str, loc: tuple[int, int, int]) -> None:
+    def _put_index(self, key: str, loc: tuple[int, int, int], counted: bool = False) -> None:
+        """Index `key` at `loc`; `counted`: its file's live count has it already (an entry
+        written and waiting for its sync counts, so its file is not recycled meanwhile)."""
         old = self._index.get(key)
         if old is not None:
             self._live[old[0]] -= 1
         self._index[key] = loc
-        self._live[loc[0]] = self._live.get(loc[0], 0) + 1
+        if not counted:
+            self._live[loc[0]] = self._live.get(loc[0], 0) + 1
 
     def _retire(self, n: int, size: int, reuse: bool = True) -> None:
         """A data file with no live entries: keep it as a spare or remove it. Only files
@@ -433,7 +534,12 @@ class LocalLogReplica:
             self._pending += 1
         # not copied: callers never mutate a chunk after handing it over
         parts = data if isinstance(data, list) else [data]
-        self._device.submit(_Put(self, key, raw_key, parts, sum(len(x) for x in parts),
+        dev = self._device
+        if dev is None or dev.loop is not loop:
+            if dev is not None:
+                dev.release()
+            dev = self._device = _Device.acquire(self.root, loop)
+        dev.submit(_Put(self, key, raw_key, parts, sum(len(x) for x in parts),
                                  if_absent, loop, done))
 
     async def get(self, key: str) -> bytes:
@@ -481,31 +587,25 @@ class LocalLogReplica:
 
     def _recycle(self, numbers: list[int]) -> None:
         for n in numbers:
-            try:
-                size = os.stat(self._path(n)).st_size
-            except FileNotFoundError:
-                continue
-            with self._lock:
-                self._retire(n, size)
+            self._retire_now(n)
         self._prepare_soon()
 
     async def close(self) -> None:
         with self._lock:
             self._closed = True
-        await asyncio.to_thread(self._drain_and_release)
+        while self._pending:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        if self._preparer is not None:
+            await asyncio.to_thread(self._preparer.join)
+        if self._device is not None:
+            self._device.release()
+            self._device = None
         os.close(self._fd)
         if self._next is not None:
             os.close(self._next[1])
 
-    def _drain_and_release(self) -> None:
-        with self._lock:
-            while self._pending:
-                self._idle.wait()
-        if self._preparer is not None:
-            self._preparer.join()
-        self._device.release()
-
-    # -- called by the device thread -------------------------------------------------
+    # -- called by the device writer, on the loop -------------------------------------------------
 
     def _write(self, puts: list[_Put]) -> tuple[list, bool]:
         """Write `puts` at the end of the current file (not yet synced). Returns where
@@ -536,6 +636,8 @@ class LocalLogReplica:
             write = pwrite_short if off - self._size <= SHORT_WRITE_BYTES else pwrite_parts
             write(self._fd, parts, self._size)
             self._size = off
+            with self._lock:  # live from now until its sync fails: see _put_index
+                self._live[self._fileno] += sum(1 for x in placed if x is not None)
         return placed, off <= self._capacity
 
     def _commit(self, puts: list[_Put], placed: list) -> list:
@@ -545,21 +647,45 @@ class LocalLogReplica:
                 if loc is None:
                     out.append((p, ObjectExists(p.key)))
                 else:
-                    self._put_index(p.key, loc)
+                    self._put_index(p.key, loc, counted=True)
                     out.append((p, None))
         return out
+
+    def _uncount(self, placed: list) -> None:
+        """Entries whose sync failed: they no longer keep their file alive."""
+        dead = []
+        with self._lock:
+            for loc in placed:
+                if loc is not None:
+                    n = loc[0]
+                    self._live[n] -= 1
+                    if not self._live[n] and n != self._fileno:
+                        del self._live[n]
+                        dead.append(n)
+        for n in dead:
+            self._retire_now(n)
+
+    def _retire_now(self, n: int) -> None:
+        try:
+            size = os.stat(self._path(n)).st_size
+        except FileNotFoundError:
+            return
+        with self._lock:
+            self._retire(n, size)
 
     def _mark_broken(self) -> None:
         """A write or sync failed: its bytes are in an unknown state. Move to a new file
         at the next write, and never recycle this one."""
         self._broken = True
+        self._breaks += 1
         self._unclean.add(self._fileno)
 
     def _done(self, n: int) -> None:
         with self._lock:
             self._pending -= n
-            if not self._pending:
-                self._idle.notify_all()
+            idle = not self._pending
+        if idle and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     def _rotate(self) -> None:
         os.close(self._fd)
@@ -584,12 +710,7 @@ class LocalLogReplica:
         self._size = 0
         self._broken = False
         if dead:
-            try:
-                size = os.stat(self._path(old)).st_size
-                with self._lock:
-                    self._retire(old, size)
-            except FileNotFoundError:
-                pass
+            self._retire_now(old)
         self._prepare_soon()
 
 

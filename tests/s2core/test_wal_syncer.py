@@ -1,0 +1,213 @@
+"""The WAL's sync helper process and the device writer that drives it from the loop."""
+import asyncio
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from s2core.wal import locallog, syncer
+from s2core.wal.locallog import LocalLogReplica
+
+
+def test_sync_all_reports_each_descriptor(tmp_path):
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    dirfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    r, w = os.pipe()  # fdatasync of a pipe fails with EINVAL
+    try:
+        os.write(fd, b"x" * 5000)
+        for mode in (syncer.MODE_EACH, syncer.MODE_ONE_FLUSH):
+            errs = syncer.sync_all(mode, [syncer.KIND_DATA, syncer.KIND_DATA, syncer.KIND_DIR],
+                                   [fd, r, dirfd])
+            assert errs[0] == 0 and errs[1] in (errno.EINVAL, errno.ESPIPE) and errs[2] == 0
+    finally:
+        for x in (fd, dirfd, r, w):
+            os.close(x)
+
+
+def test_the_helper_answers_requests_in_order_and_exits_at_end_of_file(tmp_path):
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    proc = subprocess.Popen([sys.executable, "-I", "-S", locallog._SYNCER,
+                             str(theirs.fileno())], pass_fds=[theirs.fileno()])
+    theirs.close()
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    r, w = os.pipe()
+    try:
+        os.write(fd, b"data")
+        # two requests back to back: answers come in order, one per descriptor
+        socket.send_fds(ours, [syncer.encode_request(syncer.MODE_EACH, [1, 1])], [fd, r])
+        socket.send_fds(ours, [syncer.encode_request(syncer.MODE_ONE_FLUSH, [1])], [fd])
+        got = b""
+        while len(got) < 12:
+            got += ours.recv(64)
+        assert got == (0).to_bytes(4, "big") + errno.EINVAL.to_bytes(4, "big") + bytes(4)
+        proc.send_signal(signal.SIGINT)  # the server's to handle: the helper carries on
+        proc.send_signal(signal.SIGTERM)
+        socket.send_fds(ours, [syncer.encode_request(syncer.MODE_EACH, [1])], [fd])
+        assert ours.recv(64) == bytes(4)
+        ours.close()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        for x in (fd, r, w):
+            os.close(x)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _syncer_proc(rep: LocalLogReplica) -> subprocess.Popen:
+    return rep._device._syncer.proc
+
+
+async def test_a_killed_helper_fails_its_puts_and_the_next_put_gets_a_new_one(tmp_path):
+    r = LocalLogReplica(tmp_path / "r")
+    await r.put("a", b"one")
+    proc = _syncer_proc(r)
+    proc.kill()
+    proc.wait()
+    with pytest.raises(OSError):  # its sync cannot have happened: the put is not acked
+        await r.put("b", b"two")
+    await r.put("c", b"three")  # a new helper (and, the old file being suspect, a new file)
+    assert _syncer_proc(r) is not proc and _syncer_proc(r).poll() is None
+    await r.close()
+    assert proc.poll() is not None
+    r = LocalLogReplica(tmp_path / "r")
+    assert await r.get("a") == b"one" and await r.get("c") == b"three"
+    await r.close()
+
+
+async def test_a_sync_error_fails_the_put_and_moves_to_a_new_file(tmp_path, monkeypatch):
+    r = LocalLogReplica(tmp_path / "r")
+    await r.put("a", b"one")
+    first_file = r._fileno
+    pr, pw = os.pipe()
+    real = locallog._Syncer.request
+    calls = []
+
+    def bad_once(self, mode, kinds, fds):
+        calls.append(fds)
+        if len(calls) == 1:
+            fds = [pr] * len(fds)  # fdatasync of a pipe fails: as a disk error would
+        return real(self, mode, kinds, fds)
+
+    monkeypatch.setattr(locallog._Syncer, "request", bad_once)
+    try:
+        with pytest.raises(OSError):
+            await r.put("b", b"two")
+        await r.put("c", b"three")
+    finally:
+        os.close(pr)
+        os.close(pw)
+    assert r._fileno > first_file
+    await r.close()
+    r = LocalLogReplica(tmp_path / "r")
+    assert await r.get("c") == b"three"
+    await r.close()
+
+
+class _FakeSyncer:
+    """Stands in for the helper: records requests; the test answers them."""
+
+    made: list = []
+
+    def __init__(self, loop, on_answer, on_lost) -> None:
+        self.on_answer = on_answer
+        self.requests: list = []
+        _FakeSyncer.made.append(self)
+
+    def request(self, mode, kinds, fds) -> None:
+        self.requests.append(len(fds))
+
+    def close(self) -> None:
+        pass
+
+
+async def test_pipelined_syncs_answer_in_order_and_an_error_fails_later_writes(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(locallog, "_Syncer", _FakeSyncer)
+    _FakeSyncer.made = []
+    r = LocalLogReplica(tmp_path / "r")
+    outcomes: dict = {}
+
+    def put(key):
+        r.put_then(key, b"x", lambda err, key=key: outcomes.__setitem__(key, err))
+
+    put("a")
+    put("b")  # a second request while the first is under way (DEPTH 2)
+    put("c")  # waits: two are under way
+    fake = _FakeSyncer.made[0]
+    assert fake.requests == [1, 1] and not outcomes
+    fake.on_answer((errno.EIO,))  # the first fails: "b" was written to the same file
+    assert isinstance(outcomes["a"], OSError)
+    assert "b" not in outcomes  # answered only with its own sync, in order
+    await asyncio.sleep(0)  # "c" goes out now that a slot is free (to a new file)
+    assert fake.requests == [1, 1, 1]
+    fake.on_answer((0,))
+    assert isinstance(outcomes["b"], OSError), "an earlier failure of its file fails it"
+    fake.on_answer((0,))
+    assert outcomes["c"] is None
+    assert await r.list() == ["c"]
+    await r.close()
+
+
+def test_the_helper_goes_when_its_server_dies(tmp_path):
+    """A server killed with SIGKILL leaves no helper behind (it sees end of file)."""
+    code = textwrap.dedent(f"""
+        import asyncio, os, sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from s2core.wal.locallog import LocalLogReplica
+        async def main():
+            r = LocalLogReplica({str(tmp_path / "r")!r})
+            await r.put("a", b"x")
+            print(r._device._syncer.proc.pid, flush=True)
+            await asyncio.sleep(60)
+        asyncio.run(main())
+    """)
+    server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        pid = int(server.stdout.readline())
+        server.kill()
+        server.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            # (the helper is a child of the killed server: init reaps it once it exits)
+            if _is_zombie(pid):
+                return
+            time.sleep(0.05)
+        raise AssertionError("the sync helper outlived its server")
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+async def test_many_concurrent_puts_from_several_replicas_all_land(tmp_path):
+    reps = [LocalLogReplica(tmp_path / f"r{i}", file_bytes=64 * 1024) for i in range(3)]
+
+    async def writer(i):
+        for j in range(200):
+            await asyncio.gather(*(x.put(f"k{i}-{j}", b"%d" % j * 50) for x in reps))
+
+    await asyncio.gather(*(writer(i) for i in range(8)))
+    for x in reps:
+        await x.close()
+    for i in range(3):
+        x = LocalLogReplica(tmp_path / f"r{i}", file_bytes=64 * 1024)
+        assert len(await x.list()) == 1600
+        assert await x.get("k7-199") == b"199" * 50
+        await x.close()
