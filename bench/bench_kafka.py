@@ -4,7 +4,9 @@ storage) in the same run, with confluent-kafka (librdkafka) as the load generato
 
 Per target and round (targets alternate; the machine is noisy, so we quote medians):
 - produce throughput, 1 KiB records, acks=all (MiB/s, records/s);
-- end-to-end produce latency p50/p99 at a fixed 10 MiB/s (delivery report - produce call);
+- end-to-end produce latency p50/p99 at a fixed 10 MiB/s (delivery report - produce call),
+  measured first on the fresh broker after a 1 s warm-up at that rate: a steady load, not
+  the aftermath of the throughput run (our broker would still be offloading its 1+ GiB);
 - tail-consume throughput: a consumer reading what was just produced (the last 100 MiB),
   and, for information, a catch-up read of the whole partition from its start (which for
   us comes mostly from segments, below the in-memory tail).
@@ -79,22 +81,29 @@ def produce_throughput(bootstrap: str, seconds: float) -> tuple[float, float, st
     return delivered * RECORD / el / 2**20, delivered / el, topic
 
 
-def latency_at_rate(bootstrap: str, seconds: float, mib_s: float = 10.0) -> tuple[float, float]:
+def latency_at_rate(bootstrap: str, seconds: float, mib_s: float = 10.0,
+                    warmup: float = 1.0) -> tuple[float, float]:
+    """Produce at a fixed rate for `warmup` + `seconds`; latencies of the last `seconds`
+    (the first second opens connections and the broker's files: not the steady state)."""
     topic = create_topic(bootstrap)
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 1})
     value = b"y" * RECORD
     lat: list[float] = []
     rate = mib_s * 2**20 / RECORD
     t0 = time.perf_counter()
+    measured_from = t0 + warmup
     n = 0
-    while (now := time.perf_counter()) - t0 < seconds:
+    while (now := time.perf_counter()) - t0 < warmup + seconds:
         due = t0 + n / rate
         if due > now:
             p.poll(min(due - now, 0.001))
             continue
         sent = time.perf_counter()
-        p.produce(topic, value, on_delivery=lambda err, msg, s=sent: lat.append(
-            time.perf_counter() - s) if err is None else None)
+        if sent < measured_from:
+            p.produce(topic, value)
+        else:
+            p.produce(topic, value, on_delivery=lambda err, msg, s=sent: lat.append(
+                time.perf_counter() - s) if err is None else None)
         n += 1
         p.poll(0)
     p.flush(30)
@@ -149,10 +158,12 @@ def run_target(name: str, seconds: float, wal_replicas: int = 1) -> dict:
         b = peers.start_tansu() if name == "tansu" else peers.start_s2kafka(
             data_dir=d, extra_args=extra)
         try:
+            # latency first: a steady 10 MiB/s, not the tail end of the throughput run's
+            # 1+ GiB (whose offload we would still be writing, a memory store has none)
+            p50, p99 = latency_at_rate(b.bootstrap, seconds)
             mib, rps, topic = produce_throughput(b.bootstrap, seconds)
             cons = consume_throughput(b.bootstrap, topic, TAIL_RECORDS)
             catchup = consume_throughput(b.bootstrap, topic)
-            p50, p99 = latency_at_rate(b.bootstrap, seconds)
         finally:
             b.stop()
     return {"produce_mib": mib, "produce_rps": rps, "consume_mib": cons,

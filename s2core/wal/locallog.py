@@ -227,6 +227,15 @@ class _Device:
             self._syncer.close()
             self._syncer = None
 
+    def start_syncer(self) -> None:
+        """Start the helper ahead of the first sync (which would wait ~20-50 ms for it)."""
+        if self._syncer is None:
+            try:
+                self._syncer = _Syncer(self.loop, self._answered, self._lost)
+            except OSError as e:
+                log.warning("the WAL sync helper did not start (the first sync retries): %s",
+                            e)
+
     def submit(self, put: _Put) -> None:
         self._queue.append(put)
         if len(self._batches) >= self.DEPTH:
@@ -376,7 +385,15 @@ class LocalLogReplica:
         self._next: tuple[int, int, int] | None = None  # (file no, fd, capacity)
         if fsync:
             _fsync_dir(self.root)
-        self._device: _Device | None = None  # the writer of the loop that puts (first put)
+        self._device: _Device | None = None  # the writer of the loop that puts
+        try:  # opened on a loop (the usual case): its helper starts now, not at a put
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            self._device = _Device.acquire(self.root, loop)
+            if fsync:
+                self._device.start_syncer()
         self._preparer: threading.Thread | None = None
         self._prepare_soon()
 
