@@ -34,7 +34,7 @@ from s2core.channel import ChannelConfig  # noqa: E402
 from s2core.metadata import open_metadata_store  # noqa: E402
 from s2core.objstore.localdir import LocalDirObjectStore, measure_fdatasync  # noqa: E402
 from s2core.records import AppendRecord  # noqa: E402
-from s2core.server import tune_runtime  # noqa: E402
+from s2core.server import close_store, tune_runtime  # noqa: E402
 from s2core.store import ChannelSpec, StreamStore  # noqa: E402
 from s2core.wal.locallog import LocalLogReplica  # noqa: E402
 
@@ -210,7 +210,7 @@ async def main() -> None:
                       f"{pct(lat, .999)*1e3:8.2f} {got:8.1f}M |                 "
                       f"{pct(dev, .5)*1e3:5.2f} {pct(dev, .99)*1e3:6.2f} | "
                       f"{pct(lat, .99) / pct(dev, .99):.2f} (target <= 1.2)", flush=True)
-        await store.close()
+        await close_store(store)  # (its WAL replicas and their sync helper too)
         fs = measure_fdatasync(root, 65536, 300)
         print(f"machine again: 64 KiB write+fdatasync p50 {pct(fs, .5)*1e3:.2f} ms  "
               f"p99 {pct(fs, .99)*1e3:.2f} ms")

@@ -25,6 +25,7 @@ from s2core.channel import ChannelConfig  # noqa: E402
 from s2core.metadata import open_metadata_store  # noqa: E402
 from s2core.objstore.localdir import LocalDirObjectStore  # noqa: E402
 from s2core.records import AppendRecord  # noqa: E402
+from s2core.server import close_store  # noqa: E402
 from s2core.store import ChannelSpec, StreamStore  # noqa: E402
 from s2core.wal.locallog import LocalLogReplica  # noqa: E402
 
@@ -144,7 +145,7 @@ async def main() -> None:
         await time_retention_pass(store, n)
         check = await store.read(BASIN, f"stream-{n // 2:07d}", seq_num=0)
         assert check.records[0].body == body
-        await store.close()
+        await close_store(store)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
