@@ -51,12 +51,18 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 import crc32c
 
 from s2core.diskio import (
-    SFR_WRITE, SFR_WRITE_AND_WAIT, SHORT_WRITE_BYTES, fs_type, pwrite_parts, pwrite_short,
-    sync_file_range, sync_file_range_fn,
+    SFR_WRITE_AND_WAIT,
+    SHORT_WRITE_BYTES,
+    fs_type,
+    pwrite_parts,
+    pwrite_short,
+    sync_file_range,
+    sync_file_range_fn,
 )
 from s2core.errors import Closed, InvalidArgument
 from s2core.objstore.base import ObjectExists, ObjectNotFound
@@ -194,7 +200,7 @@ class _Device:
     loop on the disk."""
 
     DEPTH = 2
-    _registry: dict[tuple[int, asyncio.AbstractEventLoop], _Device] = {}
+    _registry: ClassVar[dict[tuple[int, asyncio.AbstractEventLoop], _Device]] = {}
 
     def __init__(self, dev: int, one_flush: bool, loop: asyncio.AbstractEventLoop) -> None:
         self.dev = dev
@@ -255,8 +261,11 @@ class _Device:
             self._write(puts)
         except BaseException as e:  # a bug: fail the puts rather than hang their callers
             log.exception("WAL device writer failed")
-            batch = _Batch(puts, [(p, e) for p in puts], [], [], ())
-            self._batches.append(batch)
+            for batch in self._batches:
+                if batch.puts is puts:  # (failed after queueing its sync request)
+                    self._batches.remove(batch)
+                    break
+            self._batches.append(_Batch(puts, [(p, e) for p in puts], [], [], ()))
             self._complete()
 
     def _write(self, puts: list[_Put]) -> None:

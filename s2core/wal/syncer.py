@@ -29,8 +29,11 @@ if __name__ == "__main__":  # isolated mode: only the standard library and this 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__)))))
 
-from s2core.diskio import (  # noqa: E402
-    SFR_WRITE, SFR_WRITE_AND_WAIT, sync_file_range, sync_file_range_fn,
+from s2core.diskio import (
+    SFR_WRITE,
+    SFR_WRITE_AND_WAIT,
+    sync_file_range,
+    sync_file_range_fn,
 )
 
 KIND_DATA, KIND_DIR = 1, 2

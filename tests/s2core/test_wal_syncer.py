@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import ClassVar
 
 import pytest
 
@@ -112,7 +113,7 @@ async def test_a_sync_error_fails_the_put_and_moves_to_a_new_file(tmp_path, monk
 class _FakeSyncer:
     """Stands in for the helper: records requests; the test answers them."""
 
-    made: list = []
+    made: ClassVar[list] = []
 
     def __init__(self, loop, on_answer, on_lost) -> None:
         self.on_answer = on_answer
@@ -211,3 +212,23 @@ async def test_many_concurrent_puts_from_several_replicas_all_land(tmp_path):
         assert len(await x.list()) == 1600
         assert await x.get("k7-199") == b"199" * 50
         await x.close()
+
+
+async def test_a_bug_in_the_writer_fails_its_puts_and_the_next_ones_go_through(
+        tmp_path, monkeypatch):
+    r = LocalLogReplica(tmp_path / "r")
+    real = LocalLogReplica._write
+    calls = []
+
+    def buggy(self, puts):
+        calls.append(len(puts))
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return real(self, puts)
+
+    monkeypatch.setattr(LocalLogReplica, "_write", buggy)
+    with pytest.raises(RuntimeError):
+        await r.put("a", b"one")
+    await r.put("b", b"two")
+    assert await r.list() == ["b"] and r._pending == 0
+    await r.close()
