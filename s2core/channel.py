@@ -159,8 +159,11 @@ class Channel:
         while (self._writing or self._ready) and self.failed is None:
             await asyncio.sleep(0.001)
         await self.offloader.stop()
-        for t in list(self._tasks):
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
+        if tasks:  # nothing of this channel runs once it is closed (backends close next)
+            await asyncio.wait(tasks, timeout=10)
         await self.log.close()
 
     def _spawn(self, coro) -> asyncio.Task:
