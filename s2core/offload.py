@@ -332,15 +332,6 @@ async def _build_sections(todo: list, max_bytes: int, slices: Slices) -> list:
     out = []
     for st, end, recs in todo:
         i = 0
-        if len(recs) <= _RUN and any(r.span for r in recs) and \
-                sum(len(r.body) for r in recs) <= max_bytes:
-            # the usual stream of a thin offload: a few records, one section
-            builder = SectionBuilder(st.uid)
-            builder.add(recs)
-            out.append((st, recs[0].seq_num, recs[-1].end_seq, recs[0].timestamp,
-                        recs[-1].timestamp, builder.finish(), builder.nbytes))
-            await slices.tick()
-            continue
         while i < len(recs):
             j, size, spans = i, 0, 0
             while j < len(recs) and (spans == 0 or size + len(recs[j].body) <= max_bytes):

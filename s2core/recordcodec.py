@@ -18,16 +18,16 @@ from s2core.errors import Corrupt
 from s2core.records import SequencedRecord
 
 _REC = struct.Struct(">QIQH")
-REC_BARE = struct.Struct(">QIQHI")  # a record without headers: its body length follows
+_REC_BARE = struct.Struct(">QIQHI")  # a record without headers: its body length follows
 _U32 = struct.Struct(">I")
 
 
 def encode_record(out: list, seq_num: int, span: int, timestamp: int, headers, body) -> int:
     """Append the encoding of one record to `out`; return its encoded size."""
     if not headers:
-        out.append(REC_BARE.pack(seq_num, span, timestamp, 0, len(body)))
+        out.append(_REC_BARE.pack(seq_num, span, timestamp, 0, len(body)))
         out.append(body)
-        return REC_BARE.size + len(body)
+        return _REC_BARE.size + len(body)
     out.append(_REC.pack(seq_num, span, timestamp, len(headers)))
     n = _REC.size
     for name, value in headers:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import crc32c
 
 from s2core.errors import Corrupt
-from s2core.recordcodec import REC_BARE, checksum_parts, decode_record, encode_record
+from s2core.recordcodec import checksum_parts, decode_record, encode_record
 from s2core.records import SequencedRecord
 
 MAGIC = b"S2SG"
@@ -69,16 +69,10 @@ class SectionBuilder:
             self.first = records[0].seq_num
         run: list = []
         index, off = self.index, self.off
-        pack_index, pack_bare, put, bare = _IDX.pack, REC_BARE.pack, run.append, REC_BARE.size
+        pack_index = _IDX.pack
         for r in records:
             index.append(pack_index(r.seq_num, r.timestamp, off))
-            if r.headers:
-                off += encode_record(run, r.seq_num, r.span, r.timestamp, r.headers, r.body)
-            else:  # encode_record inlined for the common case (offload's hot loop)
-                body = r.body
-                put(pack_bare(r.seq_num, r.span, r.timestamp, 0, len(body)))
-                put(body)
-                off += bare + len(body)
+            off += encode_record(run, r.seq_num, r.span, r.timestamp, r.headers, r.body)
         run, self.crc = checksum_parts(run, off - self.off, self.crc)
         self.data += run
         self.off = off
