@@ -214,9 +214,13 @@ class Offloader:
             placed.append((st, first, end, first_ts, last_ts, shared_key, shared_size, size))
             objects[shared_key].extend(parts)
             shared_size += size
-        for key, parts in objects.items():
-            await self._put(key, parts if getattr(self.segments, "accepts_parts", False)
-                            else b"".join(parts))
+        vectored = getattr(self.segments, "accepts_parts", False)
+        gate = asyncio.Semaphore(PUTS_AT_ONCE)
+
+        async def put(key: str, parts: list) -> None:
+            async with gate:
+                await self._put(key, parts if vectored else b"".join(parts))
+        await asyncio.gather(*(put(k, p) for k, p in objects.items()))
         while True:
             live: dict[str, int] = {}
             stream_end: dict = {st: st.offloaded_upto for st in touched}
@@ -317,6 +321,11 @@ class Offloader:
             st.evict_below(min(end, st.offloaded_upto))
             ch.maybe_evict(st)
 
+
+# Segment objects of one offload written at once: one at a time, a put of several MiB
+# (written back 128 KiB at a time, see LocalDirObjectStore) capped offload at the speed of
+# one writer, below what Kafka producers append.
+PUTS_AT_ONCE = 4
 
 _RUN = 64  # records encoded between two looks at the clock
 

@@ -287,6 +287,48 @@ async def test_offload_recovery_and_segments(env):
     await store.close()
 
 
+async def test_an_offload_writes_its_segment_objects_concurrently(env):
+    """The segment objects of one offload are written several at a time (at most
+    PUTS_AT_ONCE): one at a time, offload fell behind Kafka producers and appends waited
+    for memory. Every object is complete before the catalog points at it."""
+    from s2core.offload import PUTS_AT_ONCE
+
+    env.cfg.update(own_segment_bytes=1024, offload_target_bytes=1 << 20,
+                   offload_interval_s=3600)
+    real_put = env.segments.put
+    now = [0]
+    peak = [0]
+
+    async def slow_put(key, data, **kw):
+        now[0] += 1
+        peak[0] = max(peak[0], now[0])
+        try:
+            await asyncio.sleep(0.02)
+            await real_put(key, data, **kw)
+        finally:
+            now[0] -= 1
+
+    env.segments.put = slow_put
+    store = await env.open()
+    names = [f"s{i}" for i in range(3 * PUTS_AT_ONCE)]
+    for name in names:
+        await store.create_stream(B, name)
+        await store.append(B, name, recs(*[name.encode() * 200] * 8))
+    ch = store.channels["ch0"]
+    t0 = asyncio.get_running_loop().time()
+    assert await ch.offloader.offload_once()
+    took = asyncio.get_running_loop().time() - t0
+    assert peak[0] == PUTS_AT_ONCE
+    assert took < 0.02 * len(names) * 0.6, took
+    assert len(await env.segments.list("segments/")) == len(names)
+    ch.config.keep_in_memory_fraction = 0.0
+    await ch.offloader.evict()
+    for name in names:
+        batch = await store.read(B, name, seq_num=0, count=100)
+        assert [r.body for r in batch.records] == [name.encode() * 200] * 8
+    await store.close()
+
+
 async def test_follow_heartbeats_and_limits(store):
     await store.create_stream(B, "fo")
     got = []
