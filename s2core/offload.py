@@ -263,9 +263,9 @@ class Offloader:
                         touched.remove(st)
                         placed = [p for p in placed if p[0] is not st]
                     elif st.sealed and not any(p[0] is st for p in placed):
-                        # sealed for a move: the move wrote the checkpoint (from the channel
-                        # the stream is on), and this channel has nothing of it to publish
-                        # (a state left here from an earlier stay, seed 712306)
+                        # sealed for a move, which writes the checkpoint itself: nothing of
+                        # this stream to publish here (seed 712306 got here with a version
+                        # left stale by a lost answer, now settled: metadata.settle)
                         touched.remove(st)
                     else:
                         raise AssertionError(f"checkpoint {e.key} was written behind the "

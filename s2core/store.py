@@ -23,6 +23,7 @@ from s2core.errors import (
     StreamNotFound, Unavailable,
 )
 from s2core.metadata.base import MetadataStore, Op, VersionMismatch
+from s2core.metadata.settle import SettlingMetadataStore
 from s2core.names import validate_basin_name, validate_stream_name
 from s2core.objstore.base import ObjectStore
 from s2core.records import (
@@ -91,13 +92,15 @@ class StreamStore:
     def __init__(self, metadata: MetadataStore, segments: ObjectStore,
                  clock: Clock | None = None, rng: random.Random | None = None,
                  limits: Limits | None = None, owner: str = "") -> None:
-        self.metadata = metadata
+        # writes whose answer was lost are settled by reading back (s2core.metadata.settle)
+        self.metadata = metadata if isinstance(metadata, SettlingMetadataStore) \
+            else SettlingMetadataStore(metadata)
         self.segments = segments
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self.limits = limits or Limits()
         self.owner = owner
-        self.catalog = SegmentCatalog(metadata, segments)
+        self.catalog = SegmentCatalog(self.metadata, segments)
         self.channels: dict[str, Channel] = {}
         self.class_channel: dict[str, str] = {}
         self.default_channel = ""
@@ -116,9 +119,10 @@ class StreamStore:
         store = cls(metadata, segments, clock, rng, limits, owner)
         try:
             for spec in channels:
-                clog = ChunkLog(spec.name, spec.replicas, spec.write_quorum, metadata,
+                clog = ChunkLog(spec.name, spec.replicas, spec.write_quorum, store.metadata,
                                 store.clock, store.rng, owner)
-                ch = Channel(spec.name, clog, metadata, segments, store.clock, spec.config)
+                ch = Channel(spec.name, clog, store.metadata, segments, store.clock,
+                             spec.config)
                 ch.offloader.catalog_listeners.append(store.catalog.on_new_section)
                 await ch.open(owns=store._owned_by(spec.name))
                 store.channels[spec.name] = ch

@@ -474,7 +474,7 @@ async def test_stream_store_on_postgres_metadata(pg_server: PgServer, tmp_path: 
         "server.data_dir": str(tmp_path), "metadata.url": pg_server.url(query=f"table={table}")})
     basin = cfg["server"]["default_basin"]
     store = await open_store(cfg)
-    assert isinstance(store.metadata, PostgresMetadataStore)
+    assert isinstance(store.metadata.inner, PostgresMetadataStore)  # (settling wrapper)
     await store.create_stream(basin, "events", {"retention_policy": {"infinite": {}}})
     bodies = [b"event-%03d" % i for i in range(30)]
     for body in bodies:

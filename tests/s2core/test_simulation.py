@@ -48,8 +48,8 @@ def test_seeds_that_found_bugs(seed):
     """Seeds from long runs that found a bug (52212: an epoch of which the replicas listed
     at recovery held no chunk got no recorded end, and a move of a stream raced the
     background offload; 204091: recovery counted failed repairs as copies; 712306: a
-    channel that still held a sealed state from an earlier stay of a stream published its
-    checkpoint over the one a move back had written, and its offloader died). The
+    move's checkpoint write applied but its answer was lost, so every later checkpoint
+    write of that stream failed: moves, and the offload that then died). The
     simulation changes over time, so they may come to run other scenarios, but cost
     little."""
     run_seed(seed)
