@@ -220,7 +220,12 @@ class Offloader:
         async def put(key: str, parts: list) -> None:
             async with gate:
                 await self._put(key, parts if vectored else b"".join(parts))
-        await asyncio.gather(*(put(k, p) for k, p in objects.items()))
+        puts = [asyncio.ensure_future(put(k, p)) for k, p in objects.items()]
+        try:
+            await asyncio.gather(*puts)
+        finally:
+            for t in puts:  # a put that failed (or a cancelled pass) stops the others
+                t.cancel()
         while True:
             live: dict[str, int] = {}
             stream_end: dict = {st: st.offloaded_upto for st in touched}
