@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field
 
 from s2core.clock import Clock, Slices
-from s2core.errors import Corrupt, Fenced, Indeterminate, S2Error, Unavailable
+from s2core.errors import Closed, Corrupt, Fenced, Indeterminate, S2Error, Unavailable
 from s2core.metadata.base import MetadataStore, Op, VersionMismatch
 from s2core.objstore.base import ObjectExists, ObjectNotFound, ObjectStore
 from s2core.wal.chunk import (
@@ -333,16 +333,32 @@ class ChunkLog:
             raise err
 
     async def _read_lease(self) -> BaseException | None:
-        try:
-            cur = await self.metadata.get(self.lease_key)
-            if cur is not None and cur.version == self.lease_version:
-                return self._fenced  # the row we wrote last: still ours (no decode needed)
-            if cur is None or LeaseState.decode(cur.value).epoch != self.epoch:
-                self._fenced = Fenced(f"channel {self.channel}: epoch {self.epoch} was "
-                                      "superseded by a newer owner")
-            return self._fenced
-        except Exception as e:  # metadata unreachable: we cannot vouch for the ack
-            return Indeterminate(f"lease check failed: {e}")
+        """Read the lease row: None if it is still ours, else the error to answer with.
+
+        A read that fails (metadata unreachable for a moment) is retried, with backoff, for
+        as long as it takes: the acks wait. Giving up would fail the channel for good, as
+        if it had been fenced, over a blip of the metadata store."""
+        delay = 0.005
+        while True:
+            try:
+                cur = await self.metadata.get(self.lease_key)
+            except (S2Error, OSError) as e:
+                if self._closed or isinstance(e, Closed):
+                    return Indeterminate(f"lease check failed: {e}")
+                log.warning("channel %s: lease check failed, retrying in %.0f ms: %s",
+                            self.channel, delay * 1e3, e)
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            try:
+                if cur is not None and cur.version == self.lease_version:
+                    return self._fenced  # the row we wrote last: still ours (no decode)
+                if cur is None or LeaseState.decode(cur.value).epoch != self.epoch:
+                    self._fenced = Fenced(f"channel {self.channel}: epoch {self.epoch} was "
+                                          "superseded by a newer owner")
+                return self._fenced
+            except Exception as e:  # an unreadable lease row: we cannot vouch for the ack
+                return Indeterminate(f"lease check failed: {e}")
 
     async def _check_loop(self) -> None:
         while self._check_waiters:

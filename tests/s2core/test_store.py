@@ -329,6 +329,31 @@ async def test_an_offload_writes_its_segment_objects_concurrently(env):
     await store.close()
 
 
+async def test_a_lease_check_that_cannot_read_metadata_waits_instead_of_failing(env):
+    """The lease read after a chunk's quorum fails (metadata unreachable for a moment):
+    the ack waits for a read that works. It used to fail the channel for good."""
+    from s2core.errors import Unavailable
+
+    store = await env.open()
+    await store.create_stream(B, "s")
+    real_get = env.metadata.get
+    failures = [0]
+
+    async def get(key):
+        if key.startswith("channel/") and failures[0] < 4:
+            failures[0] += 1
+            raise Unavailable("metadata unreachable")
+        return await real_get(key)
+
+    env.metadata.get = get
+    ack = await store.append(B, "s", recs(b"through a blip"))
+    assert failures[0] == 4 and ack.start.seq_num == 0
+    ch = store.channels["ch0"]
+    assert ch.failed is None
+    assert (await store.append(B, "s", recs(b"after"))).start.seq_num == 1
+    await store.close()
+
+
 async def test_follow_heartbeats_and_limits(store):
     await store.create_stream(B, "fo")
     got = []
