@@ -10,8 +10,8 @@ move can write its checkpoint, a channel's offload publish fences the channel it
 `SettlingMetadataStore` wraps a store; when a write raises Indeterminate it reads the
 written keys back. If every put of the write holds the value written (and every deleted
 key is absent), the write applied: the call returns as if the answer had come, with the
-versions read back. Otherwise (not applied, applied and changed since, or the read fails)
-the Indeterminate stands and the caller handles it as before. Values are compared whole,
+versions read back. Otherwise (not applied, applied and changed since, or reads failing
+for a few seconds) the Indeterminate stands and the caller handles it as before. Values are compared whole,
 and every value the store writes names its writer or its content (an epoch and owner,
 a checkpoint, a stream row with its uid): another writer's identical value would be the
 same state anyway.
@@ -20,10 +20,14 @@ Reading back costs a read per key of the write, only after a lost answer.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from s2core.errors import Indeterminate, S2Error
+from s2core.errors import Closed, Indeterminate, S2Error
 from s2core.metadata.base import Op
+
+
+READ_BACK_ATTEMPTS = 10  # 5 ms doubling to 1 s: about 3 s of failed reads in all
 
 
 class SettlingMetadataStore:
@@ -61,10 +65,7 @@ class SettlingMetadataStore:
     async def _settle(self, ops: list[Op], lost: Indeterminate) -> list[int]:
         versions = []
         for op in ops:
-            try:
-                row = await self.inner.get(op.key)
-            except (S2Error, OSError):
-                raise lost from None
+            row = await self._read_back(op.key, lost)
             if op.kind == "delete":
                 if row is not None:
                     raise lost
@@ -76,6 +77,20 @@ class SettlingMetadataStore:
                 versions.append(row.version)
         self.settled += 1
         return versions
+
+    async def _read_back(self, key: str, lost: Indeterminate):
+        """The row of `key`; a read that fails is retried for a few seconds (the store
+        that lost the answer is often briefly unreachable too), then `lost` stands."""
+        delay = 0.005
+        for _ in range(READ_BACK_ATTEMPTS):
+            try:
+                return await self.inner.get(key)
+            except Closed:
+                break
+            except (S2Error, OSError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise lost
 
     def __getattr__(self, name: str) -> Any:  # get, list_prefix, close, path, ...
         return getattr(self.inner, name)

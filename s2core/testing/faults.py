@@ -144,18 +144,20 @@ class FaultyMetadataStore:
     """Wraps a MetadataStore; each write (create, put, delete, write_batch) is refused with
     probability `fail_before` (Unavailable, nothing applied), or applied and its answer
     lost with probability `lose_response` (Indeterminate), as with a database that cannot
-    be reached or a connection that drops before the commit is confirmed. Reads pass
-    through. `injected` counts the faults."""
+    be reached or a connection that drops before the commit is confirmed. A read (get,
+    list_prefix) fails with probability `fail_reads` (Unavailable). `injected` counts the
+    faults."""
 
     def __init__(self, inner, rng: random.Random, *, fail_before: float = 0.0,
-                 lose_response: float = 0.0) -> None:
-        for p in (fail_before, lose_response):
+                 lose_response: float = 0.0, fail_reads: float = 0.0) -> None:
+        for p in (fail_before, lose_response, fail_reads):
             if not 0.0 <= p <= 1.0:
                 raise InvalidArgument(f"probability {p} is not in [0, 1]")
         self.inner = inner
         self.rng = rng
         self.fail_before = fail_before
         self.lose_response = lose_response
+        self.fail_reads = fail_reads
         self.injected = 0
 
     async def _write(self, call: Awaitable[_T]) -> _T:
@@ -181,5 +183,18 @@ class FaultyMetadataStore:
     async def write_batch(self, ops):
         return await self._write(self.inner.write_batch(ops))
 
-    def __getattr__(self, name):  # get, list_prefix, close, ...
+    async def get(self, key):
+        self._read_fault()
+        return await self.inner.get(key)
+
+    async def list_prefix(self, prefix, **kw):
+        self._read_fault()
+        return await self.inner.list_prefix(prefix, **kw)
+
+    def _read_fault(self) -> None:
+        if self.fail_reads and self.rng.random() < self.fail_reads:
+            self.injected += 1
+            raise Unavailable("injected metadata read failure")
+
+    def __getattr__(self, name):  # close, ...
         return getattr(self.inner, name)

@@ -4,8 +4,8 @@ One seed drives everything: which operations run concurrently (appends, some wit
 fencing token or a match_seq_num, reads by seq_num and by timestamp, trims, fences,
 stream moves; now and then a stream is deleted and created again, alone in its step), how
 every replica, the segment store and the metadata store misbehave (failures before
-applying, applied-but-lost responses, latency, a replica down or a copy corrupted during
-recovery) and when the process "crashes" (every task of the store is cancelled mid-flight
+applying, applied-but-lost responses, failed metadata reads, latency, a replica down or a
+copy corrupted during recovery) and when the process "crashes" (every task of the store is cancelled mid-flight
 and a new store recovers from the same backends). Time is virtual, so a run that spans
 minutes of simulated time takes milliseconds, and the same seed gives the same trace.
 
@@ -14,7 +14,9 @@ with its body; no record appears twice; seq_nums are contiguous; nothing of a de
 stream shows in a new one of the same name; the tail never goes back (against what
 operations that finished before saw); timestamps never go back; a read by timestamp starts
 at or before a record with that timestamp; the fencing token is the last fence's in the
-stream. An operation failing with anything but an S2 error fails the run.
+stream. An operation failing with anything but an S2 error fails the run. Once the steps
+are done, the faults stop and every stream must move to every channel (liveness: nothing a
+fault left behind may keep a stream sealed or a channel fenced).
 
     python -m s2core.testing.simulation --seeds 1000          # the long run
 """
@@ -78,7 +80,8 @@ class Simulation:
         pm = self.rng.choice([0.0, p / 3])
         self.metadata = FaultyMetadataStore(MemoryMetadataStore(),
                                             random.Random(self.rng.random()),
-                                            fail_before=pm, lose_response=pm / 2)
+                                            fail_before=pm, lose_response=pm / 2,
+                                            fail_reads=pm / 2)
         self.stores = {
             name: [FaultyObjectStore(MemoryObjectStore(f"{name}-r{i}"),
                                      random.Random(self.rng.random()),
@@ -160,6 +163,7 @@ class Simulation:
         faulty = [self.metadata, self.segments, *(r for reps in self.stores.values()
                                                   for r in reps)]
         saved = [(f.fail_before, f.lose_response) for f in faulty]
+        fail_reads, self.metadata.fail_reads = self.metadata.fail_reads, 0.0
         for f in faulty:
             f.fail_before = f.lose_response = 0.0
         try:
@@ -179,6 +183,7 @@ class Simulation:
         finally:
             for f, (fail, lose) in zip(faulty, saved):
                 f.fail_before, f.lose_response = fail, lose
+            self.metadata.fail_reads = fail_reads
 
     @staticmethod
     def check_outcomes(outcomes: list) -> None:

@@ -97,7 +97,10 @@ async def test_writes_that_did_not_apply_stay_indeterminate(stores):
     assert md.settled == 0
 
 
-async def test_applied_then_changed_or_unreadable_stays_indeterminate(stores):
+async def test_applied_then_changed_or_unreadable_stays_indeterminate(stores, monkeypatch):
+    import s2core.metadata.settle as settle
+
+    monkeypatch.setattr(settle, "READ_BACK_ATTEMPTS", 3)
     losing, md = stores
     await md.create("k", b"v1")
     losing.lose = 1
@@ -116,6 +119,24 @@ async def test_applied_then_changed_or_unreadable_stays_indeterminate(stores):
     with pytest.raises(Indeterminate):
         await md.put("k", b"v3", 3)
     assert md.settled == 0
+
+
+async def test_a_read_back_that_fails_for_a_moment_is_retried(stores):
+    losing, md = stores
+    await md.create("k", b"v1")
+    real_get = losing.get
+    failing = [2]
+
+    async def flaky_get(key):
+        if failing[0]:
+            failing[0] -= 1
+            raise Unavailable("metadata unreachable")
+        return await real_get(key)
+
+    losing.get = flaky_get
+    losing.lose = 1
+    assert await md.put("k", b"v2", 1) == 2
+    assert failing[0] == 0 and md.settled == 1
 
 
 async def test_a_move_whose_checkpoint_answer_is_lost_completes(env):
