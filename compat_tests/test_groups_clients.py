@@ -114,24 +114,36 @@ class ConfluentMember(Member):
     def consume(self) -> None:
         c = Consumer(self.conf)
         name, ledger = self.name, self.ledger
+        # A commit refused while the group rebalances (REBALANCE_IN_PROGRESS, as Kafka
+        # answers in CompletingRebalance) is tried again, as an application would, unless
+        # the partition was revoked meanwhile (its new owner commits from then on).
+        unsent: dict = {}
+
+        def revoked(ps) -> None:
+            for p in ps:
+                unsent.pop(p.partition, None)
+            ledger.revoked(name, {p.partition for p in ps})
+
         c.subscribe([self.topic],
                     on_assign=lambda _c, ps: ledger.assigned(name, {p.partition for p in ps}),
-                    on_revoke=lambda _c, ps: ledger.revoked(name, {p.partition for p in ps}),
-                    on_lost=lambda _c, ps: ledger.revoked(name, {p.partition for p in ps}))
+                    on_revoke=lambda _c, ps: revoked(ps), on_lost=lambda _c, ps: revoked(ps))
         try:
             while not self.stopping.is_set():
                 if self.paused.is_set():
                     time.sleep(0.05)
                     continue
                 m = c.poll(0.2)
-                if m is None or m.error():
-                    continue
-                ledger.consumed(name, m.partition(), m.offset())
-                try:
-                    c.commit(message=m, asynchronous=False)
-                    ledger.committed(name, m.partition(), m.offset() + 1)
-                except KafkaException:
-                    pass
+                if m is not None and not m.error():
+                    ledger.consumed(name, m.partition(), m.offset())
+                    unsent[m.partition()] = m
+                for p, last in list(unsent.items()):
+                    try:
+                        c.commit(message=last, asynchronous=False)
+                    except KafkaException:
+                        continue
+                    ledger.committed(name, p, last.offset() + 1)
+                    if unsent.get(p) is last:
+                        del unsent[p]
         finally:
             c.close()
             ledger.revoked(name, set(range(PARTITIONS)))
@@ -149,8 +161,12 @@ class KafkaPythonMember(Member):
         bootstrap, group, topic, assignor = self.args
         name, ledger = self.name, self.ledger
 
+        unsent: dict = {}  # a refused commit is tried again (see ConfluentMember)
+
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):
+                for tp in revoked:
+                    unsent.pop(tp, None)
                 ledger.revoked(name, {tp.partition for tp in revoked})
 
             def on_partitions_assigned(self, assigned):
@@ -166,11 +182,21 @@ class KafkaPythonMember(Member):
                 for tp, msgs in c.poll(timeout_ms=200).items():
                     for m in msgs:
                         ledger.consumed(name, tp.partition, m.offset)
+                        unsent.pop(tp, None)
                         try:
                             c.commit({tp: OffsetAndMetadata(m.offset + 1, "", -1)})
                         except KafkaError:
+                            unsent[tp] = m.offset + 1
                             break
                         ledger.committed(name, tp.partition, m.offset + 1)
+                for tp, nxt in list(unsent.items()):
+                    try:
+                        c.commit({tp: OffsetAndMetadata(nxt, "", -1)})
+                    except KafkaError:
+                        continue
+                    ledger.committed(name, tp.partition, nxt)
+                    if unsent.get(tp) == nxt:
+                        del unsent[tp]
         finally:
             c.close()
             ledger.revoked(name, set(range(PARTITIONS)))
@@ -190,8 +216,12 @@ class AioKafkaMember(Member):
         bootstrap, group, topic, assignor = self.args
         name, ledger = self.name, self.ledger
 
+        unsent: dict = {}  # a refused commit is tried again (see ConfluentMember)
+
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):
+                for tp in revoked:
+                    unsent.pop(tp, None)
                 ledger.revoked(name, {tp.partition for tp in revoked})
 
             def on_partitions_assigned(self, assigned):
@@ -209,11 +239,21 @@ class AioKafkaMember(Member):
                 for tp, msgs in batches.items():
                     for m in msgs:
                         ledger.consumed(name, tp.partition, m.offset)
+                        unsent.pop(tp, None)
                         try:
                             await c.commit({tp: m.offset + 1})
                         except KafkaError:
+                            unsent[tp] = m.offset + 1
                             break
                         ledger.committed(name, tp.partition, m.offset + 1)
+                for tp, nxt in list(unsent.items()):
+                    try:
+                        await c.commit({tp: nxt})
+                    except KafkaError:
+                        continue
+                    ledger.committed(name, tp.partition, nxt)
+                    if unsent.get(tp) == nxt:
+                        del unsent[tp]
         finally:
             await c.stop()
             ledger.revoked(name, set(range(PARTITIONS)))
@@ -283,7 +323,8 @@ def join_and_leave_one_by_one(broker, topic, group, make_member, settle: float =
                      f"{len(members)} members to share the partitions")
         produced = feeder.stop()
         last = members[0]
-        wait_for(lambda: _all_consumed(ledger, produced), 30, "the last records")
+        wait_for(lambda: _all_consumed(ledger, produced) and _all_committed(ledger, produced),
+                 30, "the last records and their commits")
         last.stop()
         members.clear()
         ledger.check(produced)
@@ -298,6 +339,12 @@ def _all_consumed(ledger: Ledger, produced: dict[int, int]) -> bool:
     with ledger.lock:
         seen = {(p, o) for k, _w, p, o in ledger.events if k == "c"}
     return all((p, n - 1) in seen for p, n in produced.items() if n)
+
+
+def _all_committed(ledger: Ledger, produced: dict[int, int]) -> bool:
+    with ledger.lock:
+        done = {(p, o) for k, _w, p, o in ledger.events if k == "k"}
+    return all((p, n) in done for p, n in produced.items() if n)
 
 
 # ----------------------------------------------------------------------- tests
