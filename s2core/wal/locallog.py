@@ -49,7 +49,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import ClassVar
 
@@ -97,6 +97,7 @@ class _Put:
     if_absent: bool
     loop: asyncio.AbstractEventLoop
     done: Callable[[BaseException | None], None]  # runs on `loop` with the outcome
+    lazy: bool = False  # not needed for a quorum: see _Device
 
 
 def _settle(fut: asyncio.Future, err: BaseException | None) -> None:
@@ -179,13 +180,29 @@ class _Syncer:
 
 
 @dataclass(slots=True)
+class _Deferred:
+    """Lazy puts written into one replica's file whose sync waits for a later request (the
+    next one the device sends, or a request of their own once they waited LAZY_S)."""
+
+    rep: LocalLogReplica
+    fd: int                         # a duplicate: the replica may move to a new file
+    puts: list[_Put]
+    placed: list
+    breaks: int                     # the replica's break count when they were written
+    overwrite: bool
+    at: float                       # loop time of the write
+
+
+@dataclass(slots=True)
 class _Batch:
     """Puts written together and made durable by one request to the sync helper."""
 
-    puts: list[_Put]
+    puts: list[_Put]                # the puts this batch answers
     outcomes: list                  # (put, error) decided before the sync
-    written: list                   # (replica, puts, placements, break count at write)
+    written: list                   # (replica, puts, placed, break count at write)
     synced: list                    # the replicas the request syncs, in its order
+    settles: list = field(default_factory=list)  # _Deferred synced after them
+    nfds: int = 0                   # descriptors in the request (the answer's length)
     errs: tuple | None = None       # the answer, once it came
 
 
@@ -197,9 +214,17 @@ class _Device:
     durable, every replica's file together. Up to DEPTH requests are under way: the
     helper starts the next sync as soon as one ends, without waiting for the loop to hear
     about it, and puts queued meanwhile go into the next flush. Nothing here blocks the
-    loop on the disk."""
+    loop on the disk.
+
+    Lazy puts (the copies a chunk log does not need for its write quorum) stay out of the
+    sync that the others wait for when they share it: they are written into the page
+    cache once that sync's request is sent (while the helper syncs, on another core) and
+    the next request makes them durable, or a request of their own after LAZY_S. The
+    acks then wait for W copies to be written and synced, not N. A lazy put with no
+    urgent one beside it is written and synced as usual."""
 
     DEPTH = 2
+    LAZY_S = 0.002
     _registry: ClassVar[dict[tuple[int, asyncio.AbstractEventLoop], _Device]] = {}
 
     def __init__(self, dev: int, one_flush: bool, loop: asyncio.AbstractEventLoop) -> None:
@@ -210,6 +235,8 @@ class _Device:
         self._queue: list[_Put] = []
         self._scheduled = False
         self._batches: deque[_Batch] = deque()  # under way, in request order
+        self._deferred: list[_Deferred] = []    # written, for the next request to sync
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self._syncer: _Syncer | None = None
 
     @classmethod
@@ -229,6 +256,9 @@ class _Device:
             return
         if self._registry.get((self.dev, self.loop)) is self:
             del self._registry[(self.dev, self.loop)]
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
         if self._syncer is not None:
             self._syncer.close()
             self._syncer = None
@@ -254,7 +284,7 @@ class _Device:
 
     def _flush(self) -> None:
         self._scheduled = False
-        if len(self._batches) >= self.DEPTH or not self._queue:
+        if len(self._batches) >= self.DEPTH or not (self._queue or self._deferred):
             return
         puts, self._queue = self._queue, []
         try:
@@ -265,17 +295,22 @@ class _Device:
                 if batch.puts is puts:  # (failed after queueing its sync request)
                     self._batches.remove(batch)
                     break
-            self._batches.append(_Batch(puts, [(p, e) for p in puts], [], [], ()))
+            self._batches.append(_Batch(puts, [(p, e) for p in puts], [], [], errs=()))
             self._complete()
 
     def _write(self, puts: list[_Put]) -> None:
         by_replica: dict[LocalLogReplica, list[_Put]] = {}
         for put in puts:
             by_replica.setdefault(put.replica, []).append(put)
+        urgent = any(not p.lazy for p in puts)
         outcomes: list = []
         written = []
+        later: list[tuple[LocalLogReplica, list[_Put]]] = []
         pure, fds, synced = True, [], []
         for rep, rputs in by_replica.items():
+            if urgent and rep._fsync and all(p.lazy for p in rputs):
+                later.append((rep, rputs))  # written once the others' sync is under way
+                continue
             try:
                 placed, overwrite = rep._write(rputs)
             except OSError as e:
@@ -287,25 +322,68 @@ class _Device:
                 synced.append(rep)
                 fds.append(rep._fd)
                 pure = pure and overwrite
-        batch = _Batch(puts, outcomes, written, synced)
+        settles, self._deferred = self._deferred, []
+        for d in settles:
+            fds.append(d.fd)
+            pure = pure and d.overwrite
+        answers = [p for p in puts if not p.lazy or not urgent or not p.replica._fsync]
+        answers += [p for d in settles for p in d.puts]
+        batch = _Batch(answers, outcomes, written, synced, settles, len(fds))
         self._batches.append(batch)
-        if not synced:
+        if not fds:
             batch.errs = ()
             self._complete()
+        else:
+            mode = syncer.MODE_ONE_FLUSH if self.one_flush and pure and len(fds) > 1 \
+                else syncer.MODE_EACH
+            try:
+                if self._syncer is None:
+                    self._syncer = _Syncer(self.loop, self._answered, self._lost)
+                self._syncer.request(mode, [syncer.KIND_DATA] * len(fds), fds)
+            except OSError as e:
+                log.warning("the WAL sync helper is unavailable: %s", e)
+                self._stop_syncer()  # fails the syncs under way, this one included
+        if later:
+            self._write_later(later)
+
+    def _write_later(self, later: list) -> None:
+        """Write lazy puts into the page cache (while the helper syncs the others) and
+        leave them for the next request to make durable."""
+        failed: list = []
+        for rep, rputs in later:
+            try:
+                placed, overwrite = rep._write(rputs)
+                fd = os.dup(rep._fd)
+            except OSError as e:
+                rep._mark_broken()
+                failed.append((rep, rputs, e))
+                continue
+            self._deferred.append(_Deferred(rep, fd, rputs, placed, rep._breaks, overwrite,
+                                            self.loop.time()))
+        self._arm_lazy_timer()
+        for rep, rputs, e in failed:
+            rep._done(len(rputs))
+            _deliver([(p.done, e) for p in rputs])
+
+    def _arm_lazy_timer(self) -> None:
+        if self._lazy_timer is None and self._deferred:
+            due = self._deferred[0].at + self.LAZY_S
+            self._lazy_timer = self.loop.call_at(due, self._on_lazy_timer)
+
+    def _on_lazy_timer(self) -> None:
+        """Lazy puts that no request took within LAZY_S get one of their own."""
+        self._lazy_timer = None
+        if not self._deferred:
             return
-        mode = syncer.MODE_ONE_FLUSH if self.one_flush and pure and len(synced) > 1 \
-            else syncer.MODE_EACH
-        try:
-            if self._syncer is None:
-                self._syncer = _Syncer(self.loop, self._answered, self._lost)
-            self._syncer.request(mode, [syncer.KIND_DATA] * len(fds), fds)
-        except OSError as e:
-            log.warning("the WAL sync helper is unavailable: %s", e)
-            self._stop_syncer()  # fails the syncs under way, this one included
+        if self.loop.time() < self._deferred[0].at + self.LAZY_S:
+            self._arm_lazy_timer()  # (a request took the older ones)
+        elif not self._scheduled:
+            self._scheduled = True  # (if DEPTH requests are under way, the next end does)
+            self.loop.call_soon(self._flush)
 
     def _answered(self, errs) -> None:
         for batch in self._batches:
-            if batch.errs is None and batch.synced:
+            if batch.errs is None and batch.nfds:
                 batch.errs = errs
                 break
         self._complete()
@@ -318,7 +396,7 @@ class _Device:
             log.warning("the WAL sync helper exited during a sync")
         for batch in self._batches:
             if batch.errs is None:
-                batch.errs = (errno.EIO,) * len(batch.synced)
+                batch.errs = (errno.EIO,) * batch.nfds
         self._complete()
 
     def _stop_syncer(self) -> None:
@@ -331,8 +409,9 @@ class _Device:
         """Answer the batches whose syncs ended, in order; then flush what waits."""
         while self._batches and self._batches[0].errs is not None:
             batch = self._batches.popleft()
+            errs = batch.errs
             failed = {rep: OSError(err, os.strerror(err))
-                      for rep, err in zip(batch.synced, batch.errs) if err}
+                      for rep, err in zip(batch.synced, errs) if err}
             for rep in failed:
                 rep._mark_broken()
             outcomes = batch.outcomes
@@ -347,6 +426,19 @@ class _Device:
                     outcomes.extend((p, err) for p in puts)
                 else:
                     outcomes.extend(rep._commit(puts, placed))
+            for i, d in enumerate(batch.settles):
+                code = errs[len(batch.synced) + i] if errs else errno.EIO
+                os.close(d.fd)
+                err = OSError(code, os.strerror(code)) if code else None
+                if err is not None:
+                    d.rep._mark_broken()
+                elif d.rep._breaks != d.breaks:
+                    err = OSError(errno.EIO, "an earlier write to this WAL file failed")
+                if err is not None:
+                    d.rep._uncount(d.placed)
+                    outcomes.extend((p, err) for p in d.puts)
+                else:
+                    outcomes.extend(d.rep._commit(d.puts, d.placed))
             counts: dict[LocalLogReplica, int] = {}
             for put in batch.puts:
                 counts[put.replica] = counts.get(put.replica, 0) + 1
@@ -356,6 +448,8 @@ class _Device:
         if self._queue and not self._scheduled and len(self._batches) < self.DEPTH:
             self._scheduled = True
             self.loop.call_soon(self._flush)
+        elif self._deferred and self._lazy_timer is None:
+            self._arm_lazy_timer()
 
 
 class LocalLogReplica:
@@ -543,14 +637,17 @@ class LocalLogReplica:
         self._queue_put(key, data, if_absent, partial(_settle, fut))
         await fut
 
-    def put_then(self, key: str, data, on_done) -> None:
+    def put_then(self, key: str, data, on_done, *, lazy: bool = False) -> None:
         """put(key, data, if_absent=True) without a coroutine: `on_done(error)` runs on
         this loop once the entry is durable (error None) or failed (ObjectExists if the
         key was present). The chunk log counts quorum acks from these callbacks directly,
-        without a task per replica and the loop turns each costs."""
-        self._queue_put(key, data, True, on_done)
+        without a task per replica and the loop turns each costs. `lazy`: the caller's
+        quorum does not need this copy; it stays out of a sync that others wait for (see
+        _Device)."""
+        self._queue_put(key, data, True, on_done, lazy)
 
-    def _queue_put(self, key: str, data, if_absent: bool, done) -> None:
+    def _queue_put(self, key: str, data, if_absent: bool, done,
+                   lazy: bool = False) -> None:
         raw_key = key.encode()
         if not key or len(raw_key) > 0xFFFF:
             raise InvalidArgument(f"bad key {key!r}")
@@ -569,7 +666,7 @@ class LocalLogReplica:
                 dev.release()
             dev = self._device = _Device.acquire(self.root, loop)
         dev.submit(_Put(self, key, raw_key, parts, sum(len(x) for x in parts),
-                                 if_absent, loop, done))
+                                 if_absent, loop, done, lazy))
 
     async def get(self, key: str) -> bytes:
         with self._lock:

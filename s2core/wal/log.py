@@ -261,10 +261,13 @@ class ChunkLog:
             self._background.add(t)
             t.add_done_callback(self._background.discard)
 
-        for replica in self.replicas:
+        for i, replica in enumerate(self.replicas):
             data = data_for(replica)
             put_then = getattr(replica, "put_then", None)
             if put_then is not None and not self._closed:
+                # copies beyond the quorum are lazy: where they share a device with the
+                # others (replica directories on one disk), the acks do not wait for
+                # the device to write them too (see locallog._Device)
                 def done(err, replica=replica, data=data) -> None:
                     if err is None or isinstance(err, ObjectExists):
                         acked()  # (exists: our own earlier attempt; keys are per epoch)
@@ -272,7 +275,7 @@ class ChunkLog:
                         log.debug("chunk %s on %s: %s; retrying", key, replica.name, err)
                         retry(replica, data, True)
                 try:
-                    put_then(key, data, done)
+                    put_then(key, data, done, lazy=i >= self.write_quorum)
                     continue
                 except (S2Error, OSError):  # (ObjectExists is an S2Error)
                     pass  # the task below retries (or finds it present)

@@ -271,3 +271,100 @@ async def test_random_puts_deletes_and_reopens_keep_every_acked_entry(tmp_path, 
             for key in rng.sample(sorted(live), min(20, len(live))):
                 assert await x.get(key) == live[key]
             await x.close()
+
+
+class _RecordingSyncer(_FakeSyncer):
+    """A fake helper that keeps what each request syncs: (kinds, inode of each file)."""
+
+    def request(self, mode, kinds, fds) -> None:
+        self.requests.append((list(kinds), [os.fstat(fd).st_ino for fd in fds]))
+
+
+async def test_lazy_copies_stay_out_of_the_sync_the_others_wait_for(tmp_path, monkeypatch):
+    """Three replicas on one device, quorum 2: the third copy of a chunk is written after
+    the others' sync request is sent and made durable by the next request (or one of its
+    own after LAZY_S), so the acks wait for two copies on the device, not three."""
+    monkeypatch.setattr(locallog, "_Syncer", _RecordingSyncer)
+    _FakeSyncer.made = []
+    reps = [LocalLogReplica(tmp_path / f"r{i}") for i in range(3)]
+    ino = [os.fstat(r._fd).st_ino for r in reps]
+    outcomes: dict = {}
+
+    def put_chunk(key):
+        for i, r in enumerate(reps):
+            r.put_then(key, b"data-" + key.encode(),
+                       lambda err, i=i: outcomes.__setitem__((key, i), err), lazy=i == 2)
+
+    put_chunk("c1")
+    fake = _FakeSyncer.made[0]
+    assert fake.requests == [([1, 1], [ino[0], ino[1]])]
+    fake.on_answer((0, 0))
+    assert outcomes == {("c1", 0): None, ("c1", 1): None}, "the quorum is answered"
+    assert "c1" not in await reps[2].list(), "not durable on the third replica yet"
+
+    put_chunk("c2")  # the next request makes the third copy of c1 durable too
+    assert fake.requests[1] == ([1, 1, 1], [ino[0], ino[1], ino[2]])
+    fake.on_answer((0, 0, 0))
+    assert outcomes[("c1", 2)] is None and outcomes[("c2", 0)] is None
+    assert ("c2", 2) not in outcomes
+
+    deadline = time.monotonic() + 5  # no request follows: c2's copy gets one of its own
+    while len(fake.requests) < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    assert fake.requests[2] == ([1], [ino[2]])
+    fake.on_answer((errno.EIO,))  # and a failed sync of a lazy copy fails that put
+    assert isinstance(outcomes[("c2", 2)], OSError)
+    assert await reps[2].list() == ["c1"]
+    assert all(r._pending == 0 for r in reps)
+    for r in reps:
+        await r.close()
+
+
+async def test_a_lazy_copy_with_nothing_to_share_a_sync_with_is_synced_at_once(
+        tmp_path, monkeypatch):
+    """Replicas on different devices (here: a lazy put alone) are not held back."""
+    monkeypatch.setattr(locallog, "_Syncer", _RecordingSyncer)
+    _FakeSyncer.made = []
+    r = LocalLogReplica(tmp_path / "r")
+    outcomes = []
+    r.put_then("k", b"v", outcomes.append, lazy=True)
+    await asyncio.sleep(0)
+    fake = _FakeSyncer.made[0]
+    assert fake.requests == [([1], [os.fstat(r._fd).st_ino])]
+    fake.on_answer((0,))
+    assert outcomes == [None]
+    await r.close()
+
+
+async def test_lazy_copies_survive_file_rotation_and_close(tmp_path):
+    """With small files the replicas move to new files while lazy copies wait for their
+    sync (they keep their own descriptor of the old file); closing waits for them, and
+    after a reopen the third replica holds every chunk."""
+    dirs = [tmp_path / f"r{i}" for i in range(3)]
+    reps = [LocalLogReplica(d, file_bytes=16 * 1024) for d in dirs]
+    loop = asyncio.get_running_loop()
+
+    async def chunk(n):
+        quorum = [loop.create_future() for _ in range(2)]
+        data = os.urandom(3000) + b"%d" % n
+        for i, r in enumerate(reps):
+            done = (lambda err, f=quorum[i]: f.set_result(err)) if i < 2 else \
+                (lambda err: None)
+            r.put_then(f"c{n:04d}", data, done, lazy=i == 2)
+        assert await asyncio.gather(*quorum) == [None, None]
+        return data
+
+    written = {}
+    for n in range(60):
+        written[f"c{n:04d}"] = await chunk(n)
+        if n % 7 == 0:
+            await asyncio.sleep(0.005)  # now and then a pause: the lazy timer's request
+    assert reps[2]._fileno > 3, "the files rotated"
+    for r in reps:
+        await r.close()
+    for d in dirs:
+        r = LocalLogReplica(d, file_bytes=16 * 1024)
+        assert await r.list() == sorted(written)
+        for key in ("c0000", "c0031", "c0059"):
+            assert await r.get(key) == written[key]
+        await r.close()
