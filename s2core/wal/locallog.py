@@ -282,9 +282,10 @@ class _Device:
             self._scheduled = True  # puts submitted in this loop turn go together
             self.loop.call_soon(self._flush)
 
-    def _flush(self) -> None:
+    def _flush(self, settle: bool = False) -> None:
+        """Write and sync what is queued; `settle`: lazy puts alone are reason enough."""
         self._scheduled = False
-        if len(self._batches) >= self.DEPTH or not (self._queue or self._deferred):
+        if len(self._batches) >= self.DEPTH or not (self._queue or settle and self._deferred):
             return
         puts, self._queue = self._queue, []
         try:
@@ -377,9 +378,8 @@ class _Device:
             return
         if self.loop.time() < self._deferred[0].at + self.LAZY_S:
             self._arm_lazy_timer()  # (a request took the older ones)
-        elif not self._scheduled:
-            self._scheduled = True  # (if DEPTH requests are under way, the next end does)
-            self.loop.call_soon(self._flush)
+        else:  # (if DEPTH requests are under way, the first to end rearms the timer)
+            self._flush(settle=True)
 
     def _answered(self, errs) -> None:
         for batch in self._batches:
@@ -514,7 +514,7 @@ class LocalLogReplica:
         for f in os.listdir(self.root):
             stem, _, ext = f.partition(".")
             if ext == "dead":
-                _reaper.remove(os.path.join(self.root, f))
+                _reaper.remove(os.path.join(self.root, f), FILE_BYTES)
             if not stem.isdigit() or ext not in ("log", "spare"):
                 continue
             top = max(top, int(stem))
@@ -571,7 +571,7 @@ class LocalLogReplica:
             else:
                 dead = os.path.join(self.root, f"{n:010d}.dead")
                 os.rename(self._path(n), dead)
-                _reaper.remove(dead)
+                _reaper.remove(dead, size)
         except FileNotFoundError:
             pass
 
@@ -849,12 +849,14 @@ class _Reaper:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._paths: deque[str] = deque()
+        self._paths: deque[tuple[str, float]] = deque()  # (path, pause after it)
         self._thread: threading.Thread | None = None
 
-    def remove(self, path: str) -> None:
+    def remove(self, path: str, size: int) -> None:
+        """Remove `path` (`size` bytes) soon; the pause after it scales with its size (a
+        small file frees next to nothing)."""
         with self._cond:
-            self._paths.append(path)
+            self._paths.append((path, self.PAUSE_S * min(1.0, size / FILE_BYTES)))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="wal-reaper",
                                                 daemon=True)
@@ -869,14 +871,14 @@ class _Reaper:
                     if not self._paths:
                         self._thread = None
                         return
-                path = self._paths.popleft()
+                path, pause = self._paths.popleft()
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
             except OSError as e:
                 log.warning("removing %s failed: %s", path, e)
-            time.sleep(self.PAUSE_S)
+            time.sleep(pause)
 
 
 _reaper = _Reaper()
