@@ -296,6 +296,8 @@ async def test_lazy_copies_stay_out_of_the_sync_the_others_wait_for(tmp_path, mo
                        lambda err, i=i: outcomes.__setitem__((key, i), err), lazy=i == 2)
 
     put_chunk("c1")
+    for _ in range(3):
+        await asyncio.sleep(0)  # (callbacks scheduled by the puts run: nothing more is sent)
     fake = _FakeSyncer.made[0]
     assert fake.requests == [([1, 1], [ino[0], ino[1]])]
     fake.on_answer((0, 0))
