@@ -204,6 +204,7 @@ class _Batch:
     settles: list = field(default_factory=list)  # _Deferred synced after them
     nfds: int = 0                   # descriptors in the request (the answer's length)
     errs: tuple | None = None       # the answer, once it came
+    source: list | None = None      # the queue this batch was made from
 
 
 class _Device:
@@ -292,11 +293,15 @@ class _Device:
             self._write(puts)
         except BaseException as e:  # a bug: fail the puts rather than hang their callers
             log.exception("WAL device writer failed")
+            failing = puts
             for batch in self._batches:
-                if batch.puts is puts:  # (failed after queueing its sync request)
+                if batch.source is puts:  # (failed after queueing its sync request)
                     self._batches.remove(batch)
+                    for d in batch.settles:
+                        os.close(d.fd)
+                        failing = failing + d.puts
                     break
-            self._batches.append(_Batch(puts, [(p, e) for p in puts], [], [], errs=()))
+            self._batches.append(_Batch(failing, [(p, e) for p in failing], [], [], errs=()))
             self._complete()
 
     def _write(self, puts: list[_Put]) -> None:
@@ -327,9 +332,10 @@ class _Device:
         for d in settles:
             fds.append(d.fd)
             pure = pure and d.overwrite
-        answers = [p for p in puts if not p.lazy or not urgent or not p.replica._fsync]
+        deferred = {rep for rep, _ in later}
+        answers = [p for p in puts if p.replica not in deferred]
         answers += [p for d in settles for p in d.puts]
-        batch = _Batch(answers, outcomes, written, synced, settles, len(fds))
+        batch = _Batch(answers, outcomes, written, synced, settles, len(fds), source=puts)
         self._batches.append(batch)
         if not fds:
             batch.errs = ()
@@ -354,9 +360,14 @@ class _Device:
         for rep, rputs in later:
             try:
                 placed, overwrite = rep._write(rputs)
-                fd = os.dup(rep._fd)
             except OSError as e:
                 rep._mark_broken()
+                failed.append((rep, rputs, e))
+                continue
+            try:
+                fd = os.dup(rep._fd)
+            except OSError as e:  # (out of descriptors): written, but no way to sync it
+                rep._uncount(placed)
                 failed.append((rep, rputs, e))
                 continue
             self._deferred.append(_Deferred(rep, fd, rputs, placed, rep._breaks, overwrite,

@@ -206,9 +206,10 @@ async def test_chunk_log_retries_a_failed_write_through_put_then(tmp_path, monke
         seqs.append(seq)
         assert await log_.write(b, seq) == (log_.epoch, seq)
     assert failures == [reps[1]]
-    for _ in range(200):  # the retry lands on the failed replica too (after a back-off)
-        present = await reps[1].list()
-        if all(chunk_key("ch", log_.epoch, s) in present for s in seqs):
+    for _ in range(200):  # the retry lands on the failed replica too (after a back-off),
+        # and the third replica's copies (lazy: beyond the quorum) within a few ms
+        present = [await r.list() for r in reps]
+        if all(chunk_key("ch", log_.epoch, s) in p for s in seqs for p in present):
             break
         await asyncio.sleep(0.01)
     for r in reps:

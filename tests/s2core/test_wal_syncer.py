@@ -370,3 +370,39 @@ async def test_lazy_copies_survive_file_rotation_and_close(tmp_path):
         for key in ("c0000", "c0031", "c0059"):
             assert await r.get(key) == written[key]
         await r.close()
+
+
+async def test_a_replica_with_urgent_and_lazy_puts_in_one_flush_syncs_and_answers_both(
+        tmp_path, monkeypatch):
+    """A retried copy (urgent) and a later chunk's lazy copy for the same replica can meet
+    in one flush: both go into its sync, both are answered and counted (close() waits for
+    every put it counted)."""
+    monkeypatch.setattr(locallog, "_Syncer", _RecordingSyncer)
+    _FakeSyncer.made = []
+    reps = [LocalLogReplica(tmp_path / f"r{i}") for i in range(3)]
+    outcomes: dict = {}
+
+    def put(i, key, lazy=False):
+        reps[i].put_then(key, b"v", lambda err: outcomes.__setitem__((i, key), err),
+                         lazy=lazy)
+
+    put(0, "x1")
+    await asyncio.sleep(0)
+    put(0, "x2")
+    await asyncio.sleep(0)
+    fake = _FakeSyncer.made[0]
+    assert len(fake.requests) == 2  # DEPTH requests under way: what follows waits
+    put(2, "k0")  # a retry: urgent
+    put(0, "k1")
+    put(1, "k1")
+    put(2, "k1", lazy=True)
+    fake.on_answer((0,))
+    await asyncio.sleep(0)
+    assert len(fake.requests[2][1]) == 3, "one sync for the three replicas"
+    fake.on_answer((0,))
+    fake.on_answer((0, 0, 0))
+    assert outcomes == {(0, "x1"): None, (0, "x2"): None, (2, "k0"): None, (0, "k1"): None,
+                        (1, "k1"): None, (2, "k1"): None}
+    assert [r._pending for r in reps] == [0, 0, 0]
+    for r in reps:
+        await asyncio.wait_for(r.close(), 5)
