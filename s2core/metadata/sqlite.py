@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from s2core.errors import Closed, Indeterminate, InvalidArgument, S2Error, Unavailable
-from s2core.metadata.base import Op, Versioned
+from s2core.metadata.base import Op, Versioned, VersionMismatch
 from s2core.metadata.rules import check_key, check_ops, check_value, next_version, prefix_end
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
@@ -127,6 +127,10 @@ class SqliteMetadataStore:
         # writer thread: a batch of 20,000 rows must not stall the event loop
         ops = [op if op.value is None or type(op.value) is bytes else
                Op(op.kind, op.key, bytes(op.value), op.expected_version) for op in ops]
+        if len(ops) >= _BIG_BATCH:
+            pieces = await _prepare_big(ops)
+            if pieces is not None:
+                return await self._write(lambda conn: _apply_big(conn, pieces))
         return await self._write(lambda conn: _apply_batch(conn, check_ops(ops)))
 
     async def close(self) -> None:
@@ -310,6 +314,80 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[int]:
             conn.executemany(
                 "INSERT INTO kv (key, value, version) VALUES (?, ?, ?) ON CONFLICT (key) "
                 "DO UPDATE SET value = excluded.value, version = excluded.version", piece)
+    return versions
+
+
+# Batches of at least this many ops, all puts of text values (an offload's catalog rows
+# and checkpoints), are prepared on the loop in slices and applied by SQL alone: the
+# writer thread then runs no Python per row. Python there holds the GIL, and each time
+# the busy loop gives the GIL up (every system call) it waits up to a switch interval to
+# get it back: appends that started during a 20,000-row batch had p50 2.2-2.7 ms against
+# 0.9 ms outside it.
+_BIG_BATCH = 64
+_SLICE = 500  # ops prepared between two yields to the loop
+
+# First op of a piece (a JSON array of [key, text, expected]) whose condition fails:
+# expected null = create-if-absent, 0 = unconditional, n = must be at n.
+_BIG_CHECK = (
+    "SELECT j.value->>0, j.value->>2, kv.version FROM json_each(?) j "
+    "LEFT JOIN kv ON kv.key = j.value->>0 WHERE CASE "
+    "WHEN j.value->>2 IS NULL THEN kv.version IS NOT NULL "
+    "WHEN j.value->>2 = 0 THEN 0 "
+    "ELSE kv.version IS NOT j.value->>2 END ORDER BY j.key LIMIT 1")
+_BIG_VERSIONS = (
+    "SELECT json_group_array(v) FROM (SELECT COALESCE(kv.version, 0) + 1 AS v "
+    "FROM json_each(?) j LEFT JOIN kv ON kv.key = j.value->>0 ORDER BY j.key)")
+_BIG_UPSERT = (
+    "INSERT INTO kv (key, value, version) SELECT j.value->>0, CAST(j.value->>1 AS BLOB), "
+    "COALESCE(kv.version, 0) + 1 FROM json_each(?) j LEFT JOIN kv ON kv.key = j.value->>0 "
+    "WHERE true ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+    "version = excluded.version")
+
+
+async def _prepare_big(ops: list[Op]) -> list[tuple[int, str]] | None:
+    """Validate `ops` as check_ops does and encode them, `_PIECE` at a time, as JSON
+    arrays of [key, text, expected], yielding to the loop every `_SLICE` ops. None if the
+    batch is not all puts of UTF-8 text without NUL (the writer thread applies it then)."""
+    seen: set[str] = set()
+    rows: list = []
+    for i in range(0, len(ops), _SLICE):
+        if i:
+            await asyncio.sleep(0)
+        part = check_ops(ops[i:i + _SLICE])
+        for op in part:
+            if op.kind != "put":
+                return None
+            if op.key in seen:
+                raise InvalidArgument(f"key {op.key!r} appears twice in one batch")
+            seen.add(op.key)
+            try:
+                text = op.value.decode()
+            except UnicodeDecodeError:
+                return None
+            if "\0" in text:
+                return None
+            rows.append((op.key, text, op.expected_version))
+    pieces = []
+    for i in range(0, len(rows), _PIECE):
+        await asyncio.sleep(0)
+        piece = rows[i:i + _PIECE]
+        pieces.append((len(piece), json.dumps(piece)))
+    return pieces
+
+
+def _apply_big(conn: sqlite3.Connection, pieces: list[tuple[int, str]]) -> list[int]:
+    """Apply prepared pieces, all or none (the caller's savepoint): their new versions."""
+    versions: list[int] = []
+    for n, text in pieces:
+        bad = conn.execute(_BIG_CHECK, (text,)).fetchone()
+        if bad is not None:
+            raise VersionMismatch(*bad)
+        (got,) = conn.execute(_BIG_VERSIONS, (text,)).fetchone()
+        got = json.loads(got)
+        if len(got) != n:
+            raise AssertionError(f"a batch piece of {n} rows gave {len(got)} versions")
+        conn.execute(_BIG_UPSERT, (text,))
+        versions += got
     return versions
 
 
