@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from typing import Any
 
 from broker import retention as kafka_retention
@@ -36,11 +37,10 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or `stop`); everything acked is durable on return."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    # else: embedded in a thread (signals reach only the main thread); `stop` ends it
     store = await open_store(cfg)
     bcfg = broker_config(cfg)
     broker = Broker(store, bcfg)

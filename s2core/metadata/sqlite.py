@@ -124,7 +124,8 @@ class SqliteMetadataStore:
     async def write_batch(self, ops: list[Op]) -> list[int]:
         """Apply `ops` atomically (one SAVEPOINT), or raise VersionMismatch and apply none."""
         # values are copied now (a caller may reuse a buffer); checks and SQL run on the
-        # writer thread: a batch of 20,000 rows must not stall the event loop
+        # writer thread, except for big text batches, prepared on the loop in slices
+        # (see _BIG_BATCH): a batch of 20,000 rows must not stall the event loop
         ops = [op if op.value is None or type(op.value) is bytes else
                Op(op.kind, op.key, bytes(op.value), op.expected_version) for op in ops]
         if len(ops) >= _BIG_BATCH:
@@ -360,11 +361,8 @@ async def _prepare_big(ops: list[Op]) -> list[tuple[int, str]] | None:
             if op.key in seen:
                 raise InvalidArgument(f"key {op.key!r} appears twice in one batch")
             seen.add(op.key)
-            try:
-                text = op.value.decode()
-            except UnicodeDecodeError:
-                return None
-            if "\0" in text:
+            text = _as_text(op.value)
+            if text is None:
                 return None
             rows.append((op.key, text, op.expected_version))
     pieces = []
@@ -396,13 +394,23 @@ def _rows_to_text(rows: list[tuple[str, bytes, int]]) -> str | None:
     CAST of the extracted text back to a BLOB gives the same bytes); else None."""
     if len(rows) < 16:
         return None  # a few rows: executemany is as cheap
+    out = []
+    for k, v, n in rows:
+        text = _as_text(v)
+        if text is None:
+            return None
+        out.append((k, text, n))
+    return json.dumps(out)
+
+
+def _as_text(value: bytes) -> str | None:
+    """`value` as text that SQLite's CAST back to a BLOB restores byte for byte (UTF-8
+    without NUL); None if it is not."""
     try:
-        out = [(k, v.decode(), n) for k, v, n in rows]
+        text = value.decode()
     except UnicodeDecodeError:
         return None
-    if any("\0" in v for _, v, _ in out):
-        return None
-    return json.dumps(out)
+    return None if "\0" in text else text
 
 
 def _apply(conn: sqlite3.Connection, op: Op) -> tuple[int | None, int]:

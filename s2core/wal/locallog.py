@@ -438,7 +438,7 @@ class _Device:
                 else:
                     outcomes.extend(rep._commit(puts, placed))
             for i, d in enumerate(batch.settles):
-                code = errs[len(batch.synced) + i] if errs else errno.EIO
+                code = errs[len(batch.synced) + i]
                 os.close(d.fd)
                 err = OSError(code, os.strerror(code)) if code else None
                 if err is not None:
