@@ -18,6 +18,10 @@ requests cannot, and on this kind of virtual machine one wake-up alone has a p99
 0.4 ms. "ack p99 / woken p99" is the share of the ack that is ours beyond the
 machine's.
 
+And, per record size, what the disk allows a log that commits in groups at 10 MiB/s
+(`ideal_group_commit`: the WAL's device calls, with no CPU spent per append and no
+wake-ups): against it, the rest of an ack's latency is software.
+
     python bench/bench_s2core.py [--seconds 5] [--dir /path/on/the/disk/to/test]
                                  [--sizes 1024,65536] [--streams 1,10000]
 """
@@ -216,6 +220,57 @@ def woken_fdatasync(root: Path, seconds: float, mib_per_s: float = 10.0) -> list
     return out
 
 
+def ideal_group_commit(root: Path, size: int, seconds: float,
+                       mib_per_s: float = 10.0) -> tuple[list[float], int]:
+    """What this disk allows a group-committing log at `mib_per_s`: appends of `size`
+    bytes fall due at that rate; whenever no sync runs, everything due so far is written
+    as one chunk into 2 preallocated files (a write quorum of 2 on one disk) and made
+    durable as our WAL does it (write-back of both, then one fdatasync: syncer.sync_all).
+    One thread that spins between chunks: no CPU spent per append, no wake-ups. Returns
+    the latencies from each due time, and the number of chunks."""
+    from s2core.wal import syncer
+    interval = size / (mib_per_s * 2**20)
+    total = int(seconds / interval)
+    room = total * size + (1 << 20)
+    fds = []
+    paths = []
+    try:
+        zero = bytes(1 << 20)
+        for _ in range(2):  # zero-filled and synced: overwrites, as in a recycled WAL file
+            fd, path = tempfile.mkstemp(dir=root)
+            fds.append(fd)
+            paths.append(path)
+            for off in range(0, room, len(zero)):
+                os.pwrite(fd, zero, off)
+            os.fsync(fd)
+        body = os.urandom(size)
+        lat: list[float] = []
+        chunks = off = n = 0
+        start = time.perf_counter() + 0.01
+        while n < total:
+            now = time.perf_counter()
+            due = min(total, int((now - start) / interval) + 1) if now >= start else 0
+            if due <= n:
+                continue  # spin until the next append falls due
+            data = body * (due - n)
+            for fd in fds:
+                os.pwrite(fd, data, off)
+            off += len(data)
+            errs = syncer.sync_all(syncer.MODE_ONE_FLUSH, [syncer.KIND_DATA] * 2, fds)
+            if any(errs):
+                raise OSError(max(errs), os.strerror(max(errs)))
+            t = time.perf_counter()
+            chunks += 1
+            lat += [t - (start + i * interval) for i in range(n, due)]
+            n = due
+        return lat, chunks
+    finally:
+        for fd in fds:
+            os.close(fd)
+        for path in paths:
+            os.unlink(path)
+
+
 async def latency_vs_device(store, root, streams, size, seconds, slices=5):
     """Ack latencies, and paced and woken device fdatasync latencies, in alternating
     slices."""
@@ -246,6 +301,12 @@ async def main() -> None:
         fs = measure_fdatasync(root, 65536, 300)
         print(f"machine: 64 KiB write+fdatasync p50 {pct(fs, .5)*1e3:.2f} ms  "
               f"p99 {pct(fs, .99)*1e3:.2f} ms  (n=300, {root})")
+        for size in sizes:
+            lat, chunks = ideal_group_commit(root, size, args.seconds)
+            print(f"machine: ideal group commit of {size // 1024} KiB appends at 10 MiB/s "
+                  f"(2 files, no CPU, no wake-ups): p50 {pct(lat, .5)*1e3:.2f} ms  p99 "
+                  f"{pct(lat, .99)*1e3:.2f} ms  p999 {pct(lat, .999)*1e3:.2f} ms  "
+                  f"({len(lat) / chunks:.1f} appends per chunk)")
         store = await open_store(root)
         sets = [await make_streams(store, n, f"s{n}") for n in counts]
         print(f"{'records':>8} {'streams':>8} | {'MiB/s':>7} {'rec/s':>8} | at 10 MiB/s: "
