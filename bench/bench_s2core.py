@@ -22,7 +22,7 @@ And, per record size, what the disk allows a log that commits in groups at 10 Mi
 (`ideal_group_commit`: the WAL's device calls, with no CPU spent per append and no
 wake-ups): against it, the rest of an ack's latency is software.
 
-    python bench/bench_s2core.py [--seconds 5] [--dir /path/on/the/disk/to/test]
+    python bench/bench_s2core.py [--seconds 5] [--rounds 1] [--dir /path/on/the/disk]
                                  [--sizes 1024,65536] [--streams 1,10000]
 """
 from __future__ import annotations
@@ -287,9 +287,26 @@ async def latency_vs_device(store, root, streams, size, seconds, slices=5):
     return lat, dev, woken, statistics.median(got)
 
 
+def _row(size: int, nstreams: int, r: dict) -> str:
+    return (f"{size // 1024:>6}KiB {nstreams:>8} | {r['mib']:7.1f} {r['rps']:8.0f} | "
+            f"            {r['p50']:7.2f} {r['p99']:7.2f} {r['p999']:8.2f} "
+            f"{r['got']:8.1f}M |                 {r['dev50']:5.2f} {r['dev99']:6.2f} | "
+            f"{r['ratio']:.2f} (target <= 1.2)      |                 {r['woken50']:5.2f} "
+            f"{r['woken99']:6.2f} | {r['woken_ratio']:.2f}")
+
+
+HEADER = (f"{'records':>8} {'streams':>8} | {'MiB/s':>7} {'rec/s':>8} | at 10 MiB/s: "
+          f"{'p50 ms':>7} {'p99 ms':>7} {'p999 ms':>8} {'achieved':>9} | fdatasync at "
+          f"10 MiB/s: {'p50':>5} {'p99':>6} | ack p99 / fdatasync p99 | woken "
+          f"fdatasync {'p50':>5} {'p99':>6} | ack p99 / woken p99")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every cell this many times and also print the medians (the "
+                         "p99 of one 5 s run moves by 2x on a noisy machine)")
     ap.add_argument("--dir", default=None)
     ap.add_argument("--sizes", default="1024,65536", help="record sizes to run")
     ap.add_argument("--streams", default="1,10000", help="stream counts to run")
@@ -297,39 +314,49 @@ async def main() -> None:
     sizes = [int(x) for x in args.sizes.split(",")]
     counts = [int(x) for x in args.streams.split(",")]
     root = Path(tempfile.mkdtemp(prefix="s2bench-", dir=args.dir))
+    results: dict[tuple[int, int], list[dict]] = {}
+    ideal: dict[int, list[float]] = {}
     try:
         fs = measure_fdatasync(root, 65536, 300)
         print(f"machine: 64 KiB write+fdatasync p50 {pct(fs, .5)*1e3:.2f} ms  "
               f"p99 {pct(fs, .99)*1e3:.2f} ms  (n=300, {root})")
-        for size in sizes:
-            lat, chunks = ideal_group_commit(root, size, args.seconds)
-            print(f"machine: ideal group commit of {size // 1024} KiB appends at 10 MiB/s "
-                  f"(2 files, no CPU, no wake-ups): p50 {pct(lat, .5)*1e3:.2f} ms  p99 "
-                  f"{pct(lat, .99)*1e3:.2f} ms  p999 {pct(lat, .999)*1e3:.2f} ms  "
-                  f"({len(lat) / chunks:.1f} appends per chunk)")
         store = await open_store(root)
         sets = [await make_streams(store, n, f"s{n}") for n in counts]
-        print(f"{'records':>8} {'streams':>8} | {'MiB/s':>7} {'rec/s':>8} | at 10 MiB/s: "
-              f"{'p50 ms':>7} {'p99 ms':>7} {'p999 ms':>8} {'achieved':>9} | fdatasync at "
-              f"10 MiB/s: {'p50':>5} {'p99':>6} | ack p99 / fdatasync p99 | woken "
-              f"fdatasync {'p50':>5} {'p99':>6} | ack p99 / woken p99")
-        for size in sizes:
-            for streams in sets:
-                mib, rps = await throughput(store, streams, size, args.seconds)
-                await asyncio.sleep(3)  # let offload catch up: latency is for a steady 10 MiB/s
-                lat, dev, woken, got = await latency_vs_device(store, root, streams, size,
-                                                                args.seconds)
-                print(f"{size // 1024:>6}KiB {len(streams):>8} | {mib:7.1f} {rps:8.0f} | "
-                      f"            {pct(lat, .5)*1e3:7.2f} {pct(lat, .99)*1e3:7.2f} "
-                      f"{pct(lat, .999)*1e3:8.2f} {got:8.1f}M |                 "
-                      f"{pct(dev, .5)*1e3:5.2f} {pct(dev, .99)*1e3:6.2f} | "
-                      f"{pct(lat, .99) / pct(dev, .99):.2f} (target <= 1.2)      |           "
-                      f"      {pct(woken, .5)*1e3:5.2f} {pct(woken, .99)*1e3:6.2f} | "
-                      f"{pct(lat, .99) / pct(woken, .99):.2f}", flush=True)
+        for rnd in range(args.rounds):
+            if args.rounds > 1:
+                print(f"-- round {rnd + 1} of {args.rounds}")
+            for size in sizes:
+                lat, chunks = ideal_group_commit(root, size, args.seconds)
+                ideal.setdefault(size, []).append(pct(lat, .99) * 1e3)
+                print(f"machine: ideal group commit of {size // 1024} KiB appends at 10 MiB/s"
+                      f" (2 files, no CPU, no wake-ups): p50 {pct(lat, .5)*1e3:.2f} ms  p99 "
+                      f"{pct(lat, .99)*1e3:.2f} ms  p999 {pct(lat, .999)*1e3:.2f} ms  "
+                      f"({len(lat) / chunks:.1f} appends per chunk)")
+            print(HEADER)
+            for size in sizes:
+                for streams in sets:
+                    mib, rps = await throughput(store, streams, size, args.seconds)
+                    await asyncio.sleep(3)  # offload catches up: latency is for a steady load
+                    lat, dev, woken, got = await latency_vs_device(store, root, streams, size,
+                                                                    args.seconds)
+                    r = {"mib": mib, "rps": rps, "got": got, "p50": pct(lat, .5) * 1e3,
+                         "p99": pct(lat, .99) * 1e3, "p999": pct(lat, .999) * 1e3,
+                         "dev50": pct(dev, .5) * 1e3, "dev99": pct(dev, .99) * 1e3,
+                         "woken50": pct(woken, .5) * 1e3, "woken99": pct(woken, .99) * 1e3}
+                    r["ratio"] = r["p99"] / r["dev99"]
+                    r["woken_ratio"] = r["p99"] / r["woken99"]
+                    results.setdefault((size, len(streams)), []).append(r)
+                    print(_row(size, len(streams), r), flush=True)
         await close_store(store)  # (its WAL replicas and their sync helper too)
         fs = measure_fdatasync(root, 65536, 300)
         print(f"machine again: 64 KiB write+fdatasync p50 {pct(fs, .5)*1e3:.2f} ms  "
               f"p99 {pct(fs, .99)*1e3:.2f} ms")
+        if args.rounds > 1:
+            print(f"-- medians of {args.rounds} rounds (each column on its own)")
+            print(HEADER + " | ideal group commit p99")
+            for (size, n), rows in results.items():
+                med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+                print(_row(size, n, med) + f" | {statistics.median(ideal[size]):.2f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
