@@ -60,17 +60,11 @@ def tune_runtime() -> None:
       generation collections instead of every 10: a full collection scans every record
       of the in-memory tail (20-100 ms with 100,000s of small records), young ones stay
       small and frequent (a large young generation cost 70 ms pauses in the benchmarks).
-    - The middle generation is collected after every second young collection instead of
-      every eleventh. What it holds is mostly the in-memory tail's newest records, which
-      all survive; collected 10 young collections' worth at a time, they took 1.6-2.1 ms
-      on average and up to 4 ms (1 KiB appends at 10 MiB/s), a pause every appender
-      felt. Two at a time: 0.65 ms on average, for 10-15% more collection work (of about
-      1% of the loop's time).
     """
     sys.setswitchinterval(0.0001)
     gc.collect()
     gc.freeze()
-    gc.set_threshold(700, 1, 1000)
+    gc.set_threshold(700, 10, 1000)
 
 
 async def open_store(cfg: dict[str, Any]) -> StreamStore:
