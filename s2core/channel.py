@@ -315,10 +315,11 @@ class Channel:
         if oc.nbytes >= self.config.chunk_target_bytes:
             self._seal()
         elif self._linger is None:
-            # (with no linger, a 0 s timer still waits for the loop's next poll: appends
-            # that came in the same turn and the next poll's go together)
-            self._linger = asyncio.get_running_loop().call_later(self.config.linger_s,
-                                                                 self._on_linger)
+            loop = asyncio.get_running_loop()
+            # no linger: the appends of this loop turn go together (a 0 s timer is the
+            # same wait at a timer's cost)
+            self._linger = loop.call_later(self.config.linger_s, self._on_linger) \
+                if self.config.linger_s > 0 else loop.call_soon(self._on_linger)
 
     def _on_linger(self) -> None:
         self._linger = None
@@ -349,16 +350,9 @@ class Channel:
         while self._publish_next in self._ready:
             self._publish(self._publish_next, self._ready.pop(self._publish_next))
             self._publish_next += 1
-        oc = self._open
-        if oc and oc.appends:
-            if oc.nbytes >= self.config.chunk_target_bytes:
+        if self._open and self._open.appends:
+            if self._open.nbytes >= self.config.chunk_target_bytes or self._linger is None:
                 self._seal()
-            elif self._linger is None:
-                # not sealed right here, in the previous chunk's answer: appends that come
-                # with the loop's next poll go into it too (sealing at once made 12-20%
-                # more, smaller chunks, each with its own writes, sync and answer)
-                self._linger = asyncio.get_running_loop().call_later(self.config.linger_s,
-                                                                     self._on_linger)
 
     def _publish(self, seq: int, oc: _OpenChunk) -> None:
         ends: dict[StreamState, int] = {}
