@@ -14,7 +14,6 @@ import json
 import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from functools import partial
 
 from s2core.clock import Clock
 from s2core.errors import (
@@ -315,11 +314,8 @@ class Channel:
         if oc.nbytes >= self.config.chunk_target_bytes:
             self._seal()
         elif self._linger is None:
-            loop = asyncio.get_running_loop()
-            # no linger: the appends of this loop turn go together (a 0 s timer is the
-            # same wait at a timer's cost)
-            self._linger = loop.call_later(self.config.linger_s, self._on_linger) \
-                if self.config.linger_s > 0 else loop.call_soon(self._on_linger)
+            self._linger = asyncio.get_running_loop().call_later(self.config.linger_s,
+                                                                 self._on_linger)
 
     def _on_linger(self) -> None:
         self._linger = None
@@ -335,17 +331,16 @@ class Channel:
         seq = self.log.new_chunk_seq()
         self._inflight += 1
         self._writing[seq] = oc
-        try:
-            self.log.write_then(oc.builder, seq, partial(self._written, seq))
-        except BaseException as e:
-            self._written(seq, e)
+        self._spawn(self._write(seq, oc))
 
-    def _written(self, seq: int, err: BaseException | None) -> None:
-        """Chunk `seq` is durable (or failed): publish what is in order, seal what waits."""
-        self._inflight -= 1
-        if err is not None:
-            self._fail(err)
-            return
+    async def _write(self, seq: int, oc: _OpenChunk) -> None:
+        try:
+            await self.log.write(oc.builder, seq)
+        except BaseException as e:
+            self._fail(e)
+            raise
+        finally:
+            self._inflight -= 1
         self._ready[seq] = self._writing.pop(seq)
         while self._publish_next in self._ready:
             self._publish(self._publish_next, self._ready.pop(self._publish_next))

@@ -54,10 +54,6 @@ class MetadataStore(Protocol):
         """The value and version, or None if absent."""
         ...
 
-    # Stores that answer reads without waiting (SQLite, memory) also have
-    # `get_now(key) -> Versioned | None`, the same read without a loop turn; callers look
-    # it up with getattr and fall back to `get`.
-
     async def create(self, key: str, value: bytes) -> int:
         """Create-if-absent; returns the new version (1). Raises VersionMismatch if present."""
         ...

@@ -25,10 +25,6 @@ class MemoryMetadataStore:
 
     async def get(self, key: str) -> Versioned | None:
         """The value and version, or None if absent."""
-        return self.get_now(key)
-
-    def get_now(self, key: str) -> Versioned | None:
-        """`get` without a loop turn."""
         self._check_open()
         return self._data.get(check_key(key))
 

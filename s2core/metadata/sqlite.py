@@ -76,11 +76,6 @@ class SqliteMetadataStore:
 
     async def get(self, key: str) -> Versioned | None:
         """The value and version, or None if absent."""
-        return self.get_now(key)
-
-    def get_now(self, key: str) -> Versioned | None:
-        """`get` without a loop turn: reads run on the loop, and a point read takes a few
-        microseconds (the WAL's per-chunk lease check uses it)."""
         self._check_open()
         rows = self._read("SELECT value, version FROM kv WHERE key = ?", (check_key(key),))
         return Versioned(rows[0][0], rows[0][1]) if rows else None

@@ -187,13 +187,6 @@ class FaultyMetadataStore:
         self._read_fault()
         return await self.inner.get(key)
 
-    def get_now(self, key):
-        self._read_fault()
-        get_now = getattr(self.inner, "get_now", None)
-        if get_now is None:  # (the caller falls back to get)
-            raise Unavailable("the wrapped store cannot answer without waiting")
-        return get_now(key)
-
     async def list_prefix(self, prefix, **kw):
         self._read_fault()
         return await self.inner.list_prefix(prefix, **kw)

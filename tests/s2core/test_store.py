@@ -345,16 +345,7 @@ async def test_a_lease_check_that_cannot_read_metadata_waits_instead_of_failing(
             raise Unavailable("metadata unreachable")
         return await real_get(key)
 
-    real_get_now = env.metadata.get_now
-
-    def get_now(key):  # (the read on the loop, tried first)
-        if key.startswith("channel/") and failures[0] < 4:
-            failures[0] += 1
-            raise Unavailable("metadata unreachable")
-        return real_get_now(key)
-
     env.metadata.get = get
-    env.metadata.get_now = get_now
     ack = await store.append(B, "s", recs(b"through a blip"))
     assert failures[0] == 4 and ack.start.seq_num == 0
     ch = store.channels["ch0"]
