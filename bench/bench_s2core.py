@@ -49,6 +49,7 @@ from s2core.objstore.localdir import LocalDirObjectStore, measure_fdatasync  # n
 from s2core.records import AppendRecord  # noqa: E402
 from s2core.server import close_store, tune_runtime  # noqa: E402
 from s2core.store import ChannelSpec, StreamStore  # noqa: E402
+from s2core.wal import syncer  # noqa: E402
 from s2core.wal.locallog import LocalLogReplica  # noqa: E402
 
 BASIN = "bench-basin"
@@ -98,6 +99,13 @@ async def throughput(store, streams, size, seconds, concurrency=64):
 PACER = Path(__file__).resolve().parent / "pacer.py"
 
 
+def split_due_times(data: bytes) -> tuple[tuple[float, ...], bytes]:
+    """The whole due times (float64s from bench/pacer.py) in `data`, and the bytes left
+    over for the next read."""
+    whole = len(data) - len(data) % 8
+    return struct.unpack(f"={whole // 8}d", data[:whole]), data[whole:]
+
+
 async def latency_at_rate(store, streams, size, seconds, mib_per_s=10.0):
     """Open loop: appends are started at a fixed rate, whatever the acks do, and each
     latency is measured from its due time (so a late start counts too). The due times
@@ -134,10 +142,8 @@ async def latency_at_rate(store, streams, size, seconds, mib_per_s=10.0):
             loop.remove_reader(rfd)
             finished.set()
             return
-        data = rest + data
-        whole = len(data) - len(data) % 8
-        rest = data[whole:]
-        for due in struct.unpack(f"={whole // 8}d", data[:whole]):
+        dues, rest = split_due_times(rest + data)
+        for due in dues:
             t = loop.create_task(one(due))
             tasks.add(t)
             t.add_done_callback(tasks.discard)
@@ -204,10 +210,8 @@ def woken_fdatasync(root: Path, seconds: float, mib_per_s: float = 10.0) -> list
             data = os.read(rfd, 1 << 16)
             if not data:
                 break
-            data = rest + data
-            whole = len(data) - len(data) % 8
-            rest = data[whole:]
-            for due in struct.unpack(f"={whole // 8}d", data[:whole]):
+            dues, rest = split_due_times(rest + data)
+            for due in dues:
                 os.write(fd, buf)
                 os.fdatasync(fd)
                 out.append(time.perf_counter() - due)
@@ -228,7 +232,6 @@ def ideal_group_commit(root: Path, size: int, seconds: float,
     durable as our WAL does it (write-back of both, then one fdatasync: syncer.sync_all).
     One thread that spins between chunks: no CPU spent per append, no wake-ups. Returns
     the latencies from each due time, and the number of chunks."""
-    from s2core.wal import syncer
     interval = size / (mib_per_s * 2**20)
     total = int(seconds / interval)
     room = total * size + (1 << 20)
@@ -240,8 +243,8 @@ def ideal_group_commit(root: Path, size: int, seconds: float,
             fd, path = tempfile.mkstemp(dir=root)
             fds.append(fd)
             paths.append(path)
-            for off in range(0, room, len(zero)):
-                os.pwrite(fd, zero, off)
+            for pos in range(0, room, len(zero)):
+                os.pwrite(fd, zero, pos)
             os.fsync(fd)
         body = os.urandom(size)
         lat: list[float] = []
