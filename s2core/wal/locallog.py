@@ -488,6 +488,7 @@ class LocalLogReplica:
         self._lock = threading.Lock()
         self._closed = False
         self._pending = 0
+        self._gone: set[str] = set()  # keys deleted while puts were under way
         self._drained: asyncio.Future | None = None  # close() waits for the puts under way
         self._broken = False
         self._breaks = 0  # write or sync failures so far
@@ -710,6 +711,7 @@ class LocalLogReplica:
     def _forget(self, keys) -> list[int]:
         """Drop `keys` from the index; the numbers of files that have no entry left."""
         dead = []
+        unsynced = self._unsynced_keys() if self._pending else ()
         with self._lock:
             index, live = self._index, self._live
             for key in keys:
@@ -720,7 +722,26 @@ class LocalLogReplica:
                     if not live[n] and n != self._fileno:
                         del live[n]
                         dead.append(n)
+                elif key in unsynced:
+                    # written (or queued) and waiting for its sync (a lazy copy waits up
+                    # to _Device.LAZY_S): indexed then, it would keep its file forever
+                    self._gone.add(key)
         return dead
+
+    def _unsynced_keys(self) -> set[str]:
+        """Keys of this replica's puts that the device holds: queued, or written and not
+        answered yet (a handful: looked at by deletes only)."""
+        dev = self._device
+        if dev is None:
+            return set()
+        keys = {p.key for p in dev._queue if p.replica is self}
+        deferred = list(dev._deferred)
+        for batch in dev._batches:
+            keys.update(p.key for rep, puts, _, _ in batch.written if rep is self
+                        for p in puts)
+            deferred += batch.settles
+        keys.update(p.key for d in deferred if d.rep is self for p in d.puts)
+        return keys
 
     def _recycle(self, numbers: list[int]) -> None:
         for n in numbers:
@@ -779,13 +800,20 @@ class LocalLogReplica:
 
     def _commit(self, puts: list[_Put], placed: list) -> list:
         out = []
+        gone = []
         with self._lock:
             for p, loc in zip(puts, placed):
                 if loc is None:
                     out.append((p, ObjectExists(p.key)))
+                    continue
+                if p.key in self._gone:  # deleted while it was being synced: see _forget
+                    self._gone.discard(p.key)
+                    gone.append(loc)
                 else:
                     self._put_index(p.key, loc, counted=True)
-                    out.append((p, None))
+                out.append((p, None))
+        if gone:
+            self._uncount(gone)
         return out
 
     def _uncount(self, placed: list) -> None:
@@ -821,6 +849,8 @@ class LocalLogReplica:
         with self._lock:
             self._pending -= n
             idle = not self._pending
+            if idle:
+                self._gone.clear()
         if idle and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 

@@ -322,6 +322,35 @@ async def test_lazy_copies_stay_out_of_the_sync_the_others_wait_for(tmp_path, mo
         await r.close()
 
 
+async def test_a_chunk_deleted_while_its_lazy_copy_awaits_its_sync_is_not_indexed(
+        tmp_path, monkeypatch):
+    """Garbage collection may delete a chunk while its third copy is written but not yet
+    synced: the copy must not come back into the index when its sync ends (the entry would
+    keep its file from ever being recycled)."""
+    monkeypatch.setattr(locallog, "_Syncer", _RecordingSyncer)
+    _FakeSyncer.made = []
+    reps = [LocalLogReplica(tmp_path / f"r{i}") for i in range(3)]
+    done: dict = {}
+    for i, r in enumerate(reps):
+        r.put_then("c1", b"x", lambda err, i=i: done.__setitem__(i, err), lazy=i == 2)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    fake = _FakeSyncer.made[0]
+    fake.on_answer((0, 0))
+    assert reps[2]._size > 0 and reps[2]._pending == 1, "written, waiting for a sync"
+    for r in reps:
+        await r.delete_many(["c1"])
+    deadline = time.monotonic() + 5
+    while len(fake.requests) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    fake.on_answer((0,))
+    assert done == {0: None, 1: None, 2: None}
+    assert await reps[2].list() == []
+    assert reps[2]._live == {reps[2]._fileno: 0} and not reps[2]._gone
+    for r in reps:
+        await r.close()
+
+
 async def test_a_lazy_copy_with_nothing_to_share_a_sync_with_is_synced_at_once(
         tmp_path, monkeypatch):
     """Replicas on different devices (here: a lazy put alone) are not held back."""
