@@ -7,6 +7,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from s2core.background import PRIORITIES
+
 # a link to config/s2kafka.toml, shipped as package data
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "default.toml"
 
@@ -101,6 +103,8 @@ def parse_hostport(value: str, what: str) -> tuple[str, int]:
 def _check(cfg: dict) -> None:
     parse_hostport(cfg["server"]["kafka_listen"], "server.kafka_listen")
     parse_hostport(cfg["server"]["http_listen"], "server.http_listen")
+    if cfg["server"]["background_cpu_priority"] not in PRIORITIES:
+        raise ConfigError(f"server.background_cpu_priority must be one of {PRIORITIES}")
     wal = cfg["wal"]
     if not wal["replicas"]:
         raise ConfigError("wal.replicas must list at least one replica")

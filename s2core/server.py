@@ -9,6 +9,7 @@ import socket
 import sys
 from typing import Any
 
+from s2core import background
 from s2core.channel import ChannelConfig
 from s2core.metadata import open_metadata_store
 from s2core.objstore import open_object_store
@@ -70,6 +71,7 @@ def tune_runtime() -> None:
 async def open_store(cfg: dict[str, Any]) -> StreamStore:
     """Open the stream store described by `cfg` (see config/s2kafka.toml)."""
     os.makedirs(cfg["server"]["data_dir"], exist_ok=True)
+    background.set_priority(cfg["server"]["background_cpu_priority"])
     owner = cfg["server"]["owner"] or f"{socket.gethostname()}:{os.getpid()}"
     metadata = open_metadata_store(cfg["metadata"]["url"])
     segments = open_object_store(cfg["segments"]["url"])

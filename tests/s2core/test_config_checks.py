@@ -25,6 +25,7 @@ def test_replicas_on_other_disks_from_a_flag(tmp_path):
     ("kafka.group_initial_rebalance_delay_ms", "-1", "group_initial_rebalance_delay_ms"),
     ("wal.write_quorum", "2", "write_quorum"),
     ("tail.offload_min_stream_bytes", "-1", "offload_min_stream_bytes"),
+    ("server.background_cpu_priority", "lowest", "background_cpu_priority"),
 ])
 def test_bad_values_are_refused_with_the_key_named(tmp_path, key, value, message):
     with pytest.raises(ConfigError, match=message):

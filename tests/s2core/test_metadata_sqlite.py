@@ -216,3 +216,37 @@ async def test_big_batches_behave_as_the_reference_store(tmp_path, seed, monkeyp
     assert any(v.version > 2 for _, v in await store.list_prefix("k/"))
     assert 6 <= len(big) < 16, "most batches, not all, took the SQL-only path"
     await store.close()
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+async def test_big_batches_run_in_order_on_a_background_thread(tmp_path, synchronous):
+    """An offload-sized batch runs on its own thread at background CPU priority (never on
+    the loop, not even with inline commits), between the writes queued before and after
+    it, as one transaction like any write."""
+    import threading
+
+    from s2core.metadata.base import Op
+    store = SqliteMetadataStore(tmp_path / "m.db", synchronous=synchronous)
+    await store.create("before", b"0")
+    batch = [Op("put", f"row/{i:05d}", b'{"n": %d}' % i, None) for i in range(2000)]
+    before = asyncio.ensure_future(store.put("before", b"1", 1))
+    big = asyncio.ensure_future(store.write_batch(batch))
+    for _ in range(10_000):  # (the batch is prepared on the loop first, in slices)
+        if any(bulk for _, _, bulk in store._pending) or store._bulk_pool is not None:
+            break
+        await asyncio.sleep(0)
+    # queued behind the batch: sees its rows (a create of one of them must fail)
+    after = asyncio.ensure_future(store.create("row/00007", b"again"))
+    last = asyncio.ensure_future(store.put("before", b"2", 2))
+    results = await asyncio.gather(before, big, after, last, return_exceptions=True)
+    assert results[0] == 2 and results[1] == [1] * 2000
+    assert isinstance(results[2], VersionMismatch) and results[3] == 3
+    assert len(await store.list_prefix("row/")) == 2000
+
+    def where():
+        return threading.current_thread().name, os.sched_getscheduler(0)
+    name, policy = await asyncio.get_running_loop().run_in_executor(store._bulk_pool, where)
+    assert name.startswith("metadata-sqlite-bulk") and name != threading.current_thread().name
+    if sys.platform.startswith("linux"):
+        assert policy == os.SCHED_IDLE
+    await store.close()
