@@ -106,8 +106,12 @@ class Offloader:
         keep = bound * ch.config.keep_in_memory_fraction
         return ch.mem_bytes > (keep + bound) / 2
 
+    def _behind(self) -> bool:
+        """More than a batch waits beyond the one being offloaded: rest less."""
+        return self.pending_bytes >= 2 * self._batch_bytes()
+
     def _slices(self) -> Slices:
-        return Slices(self.channel.clock, urgent=self._urgent)
+        return Slices(self.channel.clock, urgent=self._urgent, behind=self._behind)
 
     async def offload_once(self, slices: Slices | None = None) -> bool:
         """Offload one batch of chunks; return whether there was anything to do."""

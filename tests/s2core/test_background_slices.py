@@ -47,6 +47,25 @@ async def test_slices_rest_after_each_budget_unless_urgent():
     assert clock.sleeps == []  # urgent: a bare yield, no rest
 
 
+async def test_slices_rest_less_while_behind():
+    clock = StepClock(0.0001)
+    behind = [True]
+    s = Slices(clock, budget_s=0.0005, rest_s=0.002, behind=lambda: behind[0])
+    for _ in range(12):
+        await s.tick()
+    assert clock.sleeps == [0.0005] * 2  # a quarter of the rest
+    behind[0] = False
+    clock.sleeps.clear()
+    for _ in range(12):
+        await s.tick()
+    assert clock.sleeps == [0.002] * 2
+
+
+async def test_default_slices_leave_most_of_the_loop_to_appends():
+    s = Slices(StepClock(0.0))
+    assert s.budget_s / (s.budget_s + s.rest_s) <= 1 / 8
+
+
 async def test_slices_never_yield_while_time_stands_still():
     clock = StepClock(0.0)  # a virtual-time loop: no time passes during CPU work
     s = Slices(clock)
