@@ -252,7 +252,10 @@ class Channel:
             raise self.failed
         if self._closing:
             raise Closed("channel is shutting down")
-        size = sum(encoded_size(r.headers, r.body) + 64 for r in records)
+        if len(records) == 1:  # (the usual case: a Kafka batch is one record)
+            size = encoded_size(records[0].headers, records[0].body) + 64
+        else:
+            size = sum(encoded_size(r.headers, r.body) + 64 for r in records)
         if self.mem_bytes + size > self.config.memory_bound_bytes:
             await self._wait_for_memory(size)
         # Look the state up only now, and sequence without awaiting: an idle state may be
@@ -355,7 +358,8 @@ class Channel:
             st = ap.state
             st.pending -= 1
             for rec in ap.records:
-                self._apply_commands(st, rec, recovering=False)
+                if rec.headers:  # (a command record has one header)
+                    self._apply_commands(st, rec, recovering=False)
                 st.publish(rec)
             ends[st] = st.durable_seq
             first, last = ap.records[0], ap.records[-1]

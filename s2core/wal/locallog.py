@@ -677,7 +677,7 @@ class LocalLogReplica:
             if dev is not None:
                 dev.release()
             dev = self._device = _Device.acquire(self.root, loop)
-        dev.submit(_Put(self, key, raw_key, parts, sum(len(x) for x in parts),
+        dev.submit(_Put(self, key, raw_key, parts, sum(map(len, parts)),
                                  if_absent, loop, done, lazy))
 
     async def get(self, key: str) -> bytes:
