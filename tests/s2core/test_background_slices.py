@@ -32,33 +32,30 @@ class StepClock:
         await asyncio.sleep(0)
 
 
+async def _rests(clock: StepClock, s: Slices, ticks: int) -> list[float]:
+    clock.sleeps.clear()
+    for _ in range(ticks):
+        await s.tick()
+    return list(clock.sleeps)
+
+
 async def test_slices_rest_after_each_budget_unless_urgent():
     clock = StepClock(0.0001)
     urgent = [False]
     s = Slices(clock, budget_s=0.0005, rest_s=0.001, urgent=lambda: urgent[0])
-    for _ in range(30):
-        await s.tick()
     # a look at the clock per tick plus one after each rest: a rest every 5 ticks
-    assert clock.sleeps == [0.001] * 5
+    assert await _rests(clock, s, 30) == [0.001] * 5
     urgent[0] = True
-    clock.sleeps.clear()
-    for _ in range(30):
-        await s.tick()
-    assert clock.sleeps == []  # urgent: a bare yield, no rest
+    assert await _rests(clock, s, 30) == []  # urgent: a bare yield, no rest
 
 
 async def test_slices_rest_less_while_behind():
     clock = StepClock(0.0001)
     behind = [True]
     s = Slices(clock, budget_s=0.0005, rest_s=0.002, behind=lambda: behind[0])
-    for _ in range(12):
-        await s.tick()
-    assert clock.sleeps == [0.0005] * 2  # a quarter of the rest
+    assert await _rests(clock, s, 12) == [0.0005] * 2  # a quarter of the rest
     behind[0] = False
-    clock.sleeps.clear()
-    for _ in range(12):
-        await s.tick()
-    assert clock.sleeps == [0.002] * 2
+    assert await _rests(clock, s, 12) == [0.002] * 2
 
 
 async def test_default_slices_leave_most_of_the_loop_to_appends():
