@@ -1,13 +1,15 @@
 """CPU priority of background threads (decision 0012).
 
-Work nobody is waiting on right now (an offload's metadata batch, WAL file preparation,
-unlinking old files) runs in threads at the lowest CPU priority the OS offers, so that on a
-machine with few cores it takes the cores the event loop and the WAL sync helper leave
-idle instead of delaying their wake-ups. On Linux "idle" is SCHED_IDLE (as RocksDB does for
-compactions), "low" is nice 19; elsewhere both leave the thread as it is.
+Work nobody is waiting on right now runs in threads at the lowest CPU priority the OS
+offers, so that on a machine with few cores it takes the cores the event loop and the WAL
+sync helper leave idle instead of delaying their wake-ups. Today that is the SQLite
+metadata store's thread for big batches (an offload's catalog rows and checkpoints). On
+Linux "idle" is SCHED_IDLE (as RocksDB does for compactions), "low" is nice 19; elsewhere
+both leave the thread as it is.
 
 A thread cannot raise its priority back without privileges, so only threads that do
-background work and nothing else are lowered.
+background work and nothing else are lowered, and none that takes a lock the loop waits
+for (the WAL file preparer does: it stays as it is).
 """
 from __future__ import annotations
 
