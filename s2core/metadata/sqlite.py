@@ -136,13 +136,12 @@ class SqliteMetadataStore:
         # (see _BIG_BATCH): a batch of 20,000 rows must not stall the event loop
         ops = [op if op.value is None or type(op.value) is bytes else
                Op(op.kind, op.key, bytes(op.value), op.expected_version) for op in ops]
-        if len(ops) >= _BIG_BATCH:
+        bulk = len(ops) >= _BIG_BATCH
+        if bulk:
             pieces = await _prepare_big(ops)
             if pieces is not None:
                 return await self._write(lambda conn: _apply_big(conn, pieces), bulk=True)
-            return await self._write(lambda conn: _apply_batch(conn, check_ops(ops)),
-                                     bulk=True)
-        return await self._write(lambda conn: _apply_batch(conn, check_ops(ops)))
+        return await self._write(lambda conn: _apply_batch(conn, check_ops(ops)), bulk=bulk)
 
     async def close(self) -> None:
         """Finish pending writes, then close both connections and the writer thread."""
@@ -204,15 +203,13 @@ class SqliteMetadataStore:
                              min(MAX_GROUP, len(self._pending)))
                 batch, self._pending = self._pending[:n], self._pending[n:]
                 fns = [fn for fn, _, _ in batch]
+                pool = self._bulk_executor() if batch[0][2] else self._pool
                 try:
-                    if batch[0][2]:
-                        outcomes = await loop.run_in_executor(
-                            self._bulk_executor(), _run_group, self._writer, fns)
-                    elif self._pool is None:
+                    if pool is None:  # inline commits
                         outcomes = _run_group(self._writer, fns)
                     else:
                         outcomes = await loop.run_in_executor(
-                            self._pool, _run_group, self._writer, fns)
+                            pool, _run_group, self._writer, fns)
                 except S2Error as e:  # nothing committed (Unavailable), or Indeterminate
                     outcomes = [e] * len(batch)
                 for (_, future, _), outcome in zip(batch, outcomes):
