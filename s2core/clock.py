@@ -56,6 +56,9 @@ class LoopClock:
         await asyncio.sleep(seconds)
 
 
+_FREE_PIECE = 256  # objects freed between two ticks
+
+
 class Slices:
     """Cooperative time slices for background CPU work on the loop (offload, garbage
     collection): `tick()` lets the loop run once `budget_s` has passed since the last
@@ -84,6 +87,23 @@ class Slices:
         self.urgent = urgent
         self.behind = behind
         self._until = clock.monotonic() + budget_s
+
+    async def free(self, *containers) -> None:
+        """Empty lists and dicts a piece at a time, with ticks between. Freeing what an
+        offload of 10,000 streams built (100,000s of objects) at once, as a function's
+        return does, stalled the loop for 5-10 ms."""
+        for c in containers:
+            if isinstance(c, dict):
+                while c:
+                    for _ in range(min(len(c), _FREE_PIECE)):
+                        _, v = c.popitem()
+                        if type(v) is list and len(v) > _FREE_PIECE:
+                            await self.free(v)
+                    await self.tick()
+            else:
+                while c:
+                    del c[-_FREE_PIECE:]
+                    await self.tick()
 
     async def tick(self) -> None:
         if self.clock.monotonic() >= self._until:

@@ -146,7 +146,7 @@ class Offloader:
                 ends[st] = max(ends.get(st, 0), end)
         todo = []
         for i, (st, end) in enumerate(ends.items()):
-            if not i & 255:
+            if not i & 31:
                 await slices.tick()
             if st.deleted or end <= st.offloaded_upto:
                 continue
@@ -154,6 +154,7 @@ class Offloader:
             if recs:
                 todo.append((st, end, recs))
         sections = await _build_sections(todo, ch.config.section_max_bytes, slices)
+        await slices.free(todo)
         floor = self._floor_after(len(batch))
         # an evicted state object (replaced by a reload) has nothing left to offload
         touched = []
@@ -163,6 +164,7 @@ class Offloader:
             if not st.deleted and ch.streams.get(st.uid) is st:
                 touched.append(st)
         await self._publish(sections, floor, touched, slices)
+        await slices.free(sections, touched)
         streams = self._queued_streams
         for i, mc in enumerate(batch):
             if not i & 255:
@@ -176,6 +178,7 @@ class Offloader:
                 else:
                     del streams[st]
         self.pending_bytes = max(0, self.pending_bytes - size)
+        await slices.free(batch, ends)
         await ch.log.collect_garbage(slices)
         return True
 
@@ -280,7 +283,9 @@ class Offloader:
                         raise AssertionError(f"checkpoint {e.key} was written behind the "
                                              "offloader's back")
                 continue
-            for st, i in ckpt_index.items():
+            for n, (st, i) in enumerate(ckpt_index.items()):
+                if not n & 255:
+                    await slices.tick()
                 st.ckpt_version = versions[i + 1]
                 st.offloaded_upto = stream_end[st]
             for i, (st, first, row) in enumerate(rows):
@@ -288,6 +293,7 @@ class Offloader:
                     await slices.tick()
                 for listener in self.catalog_listeners:
                     listener(st.uid, first, row)
+            await slices.free(ops, rows, placed, objects, ckpt_index, stream_end)
             return
 
     async def _put(self, key: str, data: bytes) -> None:
@@ -312,23 +318,28 @@ class Offloader:
     async def _evict(self, slices: Slices) -> None:
         ch = self.channel
         keep = ch.config.memory_bound_bytes * ch.config.keep_in_memory_fraction
-        freed = 0
-        upto: dict = {}
-        while ch.mem_chunks and ch.mem_chunks[0].offloaded and ch.mem_bytes - freed > keep:
-            mc = ch.mem_chunks.popleft()
-            for st, end in mc.ends.items():
-                if upto.get(st, -1) < end:
-                    upto[st] = end
-            freed += mc.nbytes
-        if freed:
+        while True:  # a few hundred chunks at a time: an offload frees thousands
+            freed = seen = 0
+            upto: dict = {}
+            while ch.mem_chunks and ch.mem_chunks[0].offloaded and \
+                    ch.mem_bytes - freed > keep and seen < 1024:
+                mc = ch.mem_chunks.popleft()
+                for st, end in mc.ends.items():
+                    if upto.get(st, -1) < end:
+                        upto[st] = end
+                seen += len(mc.ends)
+                freed += mc.nbytes
+            if not freed:
+                return
             ch.memory_freed(freed)
-        # once per stream (a list's front is costly to cut); an idle stream whose records
-        # all went to segments needs no state in memory
-        for i, (st, end) in enumerate(upto.items()):
-            if not i & 63:
-                await slices.tick()
-            st.evict_below(min(end, st.offloaded_upto))
-            ch.maybe_evict(st)
+            # once per stream and round (a list's front is costly to cut); an idle stream
+            # whose records all went to segments needs no state in memory
+            for i, (st, end) in enumerate(upto.items()):
+                if not i & 63:
+                    await slices.tick()
+                st.evict_below(min(end, st.offloaded_upto))
+                ch.maybe_evict(st)
+            await slices.tick()
 
 
 # Segment objects of one offload written at once: one at a time, a put of several MiB

@@ -353,7 +353,7 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[int]:
 # get it back: appends that started during a 20,000-row batch had p50 2.2-2.7 ms against
 # 0.9 ms outside it.
 _BIG_BATCH = 64
-_SLICE = 500  # ops prepared between two yields to the loop
+_SLICE = 128  # ops prepared between two yields to the loop (about 0.2 ms)
 
 # First op of a piece (a JSON array of [key, text, expected]) whose condition fails:
 # expected null = create-if-absent, 0 = unconditional, n = must be at n.
@@ -395,9 +395,12 @@ async def _prepare_big(ops: list[Op]) -> list[tuple[int, str]] | None:
             rows.append((op.key, text, op.expected_version))
     pieces = []
     for i in range(0, len(rows), _PIECE):
-        await asyncio.sleep(0)
         piece = rows[i:i + _PIECE]
-        pieces.append((len(piece), json.dumps(piece)))
+        texts = []
+        for j in range(0, len(piece), _SLICE):  # (1,000 rows take 0.6 ms to encode)
+            await asyncio.sleep(0)
+            texts.append(json.dumps(piece[j:j + _SLICE])[1:-1])
+        pieces.append((len(piece), f"[{', '.join(texts)}]"))
     return pieces
 
 

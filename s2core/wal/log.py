@@ -411,18 +411,25 @@ class ChunkLog:
         """Delete chunks below the floor and chunks past the end of old epochs, in time
         slices (thousands of small chunks: appends run in between)."""
         floor = self.lease.floor
+        ends = self.lease.ends
+        slices = slices or Slices(self.clock)
         keep, drop = [], []
-        for pos in self._written:
-            end = self.lease.ends.get(pos[0])
+        written = self._written
+        n = len(written)  # (writes append to it meanwhile)
+        for i in range(n):
+            if not i & 255:
+                await slices.tick()
+            pos = written[i]
+            end = ends.get(pos[0])
             dead = pos < floor or (end is not None and pos[1] >= end)
             (drop if dead else keep).append(pos)
-        self._written = keep
-        slices = slices or Slices(self.clock)
+        self._written = keep + written[n:]
         for i in range(0, len(drop), _GC_BATCH):
             await slices.tick()
             keys = [chunk_key(self.channel, *pos) for pos in drop[i:i + _GC_BATCH]]
             for replica in self.replicas:
                 await self._delete_chunks(replica, keys, slices)
+        await slices.free(drop)
 
     @staticmethod
     async def _delete_chunks(replica: ObjectStore, keys: list[str], slices: Slices) -> None:

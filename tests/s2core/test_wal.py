@@ -269,3 +269,29 @@ async def test_recovery_after_floor_moved_and_chunks_collected():
     assert bodies(chunks) == [b"rec3", b"rec4"], "chunks above the floor survive recovery"
     chunks = await make_log(md, reps).open()
     assert bodies(chunks) == [b"rec3", b"rec4"]
+
+
+async def test_chunks_written_while_garbage_is_collected_are_kept():
+    """Collection looks at its list of chunks in slices; a chunk written meanwhile is
+    neither collected nor forgotten by the next collection."""
+    from s2core.clock import Slices
+
+    md = MemoryMetadataStore()
+    reps = [MemoryObjectStore(f"r{i}") for i in range(3)]
+    log = make_log(md, reps)
+    await log.open()
+    await write_n(log, 600)
+    await log.advance_floor((1, 590), [])
+
+    class Busy(Slices):  # rests at every tick: a write lands in each rest
+        async def tick(self):
+            await asyncio.sleep(0)
+
+    writing = asyncio.create_task(write_n(log, 5, start=600))
+    await log.collect_garbage(Busy(SystemClock(), budget_s=0.0))
+    await writing
+    assert len(await reps[0].list()) == 15
+    await log.advance_floor((1, 605), [])
+    await log.collect_garbage()
+    assert await reps[0].list() == [], "the chunks written during the first pass too"
+    await log.close()
