@@ -43,7 +43,7 @@ class ChannelConfig:
     keep_in_memory_fraction: float = 0.5
     offload_target_bytes: int = 8 * 1024 * 1024
     offload_interval_s: float = 5.0
-    offload_min_stream_bytes: int = 4096
+    offload_min_stream_bytes: int = 8192
     own_segment_bytes: int = 1024 * 1024
     section_max_bytes: int = 4 * 1024 * 1024
     append_wait_timeout_s: float = 30.0
