@@ -49,13 +49,17 @@ class SegmentCatalog:
             self._rows.popitem(last=False)
         return entry
 
-    def on_new_section(self, uid: bytes, first_seq: int, row: dict) -> None:
+    def on_new_section(self, uid: bytes, first_seq: int, key: str, offset: int, size: int,
+                       end: int, first_ts: int, last_ts: int) -> None:
+        """An offload published a section row (its fields as the row's JSON has them); the
+        row is built only for a stream whose rows are cached (10,000 sections a pass)."""
         hit = self._rows.get(uid)
         if hit is not None:
             starts, rows = hit
             if not starts or first_seq > starts[-1]:
                 starts.append(first_seq)
-                rows.append(row)
+                rows.append({"k": key, "o": offset, "n": size, "e": end, "t0": first_ts,
+                             "t1": last_ts})
             else:
                 self._rows.pop(uid)
 

@@ -244,16 +244,12 @@ class Offloader:
             ops = [Op("put", f"obj/{k}", json.dumps({"live": n}).encode())
                    for k, n in live.items()]
             quoted = {k: json.dumps(k) for k in live}  # rows are JSON: numbers + one key
-            rows = []
             for i, (st, first, end, first_ts, last_ts, key, off, size) in enumerate(placed):
                 if not i & 63:
                     await slices.tick()
-                row = {"k": key, "o": off, "n": size, "e": end, "t0": first_ts,
-                       "t1": last_ts}
                 raw = (f'{{"k": {quoted[key]}, "o": {off}, "n": {size}, "e": {end}, '
                        f'"t0": {first_ts}, "t1": {last_ts}}}')
                 ops.append(Op("put", seg_row_key(st.uid, first), raw.encode()))
-                rows.append((st, first, row))
             ckpt_index = {}
             for i, (st, end) in enumerate(stream_end.items()):
                 if not i & 63:
@@ -288,12 +284,12 @@ class Offloader:
                     await slices.tick()
                 st.ckpt_version = versions[i + 1]
                 st.offloaded_upto = stream_end[st]
-            for i, (st, first, row) in enumerate(rows):
-                if not i & 63:
+            for i, (st, first, end, first_ts, last_ts, key, off, size) in enumerate(placed):
+                if not i & 255:
                     await slices.tick()
-                for listener in self.catalog_listeners:
-                    listener(st.uid, first, row)
-            await slices.free(ops, rows, placed, objects, ckpt_index, stream_end)
+                for listener in self.catalog_listeners:  # (the row as JSON would read)
+                    listener(st.uid, first, key, off, size, end, first_ts, last_ts)
+            await slices.free(ops, placed, objects, ckpt_index, stream_end)
             return
 
     async def _put(self, key: str, data: bytes) -> None:
