@@ -205,6 +205,8 @@ class _Batch:
     nfds: int = 0                   # descriptors in the request (the answer's length)
     errs: tuple | None = None       # the answer, once it came
     source: list | None = None      # the queue this batch was made from
+    sent: bool = False              # its request is with the helper (an answer will come)
+    failure: BaseException | None = None  # a writer bug after the request: fail it all
 
 
 class _Device:
@@ -295,6 +297,13 @@ class _Device:
             log.exception("WAL device writer failed")
             failing = puts
             for batch in self._batches:
+                if batch.source is puts and batch.sent and batch.errs is None:
+                    # the helper answers its request: the batch keeps its place, so that
+                    # the answer is not taken for the next one's, and fails once it comes
+                    for rep, _, _, _ in batch.written:
+                        rep._mark_broken()
+                    batch.failure = e
+                    return
                 if batch.source is puts:  # (failed after queueing its sync request)
                     self._batches.remove(batch)
                     for d in batch.settles:
@@ -347,6 +356,7 @@ class _Device:
                 if self._syncer is None:
                     self._syncer = _Syncer(self.loop, self._answered, self._lost)
                 self._syncer.request(mode, [syncer.KIND_DATA] * len(fds), fds)
+                batch.sent = True
             except OSError as e:
                 log.warning("the WAL sync helper is unavailable: %s", e)
                 self._stop_syncer()  # fails the syncs under way, this one included
@@ -360,7 +370,7 @@ class _Device:
         for rep, rputs in later:
             try:
                 placed, overwrite = rep._write(rputs)
-            except OSError as e:
+            except Exception as e:  # (a bug too: this request went out, the helper answers)
                 rep._mark_broken()
                 failed.append((rep, rputs, e))
                 continue
@@ -427,7 +437,7 @@ class _Device:
                 rep._mark_broken()
             outcomes = batch.outcomes
             for rep, puts, placed, breaks in batch.written:
-                err = failed.get(rep)
+                err = failed.get(rep) or batch.failure
                 if err is None and rep._breaks != breaks:
                     # an earlier write or sync of this file failed after this one was
                     # written: its error may have been reported to that one only
@@ -440,7 +450,7 @@ class _Device:
             for i, d in enumerate(batch.settles):
                 code = errs[len(batch.synced) + i]
                 os.close(d.fd)
-                err = OSError(code, os.strerror(code)) if code else None
+                err = OSError(code, os.strerror(code)) if code else batch.failure
                 if err is not None:
                     d.rep._mark_broken()
                 elif d.rep._breaks != d.breaks:

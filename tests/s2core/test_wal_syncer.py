@@ -435,3 +435,55 @@ async def test_a_replica_with_urgent_and_lazy_puts_in_one_flush_syncs_and_answer
     assert [r._pending for r in reps] == [0, 0, 0]
     for r in reps:
         await asyncio.wait_for(r.close(), 5)
+
+
+async def test_a_writer_bug_after_its_sync_request_leaves_answers_in_order(
+        tmp_path, monkeypatch):
+    """A bug after the request went to the helper fails that batch's puts once the answer
+    comes; the answer is not taken for the next batch's (which would then be acked before
+    its own sync) and no answer is left without its batch."""
+    reps = [LocalLogReplica(tmp_path / f"r{i}") for i in range(3)]
+    dev = reps[0]._device
+    assert all(r._device is dev for r in reps)
+    real_arm = locallog._Device._arm_lazy_timer
+    bugs = [1]
+
+    def arm(self):
+        if bugs:
+            bugs.pop()
+            raise RuntimeError("a bug")
+        real_arm(self)
+
+    orphans = []
+    real_answered = locallog._Device._answered
+
+    def answered(self, errs):
+        if not any(b.errs is None and b.nfds for b in self._batches):
+            orphans.append(errs)
+        real_answered(self, errs)
+
+    monkeypatch.setattr(locallog._Device, "_arm_lazy_timer", arm)
+    monkeypatch.setattr(locallog._Device, "_answered", answered)
+    loop = asyncio.get_running_loop()
+    first = [loop.create_future() for _ in range(2)]
+    second = [loop.create_future() for _ in range(2)]
+
+    def then(fut, nxt=None):
+        def done(err):
+            fut.set_result(err)
+            if nxt is not None:  # the next puts right away: before the first answer
+                for i, f in enumerate(second):
+                    reps[i].put_then(f"b{i}", b"two", then(f))
+        return done
+
+    reps[0].put_then("a0", b"one", then(first[0], nxt=True))
+    reps[1].put_then("a1", b"one", then(first[1]))
+    reps[2].put_then("a2", b"one", lambda err: None, lazy=True)
+    errs = await asyncio.wait_for(asyncio.gather(*first), 5)
+    assert all(isinstance(e, RuntimeError) for e in errs)
+    assert await asyncio.wait_for(asyncio.gather(*second), 5) == [None, None]
+    await reps[0].put("c", b"three")
+    assert orphans == []
+    assert await reps[0].list() == ["b0", "c"] and await reps[1].list() == ["b1"]
+    for r in reps:
+        await r.close()
