@@ -370,7 +370,7 @@ class _Device:
         for rep, rputs in later:
             try:
                 placed, overwrite = rep._write(rputs)
-            except Exception as e:  # (a bug too: this request went out, the helper answers)
+            except Exception as e:  # noqa: BLE001 (a bug too: the request went out already)
                 rep._mark_broken()
                 failed.append((rep, rputs, e))
                 continue
