@@ -297,19 +297,20 @@ class _Device:
             log.exception("WAL device writer failed")
             failing = puts
             for batch in self._batches:
-                if batch.source is puts and batch.sent and batch.errs is None:
+                if batch.source is not puts:
+                    continue
+                if batch.sent and batch.errs is None:
                     # the helper answers its request: the batch keeps its place, so that
                     # the answer is not taken for the next one's, and fails once it comes
                     for rep, _, _, _ in batch.written:
                         rep._mark_broken()
                     batch.failure = e
                     return
-                if batch.source is puts:  # (failed after queueing its sync request)
-                    self._batches.remove(batch)
-                    for d in batch.settles:
-                        os.close(d.fd)
-                        failing = failing + d.puts
-                    break
+                self._batches.remove(batch)  # (no answer to wait for)
+                for d in batch.settles:
+                    os.close(d.fd)
+                    failing = failing + d.puts
+                break
             self._batches.append(_Batch(failing, [(p, e) for p in failing], [], [], errs=()))
             self._complete()
 
