@@ -253,3 +253,36 @@ def test_a_slow_short_write_turns_gil_keeping_off(tmp_path, monkeypatch):
     finally:
         os.close(fd)
     assert (tmp_path / "f").read_bytes() == b"abcde"
+
+
+async def test_rotations_wake_one_preparer_thread_which_retires_the_old_files(
+        tmp_path, monkeypatch):
+    import threading
+    r = LocalLogReplica(tmp_path, file_bytes=4096, spare_files=2)
+    preparer = r._preparer
+    assert preparer is not None and preparer.is_alive()
+    started = []
+    real_start = threading.Thread.start
+
+    def start(self):
+        started.append(self.name)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    await r.put("a0", b"a" * 700)
+    first = r._index["a0"][0]
+    await r.delete("a0")  # its file is left with no live entry (it is the current one)
+    for i in range(40):  # ~7 rotations
+        await r.put(f"b{i:02d}", b"b" * 700)
+    assert r._fileno > first + 3
+    assert not [n for n in started if n.startswith("wal-prep")], \
+        "a rotation started a thread (on the loop) instead of waking the preparer"
+    assert r._preparer is preparer
+    for _ in range(200):  # retired by the preparer thread: kept as a spare or removed
+        if not (tmp_path / f"{first:010d}.log").exists():
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the file a rotation left empty was not retired")
+    await r.close()
+    assert not preparer.is_alive()
