@@ -9,7 +9,9 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +137,31 @@ def pwrite_parts(fd: int, parts: list, off: int) -> int:
     return done
 
 
-def write_parts_in_pieces(fd: int, parts: list, piece: int) -> int:
+class WritePacer:
+    """Spreads background writes out in time: `wait(nbytes, rate)`, called by a writer
+    thread before it writes `nbytes`, sleeps until they fit `rate` bytes/s, counted over
+    every writer that shares this pacer (no burst credit is saved up while idle)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0.0  # monotonic time at which the next byte may be written
+
+    def wait(self, nbytes: int, rate: float) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + nbytes / rate
+        if start > now:
+            time.sleep(start - now)
+
+
+def write_parts_in_pieces(fd: int, parts: list, piece: int,
+                          pace: Callable[[int], None] | None = None) -> int:
     """Write `parts` from offset 0, waiting for each ~`piece` bytes to reach the device
     before writing more (when sync_file_range is available): a big file then never has
     more than a piece queued ahead of a small latency-critical sync on the same disk, and
-    its final fdatasync has little left to do. Returns the bytes written."""
+    its final fdatasync has little left to do. `pace(nbytes)`, if given, is called before
+    each piece is written (and may sleep: see WritePacer). Returns the bytes written."""
     off = 0
     group: list = []
     gbytes = 0
@@ -147,6 +169,8 @@ def write_parts_in_pieces(fd: int, parts: list, piece: int) -> int:
     def flush() -> None:
         nonlocal off, group, gbytes
         start = off
+        if pace is not None:
+            pace(gbytes)
         total = pwrite_all(fd, group, off)
         off += total
         group, gbytes = [], 0

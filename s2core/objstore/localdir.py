@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from s2core.diskio import pwrite_parts, write_parts_in_pieces
+from s2core.diskio import WritePacer, pwrite_parts, write_parts_in_pieces
 from s2core.errors import Closed, Indeterminate, InvalidArgument, Unavailable
 from s2core.objstore.base import ObjectExists, ObjectNotFound
 from s2core.objstore.keys import check_key, check_range
@@ -50,6 +50,7 @@ class LocalDirObjectStore:
     """
 
     accepts_parts = True
+    paces_writes = True  # put(..., pace=bytes per second)
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True,
                  max_workers: int = 8) -> None:
@@ -58,13 +59,19 @@ class LocalDirObjectStore:
         self.name = f"file://{self.root}"
         self._fsync = fsync
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="objstore-localdir")
+        self._pacer = WritePacer()
         self._closed = False
 
     # -- interface ----------------------------------------------------------------------
 
-    async def put(self, key: str, data: bytes | memoryview, *, if_absent: bool = False) -> None:
-        """Write `data` durably under `key`; with `if_absent`, ObjectExists if present."""
-        await self._run(self._put_sync, key, self._path(key), data, if_absent)
+    async def put(self, key: str, data: bytes | memoryview, *, if_absent: bool = False,
+                  pace: float | None = None) -> None:
+        """Write `data` durably under `key`; with `if_absent`, ObjectExists if present.
+
+        `pace`: write an object of several pieces at no more than this many bytes per
+        second, counted over all the paced puts under way (background writes that should
+        leave the disk to latency-critical syncs: see Offloader._segment_pace)."""
+        await self._run(self._put_sync, key, self._path(key), data, if_absent, pace)
 
     async def get(self, key: str) -> bytes:
         """The object's bytes, or ObjectNotFound."""
@@ -152,7 +159,8 @@ class LocalDirObjectStore:
                 continue  # a concurrent delete removed an (empty) directory; make it again
         raise Unavailable(f"{key!r}: directory keeps disappearing")
 
-    def _put_sync(self, key: str, path: str, data: bytes | memoryview, if_absent: bool) -> None:
+    def _put_sync(self, key: str, path: str, data: bytes | memoryview, if_absent: bool,
+                  pace: float | None = None) -> None:
         dirpath = os.path.dirname(path)
         try:
             fd, tmp = self._create_temp(key, dirpath)
@@ -165,7 +173,8 @@ class LocalDirObjectStore:
                 if self._fsync and sum(len(p) for p in parts) > _PIECE_BYTES:
                     # a segment of several MiB: written back 128 KiB at a time, so the
                     # WAL's syncs on the same disk never queue behind all of it
-                    write_parts_in_pieces(fd, parts, _PIECE_BYTES)
+                    write_parts_in_pieces(fd, parts, _PIECE_BYTES, None if pace is None
+                                          else lambda n: self._pacer.wait(n, pace))
                 else:
                     pwrite_parts(fd, parts, 0)
                 if self._fsync:

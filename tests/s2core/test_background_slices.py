@@ -205,3 +205,66 @@ async def test_thin_offloads_still_run_every_interval():
         assert not off.queue and await seg.list("segments/") != []
     finally:
         await store.close()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+def test_segment_pace_follows_the_ingest_rate_and_yields_to_urgency():
+    from types import SimpleNamespace
+
+    from s2core.offload import PACE_FACTOR, PACE_FLOOR, Offloader
+    clock = _Clock()
+    ch = SimpleNamespace(clock=clock, config=ChannelConfig(), mem_bytes=0)
+    off = Offloader(ch, MemoryObjectStore("seg"))
+    off._noted += 20 * 2**20  # 20 MiB came in during the first second
+    clock.t = 1.0
+    assert off._segment_pace() == PACE_FACTOR * 20 * 2**20
+    clock.t = 2.0  # nothing since: the burst still counts half, then the floor
+    assert off._segment_pace() == PACE_FACTOR * 10 * 2**20
+    clock.t = 3.0
+    assert off._segment_pace() == PACE_FLOOR
+    ch.mem_bytes = int(ch.config.memory_bound_bytes * 0.9)  # appends close to waiting
+    assert off._segment_pace() is None
+    ch.mem_bytes = 0
+    off.pending_bytes = 2 * off._batch_bytes()  # more than a batch waits
+    assert off._segment_pace() is None
+    off.pending_bytes = 0
+    off._stopping = True
+    assert off._segment_pace() is None
+
+
+async def test_offload_paces_segment_writes_to_a_local_disk(tmp_path):
+    from s2core.objstore.localdir import LocalDirObjectStore
+    paces = []
+
+    class Spy(LocalDirObjectStore):
+        async def put(self, key, data, *, if_absent=False, pace=None):
+            paces.append(pace)
+            await super().put(key, data, if_absent=if_absent, pace=pace)
+
+    seg = Spy(tmp_path / "seg")
+    cfg = ChannelConfig(offload_target_bytes=64 * 1024, offload_interval_s=0.05)
+    store = await StreamStore.open(MemoryMetadataStore(), seg,
+                                   [ChannelSpec("ch0", [MemoryObjectStore("r")], 1, cfg)])
+    try:
+        await store.ensure_basin("test-basin")
+        await store.create_stream("test-basin", "s")
+        off = store.channels["ch0"].offloader
+        for r in range(3):  # a batch at a time (more than two waiting: at full speed)
+            for i in range(45):
+                await store.append("test-basin", "s", [AppendRecord(bytes([i]) * 1500)])
+            for _ in range(200):
+                if not off.queue and len(paces) > r:
+                    break
+                await asyncio.sleep(0.01)
+        assert len(paces) >= 3 and all(p is not None and p >= 16 * 2**20 for p in paces)
+        batch = await store.read("test-basin", "s", seq_num=0)
+        assert [r.body for r in batch.records][:3] == [bytes([i]) * 1500 for i in range(3)]
+    finally:
+        await store.close()

@@ -151,3 +151,52 @@ async def test_factory(tmp_path: Path) -> None:
     for bad in ("file://relative/path", "s3:///no-bucket", "gs://bucket", "/just/a/path"):
         with pytest.raises(InvalidArgument):
             open_object_store(bad)
+
+
+class _FakeTime:
+    """time for s2core.diskio: sleeps advance the clock instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+
+def test_write_pacer_spaces_every_writer_sharing_it(monkeypatch) -> None:
+    import s2core.diskio as diskio
+    fake = _FakeTime()
+    monkeypatch.setattr(diskio, "time", fake)
+    pacer = diskio.WritePacer()
+    pacer.wait(1000, 1000.0)  # idle: the first piece goes at once
+    assert fake.slept == []
+    pacer.wait(500, 1000.0)  # (another writer) waits for the first piece's second
+    pacer.wait(500, 1000.0)
+    assert fake.slept == [pytest.approx(1.0), pytest.approx(0.5)]
+    fake.now += 10  # idle for a while: no credit saved up, no wait either
+    fake.slept.clear()
+    pacer.wait(100, 1000.0)
+    assert fake.slept == []
+
+
+async def test_a_paced_put_writes_at_the_rate_asked_and_keeps_every_byte(
+        tmp_path: Path, monkeypatch) -> None:
+    import s2core.diskio as diskio
+    fake = _FakeTime()
+    monkeypatch.setattr(diskio, "time", fake)
+    store = LocalDirObjectStore(tmp_path)
+    parts = [os.urandom(1000) for _ in range(1024)]  # ~1 MiB in pieces of ~128 KiB
+    await store.put("segments/paced", parts, pace=1_000_000.0)
+    # pieces of 132 parts: the last one (100 parts) starts 924,000 bytes / 1e6 B/s in
+    assert sum(fake.slept) == pytest.approx(0.924)
+    assert len(fake.slept) == 7
+    assert await store.get("segments/paced") == b"".join(parts)
+    fake.slept.clear()
+    await store.put("segments/unpaced", parts)  # no pace: as fast as the disk takes it
+    assert fake.slept == []
+    await store.close()
