@@ -169,7 +169,7 @@ class _FakeTime:
 
 
 def test_write_pacer_spaces_every_writer_sharing_it(monkeypatch) -> None:
-    import s2core.diskio as diskio
+    from s2core import diskio
     fake = _FakeTime()
     monkeypatch.setattr(diskio, "time", fake)
     pacer = diskio.WritePacer()
@@ -186,7 +186,7 @@ def test_write_pacer_spaces_every_writer_sharing_it(monkeypatch) -> None:
 
 async def test_a_paced_put_writes_at_the_rate_asked_and_keeps_every_byte(
         tmp_path: Path, monkeypatch) -> None:
-    import s2core.diskio as diskio
+    from s2core import diskio
     fake = _FakeTime()
     monkeypatch.setattr(diskio, "time", fake)
     store = LocalDirObjectStore(tmp_path)
