@@ -70,7 +70,10 @@ class LocalDirObjectStore:
 
         `pace`: write an object of several pieces at no more than this many bytes per
         second, counted over all the paced puts under way (background writes that should
-        leave the disk to latency-critical syncs: see Offloader._segment_pace)."""
+        leave the disk to latency-critical syncs: see Offloader._segment_pace). A put
+        under way when the store closes finishes at full speed."""
+        if pace is not None and not pace > 0:
+            raise InvalidArgument(f"pace must be a positive number of bytes/s, not {pace!r}")
         await self._run(self._put_sync, key, self._path(key), data, if_absent, pace)
 
     async def get(self, key: str) -> bytes:
@@ -173,8 +176,9 @@ class LocalDirObjectStore:
                 if self._fsync and sum(len(p) for p in parts) > _PIECE_BYTES:
                     # a segment of several MiB: written back 128 KiB at a time, so the
                     # WAL's syncs on the same disk never queue behind all of it
-                    write_parts_in_pieces(fd, parts, _PIECE_BYTES, None if pace is None
-                                          else lambda n: self._pacer.wait(n, pace))
+                    write_parts_in_pieces(fd, parts, _PIECE_BYTES,
+                                          None if pace is None else
+                                          lambda n: self._closed or self._pacer.wait(n, pace))
                 else:
                     pwrite_parts(fd, parts, 0)
                 if self._fsync:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from s2core import diskio
 from s2core.errors import Indeterminate, InvalidArgument, Unavailable
 from s2core.objstore import ObjectExists, ObjectNotFound, open_object_store
 from s2core.objstore.localdir import TMP_PREFIX, LocalDirObjectStore, measure_fdatasync
@@ -169,7 +170,6 @@ class _FakeTime:
 
 
 def test_write_pacer_spaces_every_writer_sharing_it(monkeypatch) -> None:
-    from s2core import diskio
     fake = _FakeTime()
     monkeypatch.setattr(diskio, "time", fake)
     pacer = diskio.WritePacer()
@@ -186,7 +186,6 @@ def test_write_pacer_spaces_every_writer_sharing_it(monkeypatch) -> None:
 
 async def test_a_paced_put_writes_at_the_rate_asked_and_keeps_every_byte(
         tmp_path: Path, monkeypatch) -> None:
-    from s2core import diskio
     fake = _FakeTime()
     monkeypatch.setattr(diskio, "time", fake)
     store = LocalDirObjectStore(tmp_path)
@@ -200,3 +199,19 @@ async def test_a_paced_put_writes_at_the_rate_asked_and_keeps_every_byte(
     await store.put("segments/unpaced", parts)  # no pace: as fast as the disk takes it
     assert fake.slept == []
     await store.close()
+
+
+async def test_a_paced_put_needs_a_positive_rate_and_ends_at_full_speed_on_close(
+        tmp_path: Path, monkeypatch) -> None:
+    fake = _FakeTime()
+    monkeypatch.setattr(diskio, "time", fake)
+    store = LocalDirObjectStore(tmp_path)
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(InvalidArgument):
+            await store.put("segments/x", b"x", pace=bad)
+    parts = [os.urandom(1000) for _ in range(1024)]
+    store._closed = True  # (as close() sets it first, then waits for the puts under way)
+    await asyncio.to_thread(store._put_sync, "segments/y", store._path("segments/y"),
+                            parts, False, 1000.0)
+    assert fake.slept == []
+    assert (tmp_path / "segments" / "y").read_bytes() == b"".join(parts)
