@@ -245,6 +245,7 @@ class ChunkLog:
         loop = asyncio.get_running_loop()
         quorum = loop.create_future()
         acks = [0]
+        failed = [0]
 
         def acked() -> None:
             acks[0] += 1
@@ -252,8 +253,19 @@ class ChunkLog:
                 quorum.set_result(None)
 
         def on_replica_done(t: asyncio.Task) -> None:
-            if not t.cancelled() and t.exception() is None:
+            if t.cancelled():
+                return
+            err = t.exception()
+            if err is None:
                 acked()
+                return
+            # Not an error a retry can cure (_put_until_done retries those): a bug in a
+            # replica backend. Once too few replicas are left for a quorum, the chunk
+            # fails (and with it the channel) instead of leaving its appends waiting.
+            failed[0] += 1
+            if failed[0] > len(self.replicas) - self.write_quorum and not quorum.done():
+                quorum.set_exception(Indeterminate(
+                    f"chunk {key}: {failed[0]} replicas failed for good, last with {err!r}"))
 
         def retry(replica, data, failed_once=False) -> None:  # keep trying in a task
             t = loop.create_task(self._put_until_done(replica, key, data, failed_once))

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from s2core.clock import SystemClock
-from s2core.errors import Corrupt, Fenced, Unavailable
+from s2core.errors import Corrupt, Fenced, Indeterminate, Unavailable
 from s2core.metadata.memory import MemoryMetadataStore
 from s2core.objstore.memory import MemoryObjectStore
 from s2core.wal.chunk import ChunkBuilder, chunk_key, decode_entries, decode_header
@@ -294,4 +294,26 @@ async def test_chunks_written_while_garbage_is_collected_are_kept():
     await log.advance_floor((1, 605), [])
     await log.collect_garbage()
     assert await reps[0].list() == [], "the chunks written during the first pass too"
+    await log.close()
+
+
+class Buggy(MemoryObjectStore):
+    """A replica backend with a bug: every put raises an error no retry can cure."""
+
+    async def put(self, key, data, *, if_absent=False):
+        raise RuntimeError("a bug in the backend")
+
+
+async def test_a_replica_bug_fails_the_chunk_once_no_quorum_is_left():
+    md = MemoryMetadataStore()
+    log = make_log(md, [Down("a"), Down("b"), Buggy("c")], w=2)
+    await log.open()
+    await write_n(log, 2)  # one broken replica of three: the quorum still acks
+    await log.close()
+    log = make_log(md, [Down("a"), Buggy("b"), Buggy("c")], w=2)
+    await log.open()
+    b = ChunkBuilder()
+    b.add(UID, 0, 1, 1000, [], b"rec")
+    with pytest.raises(Indeterminate, match="failed for good"):
+        await asyncio.wait_for(log.write(b, log.new_chunk_seq()), 5)
     await log.close()
