@@ -271,6 +271,10 @@ async def test_rotations_wake_one_preparer_thread_which_retires_the_old_files(
     monkeypatch.setattr(threading.Thread, "start", start)
     await r.put("a0", b"a" * 700)
     first = r._index["a0"][0]
+    for _ in range(500):  # the next file is ready: the next put moves to it
+        if r._next is not None:
+            break
+        await asyncio.sleep(0.01)
     await r.delete("a0")  # its file is left with no live entry (it is the current one)
     for i in range(40):  # ~7 rotations
         await r.put(f"b{i:02d}", b"b" * 700)
