@@ -269,12 +269,8 @@ async def test_rotations_wake_one_preparer_thread_which_retires_the_old_files(
         real_start(self)
 
     monkeypatch.setattr(threading.Thread, "start", start)
-    await r.put("a0", b"a" * 700)
+    await r.put("a0", b"a" * 5000)  # fills its file: the next put moves to another
     first = r._index["a0"][0]
-    for _ in range(500):  # the next file is ready: the next put moves to it
-        if r._next is not None:
-            break
-        await asyncio.sleep(0.01)
     await r.delete("a0")  # its file is left with no live entry (it is the current one)
     for i in range(40):  # ~7 rotations
         await r.put(f"b{i:02d}", b"b" * 700)
