@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import select
@@ -106,11 +107,39 @@ def split_due_times(data: bytes) -> tuple[tuple[float, ...], bytes]:
     return struct.unpack(f"={whole // 8}d", data[:whole]), data[whole:]
 
 
-async def latency_at_rate(store, streams, size, seconds, mib_per_s=10.0):
+class Clock:
+    """A clock process (bench/pacer.py) started ahead of the measurement it paces: an
+    interpreter takes ~0.3 s to start, and a store left idle that long starts its next
+    measurement cold (on this VM the first ~100 ms of acks after an idle pause are slower),
+    which the paced device figure, measured back to back, never is."""
+
+    def __init__(self, interval: float, seconds: float) -> None:
+        rfd, wfd = os.pipe()
+        self.rfd = rfd
+        self.proc = subprocess.Popen([sys.executable, str(PACER), "-", repr(interval),
+                                      repr(seconds)], stdin=subprocess.PIPE, stdout=wfd)
+        os.close(wfd)
+
+    def go(self) -> float:
+        """Start the due times now (the clock is woken a little ahead); returns the first."""
+        start = time.perf_counter() + 0.002
+        self.proc.stdin.write(f"{start!r}\n".encode())
+        self.proc.stdin.close()
+        return start
+
+    def close(self) -> None:
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()  # (never started: it exits)
+        os.close(self.rfd)
+        self.proc.wait()
+
+
+async def latency_at_rate(store, streams, size, seconds, mib_per_s=10.0, clock=None):
     """Open loop: appends are started at a fixed rate, whatever the acks do, and each
     latency is measured from its due time (so a late start counts too). The due times
     come from a clock process (bench/pacer.py) through a pipe, as requests from clients
-    would come through sockets."""
+    would come through sockets; `clock`, a Clock made for these figures, saves starting
+    one."""
     body = os.urandom(size)
     rng = random.Random(2)
     interval = size / (mib_per_s * 2**20)
@@ -123,13 +152,11 @@ async def latency_at_rate(store, streams, size, seconds, mib_per_s=10.0):
         await store.append(BASIN, rng.choice(streams), [AppendRecord(body)])
         lat.append(time.perf_counter() - t_sched)
 
-    rfd, wfd = os.pipe()
+    if clock is None:
+        clock = Clock(interval, seconds)
+        await asyncio.sleep(0.3)  # (the interpreter starts)
+    rfd = clock.rfd
     os.set_blocking(rfd, False)
-    start = time.perf_counter() + 0.3  # the clock process is up well before
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(PACER), repr(start), repr(interval), repr(seconds),
-        stdin=asyncio.subprocess.DEVNULL, stdout=wfd)
-    os.close(wfd)
     rest = b""
 
     def on_readable() -> None:
@@ -149,19 +176,22 @@ async def latency_at_rate(store, streams, size, seconds, mib_per_s=10.0):
             t.add_done_callback(tasks.discard)
 
     loop.add_reader(rfd, on_readable)
+    start = clock.go()
     try:
         await finished.wait()
     finally:
         loop.remove_reader(rfd)
-        os.close(rfd)
-        await proc.wait()
+        clock.close()
     await asyncio.gather(*tasks)
     achieved = len(lat) * size / (time.perf_counter() - start) / 2**20
     return lat, achieved
 
 
-def paced_fdatasync(root: Path, seconds: float, mib_per_s: float = 10.0) -> list[float]:
-    """64 KiB write+fdatasync at `mib_per_s` (appending to a file, as measure_fdatasync)."""
+def paced_fdatasync(root: Path, seconds: float, mib_per_s: float = 10.0,
+                    leftovers: list[str] | None = None) -> list[float]:
+    """64 KiB write+fdatasync at `mib_per_s` (appending to a file, as measure_fdatasync).
+    With `leftovers`, the file is left there, its path added to the list (see
+    latency_vs_device)."""
     buf = os.urandom(65536)
     interval = 65536 / (mib_per_s * 2**20)
     fd, path = tempfile.mkstemp(dir=root)
@@ -182,11 +212,16 @@ def paced_fdatasync(root: Path, seconds: float, mib_per_s: float = 10.0) -> list
             n += 1
     finally:
         os.close(fd)
-        os.unlink(path)
+        if leftovers is None:
+            os.unlink(path)
+        else:
+            leftovers.append(path)
     return out
 
 
-def woken_fdatasync(root: Path, seconds: float, mib_per_s: float = 10.0) -> list[float]:
+def woken_fdatasync(root: Path, seconds: float, mib_per_s: float = 10.0,
+                    clock: Clock | None = None,
+                    leftovers: list[str] | None = None) -> list[float]:
     """The same 64 KiB write+fdatasync, started the way a request reaches a server: this
     process sleeps in epoll until the clock process (bench/pacer.py) writes a due time
     into a pipe, and each latency counts from that due time. What it adds to
@@ -195,19 +230,18 @@ def woken_fdatasync(root: Path, seconds: float, mib_per_s: float = 10.0) -> list
     buf = os.urandom(65536)
     interval = 65536 / (mib_per_s * 2**20)
     fd, path = tempfile.mkstemp(dir=root)
-    rfd, wfd = os.pipe()
+    if clock is None:
+        clock = Clock(interval, seconds)
+        time.sleep(0.3)  # (the interpreter starts)
     out: list[float] = []
-    start = time.perf_counter() + 0.3
-    proc = subprocess.Popen([sys.executable, str(PACER), repr(start), repr(interval),
-                             repr(seconds)], stdin=subprocess.DEVNULL, stdout=wfd)
-    os.close(wfd)
     poller = select.epoll()
     try:
-        poller.register(rfd, select.EPOLLIN)
+        poller.register(clock.rfd, select.EPOLLIN)
         rest = b""
+        clock.go()
         while True:
             poller.poll()
-            data = os.read(rfd, 1 << 16)
+            data = os.read(clock.rfd, 1 << 16)
             if not data:
                 break
             dues, rest = split_due_times(rest + data)
@@ -217,10 +251,12 @@ def woken_fdatasync(root: Path, seconds: float, mib_per_s: float = 10.0) -> list
                 out.append(time.perf_counter() - due)
     finally:
         poller.close()
-        os.close(rfd)
-        proc.wait()
+        clock.close()
         os.close(fd)
-        os.unlink(path)
+        if leftovers is None:
+            os.unlink(path)
+        else:
+            leftovers.append(path)
     return out
 
 
@@ -274,19 +310,65 @@ def ideal_group_commit(root: Path, size: int, seconds: float,
             os.unlink(path)
 
 
+async def device_process(root: Path, seconds: float) -> asyncio.subprocess.Process:
+    """A process that measures the device for one slice (paced, then woken: `seconds`
+    each) once it reads a line, and prints the figures as JSON. It is started ahead (an
+    interpreter takes ~0.3 s), and the store's loop keeps running meanwhile, as a
+    server's does: measured in this process, the device blocked the loop for the whole
+    slice, and the store's background work that came due meanwhile all ran at the start
+    of the next ack slice."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--device-slice", str(root), repr(seconds),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+
+
+def device_slice(root: Path, seconds: float) -> None:
+    """The body of `device_process`."""
+    clock = Clock(65536 / (10.0 * 2**20), seconds)
+    sys.stdin.readline()
+    files: list[str] = []
+    dev = paced_fdatasync(root, seconds, leftovers=files)
+    woken = woken_fdatasync(root, seconds, clock=clock, leftovers=files)
+    print(json.dumps({"dev": dev, "woken": woken, "files": files}), flush=True)
+
+
 async def latency_vs_device(store, root, streams, size, seconds, slices=5):
     """Ack latencies, and paced and woken device fdatasync latencies, in alternating
-    slices."""
+    slices. The processes that measure the device and the clocks of the ack slices are
+    all started before the first measurement, so one measurement follows the other with
+    no pause: the store, like the device, is measured under a steady load, not coming
+    back from idle. The device figures' files are deleted at the end: on a file system
+    mounted with `discard` (as here), deleting 5 MiB keeps the device busy discarding
+    for the next ~100 ms."""
     lat: list[float] = []
     dev: list[float] = []
     woken: list[float] = []
     got = []
-    for _ in range(slices):
-        dev += paced_fdatasync(root, seconds / slices / 2)
-        woken += woken_fdatasync(root, seconds / slices / 2)
-        part, achieved = await latency_at_rate(store, streams, size, seconds / slices)
-        lat += part
-        got.append(achieved)
+    files: list[str] = []
+    devices = [await device_process(root, seconds / slices / 2) for _ in range(slices)]
+    clocks = [Clock(size / (10.0 * 2**20), seconds / slices) for _ in range(slices)]
+    try:
+        await asyncio.sleep(1.5)  # (their interpreters start, before anything is measured)
+        for device, clock in zip(devices, clocks):
+            out, _ = await device.communicate(b"go\n")
+            figures = json.loads(out)
+            dev += figures["dev"]
+            woken += figures["woken"]
+            files += figures["files"]
+            part, achieved = await latency_at_rate(store, streams, size, seconds / slices,
+                                                   clock=clock)
+            lat += part
+            got.append(achieved)
+    finally:
+        for clock in clocks:
+            if clock.proc.returncode is None and not clock.proc.stdin.closed:
+                clock.close()  # (an error cut the run short: the unstarted ones exit)
+        for device in devices:
+            if device.returncode is None:
+                device.kill()
+                await device.wait()
+        for path in files:
+            os.unlink(path)
     return lat, dev, woken, statistics.median(got)
 
 
@@ -377,6 +459,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--device-slice"]:
+        device_slice(Path(sys.argv[2]), float(sys.argv[3]))
+        sys.exit()
     try:
         import uvloop
         uvloop.run(main())
