@@ -66,7 +66,9 @@ class Slices:
     meanwhile: an append's ack takes a few loop iterations (WAL completion, quorum, lease
     check, publish), and a bare yield would let the background work take a slice between
     each of them. `behind()` (e.g. offload has fallen more than a batch behind) cuts the
-    rest to a quarter; `urgent()` (e.g. the in-memory tail is full) stops the resting.
+    rest to a quarter; `urgent()` (e.g. the in-memory tail is full) stops the resting, and
+    so does `quiet()` (no appends of late: the rests would leave the loop idle, and an
+    offload of 10,000 streams caught up in 6.5 s instead of under 1 s).
 
     The work takes at most an eighth of the loop when nothing is behind: 0.25 ms slices
     with 2 ms rests. With a third of it (0.5 ms / 1 ms), the loop of the 1 KiB x
@@ -77,15 +79,16 @@ class Slices:
     and the WAL writer needs the GIL after every system call. Time is the injected
     clock's, so a virtual-time loop never yields here and stays deterministic."""
 
-    __slots__ = ("clock", "budget_s", "rest_s", "urgent", "behind", "_until")
+    __slots__ = ("clock", "budget_s", "rest_s", "urgent", "behind", "quiet", "_until")
 
     def __init__(self, clock, budget_s: float = 0.00025, rest_s: float = 0.002,
-                 urgent=None, behind=None) -> None:
+                 urgent=None, behind=None, quiet=None) -> None:
         self.clock = clock
         self.budget_s = budget_s
         self.rest_s = rest_s
         self.urgent = urgent
         self.behind = behind
+        self.quiet = quiet
         self._until = clock.monotonic() + budget_s
 
     async def free(self, *containers) -> None:
@@ -107,7 +110,8 @@ class Slices:
 
     async def tick(self) -> None:
         if self.clock.monotonic() >= self._until:
-            if self.rest_s and not (self.urgent is not None and self.urgent()):
+            if self.rest_s and not (self.urgent is not None and self.urgent()) and \
+                    not (self.quiet is not None and self.quiet()):
                 rest = self.rest_s
                 if self.behind is not None and self.behind():
                     rest /= 4

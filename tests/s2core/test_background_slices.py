@@ -49,6 +49,16 @@ async def test_slices_rest_after_each_budget_unless_urgent():
     assert await _rests(clock, s, 30) == []  # urgent: a bare yield, no rest
 
 
+async def test_slices_do_not_rest_when_quiet():
+    clock = StepClock(0.0001)
+    quiet = [True]
+    s = Slices(clock, budget_s=0.0005, rest_s=0.001, quiet=lambda: quiet[0])
+    assert await _rests(clock, s, 30) == []  # nothing to leave the loop to
+    quiet[0] = False
+    rests = await _rests(clock, s, 30)
+    assert len(rests) >= 4 and set(rests) == {0.001}
+
+
 async def test_slices_rest_less_while_behind():
     clock = StepClock(0.0001)
     behind = [True]
@@ -218,16 +228,20 @@ class _Clock:
 def test_segment_pace_follows_the_ingest_rate_and_yields_to_urgency():
     from types import SimpleNamespace
 
-    from s2core.offload import PACE_FACTOR, PACE_FLOOR, Offloader
+    from s2core.offload import PACE_FACTOR, PACE_FLOOR, QUIET_S, Offloader
     clock = _Clock()
     ch = SimpleNamespace(clock=clock, config=ChannelConfig(), mem_bytes=0)
     off = Offloader(ch, MemoryObjectStore("seg"))
+
+    def at(t: float) -> None:  # a chunk came in just now (appends go on)
+        clock.t = off._noted_at = t
+
     off._noted += 20 * 2**20  # 20 MiB came in during the first second
-    clock.t = 1.0
+    at(1.0)
     assert off._segment_pace() == PACE_FACTOR * 20 * 2**20
-    clock.t = 2.0  # nothing since: the burst still counts half, then the floor
+    at(2.0)  # nothing since: the burst still counts half, then the floor
     assert off._segment_pace() == PACE_FACTOR * 10 * 2**20
-    clock.t = 3.0
+    at(3.0)
     assert off._segment_pace() == PACE_FLOOR
     ch.mem_bytes = int(ch.config.memory_bound_bytes * 0.9)  # appends close to waiting
     assert off._segment_pace() is None
@@ -235,12 +249,36 @@ def test_segment_pace_follows_the_ingest_rate_and_yields_to_urgency():
     off.pending_bytes = 2 * off._batch_bytes()  # more than a batch waits
     assert off._segment_pace() is None
     off.pending_bytes = 0
+    assert off._segment_pace() == PACE_FLOOR
+    clock.t += QUIET_S * 2  # no chunk for a while: no WAL sync to spare
+    assert off._segment_pace() is None
+    at(clock.t)
     off._stopping = True
     assert off._segment_pace() is None
 
 
-async def test_offload_paces_segment_writes_to_a_local_disk(tmp_path):
+async def test_offload_passes_rest_only_while_appends_come_in():
+    """A pass leaves the loop to appends; with none coming, it runs flat out (a backlog
+    of 10,000 streams took 6.5 s to offload on an idle loop, resting)."""
+    from types import SimpleNamespace
+
+    from s2core.offload import QUIET_S, Offloader
+    clock = StepClock(0.0001)
+    ch = SimpleNamespace(clock=clock, config=ChannelConfig(), mem_bytes=0)
+    off = Offloader(ch, MemoryObjectStore("seg"))
+    s = off._slices()
+    off._noted_at = clock.t
+    assert len(await _rests(clock, s, 60)) >= 2  # appends came in: it rests
+    clock.t += QUIET_S * 2
+    assert await _rests(clock, s, 60) == []  # quiet: bare yields
+    off._noted_at = clock.t
+    assert len(await _rests(clock, s, 60)) >= 2
+
+
+async def test_offload_paces_segment_writes_to_a_local_disk(tmp_path, monkeypatch):
+    from s2core import offload
     from s2core.objstore.localdir import LocalDirObjectStore
+    monkeypatch.setattr(offload, "QUIET_S", 60.0)  # (a slow machine: appends still count)
     paces = []
 
     class Spy(LocalDirObjectStore):
