@@ -19,6 +19,7 @@ from s2core.clock import Slices
 from s2core.errors import Indeterminate, S2Error, Unavailable
 from s2core.metadata.base import Op, VersionMismatch
 from s2core.objstore.base import ObjectExists, ObjectStore
+from s2core.records import BODY, SEQ, SPAN, TS
 from s2core.segment import SectionBuilder
 
 if TYPE_CHECKING:
@@ -396,13 +397,13 @@ async def _build_sections(todo: list, max_bytes: int, slices: Slices) -> list:
     next offload (its effect is in the checkpoint already).
     """
     out = []
-    for st, end, recs in todo:
+    for st, end, recs in todo:  # (recs: tail entries, tuples in SequencedRecord's order)
         i = 0
         while i < len(recs):
             j, size, spans = i, 0, 0
-            while j < len(recs) and (spans == 0 or size + len(recs[j].body) <= max_bytes):
-                size += len(recs[j].body)
-                spans += recs[j].span
+            while j < len(recs) and (spans == 0 or size + len(recs[j][BODY]) <= max_bytes):
+                size += len(recs[j][BODY])
+                spans += recs[j][SPAN]
                 j += 1
                 if not j & 1023:
                     await slices.tick()
@@ -412,8 +413,9 @@ async def _build_sections(todo: list, max_bytes: int, slices: Slices) -> list:
             for k in range(i, j, _RUN):
                 builder.add(recs[k:min(k + _RUN, j)])
                 await slices.tick()
-            out.append((st, recs[i].seq_num, recs[j - 1].end_seq, recs[i].timestamp,
-                        recs[j - 1].timestamp, builder.finish(), builder.nbytes))
+            last = recs[j - 1]
+            out.append((st, recs[i][SEQ], last[SEQ] + last[SPAN], recs[i][TS], last[TS],
+                        builder.finish(), builder.nbytes))
             i = j
         await slices.tick()
     return out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from s2core.errors import InvalidArgument
 
@@ -20,9 +21,11 @@ class AppendRecord:
     span: int = 1
 
 
-@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen init costs 4x (hot path)
-class SequencedRecord:
-    """A durable record: occupies seq_nums [seq_num, seq_num + span)."""
+class SequencedRecord(NamedTuple):
+    """A durable record: occupies seq_nums [seq_num, seq_num + span).
+
+    A named tuple, so that the in-memory tail can keep each record as a plain tuple of the
+    same fields (see StreamState.mem_recs) and hand it out as this type at no cost."""
 
     seq_num: int
     timestamp: int
@@ -36,6 +39,10 @@ class SequencedRecord:
 
     def is_command(self) -> bool:
         return len(self.headers) == 1 and self.headers[0][0] == b""
+
+
+# Positions of SequencedRecord's fields in a tail entry (a plain tuple of them)
+SEQ, TS, HEADERS, BODY, SPAN = range(5)
 
 
 @dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen init costs 4x (hot path)

@@ -60,23 +60,24 @@ class SectionBuilder:
         self.end = -1
         self.crc = 0  # of the data so far
 
-    def add(self, records: list[SequencedRecord]) -> None:
+    def add(self, records: list[SequencedRecord] | list[tuple]) -> None:
         """Append the next contiguous records of the stream (checksummed now, so that
-        `finish` has only the index and header left to do)."""
+        `finish` has only the index and header left to do). Records may be tail entries
+        (plain tuples in SequencedRecord's field order)."""
         if not records:
             return
         if self.first < 0:
-            self.first = records[0].seq_num
+            self.first = records[0][0]
         run: list = []
         index, off = self.index, self.off
         pack_index = _IDX.pack
-        for r in records:
-            index.append(pack_index(r.seq_num, r.timestamp, off))
-            off += encode_record(run, r.seq_num, r.span, r.timestamp, r.headers, r.body)
+        for seq, ts, headers, body, span in records:
+            index.append(pack_index(seq, ts, off))
+            off += encode_record(run, seq, span, ts, headers, body)
         run, self.crc = checksum_parts(run, off - self.off, self.crc)
         self.data += run
         self.off = off
-        self.end = records[-1].end_seq
+        self.end = seq + span
 
     @property
     def nbytes(self) -> int:

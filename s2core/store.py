@@ -27,7 +27,7 @@ from s2core.metadata.settle import SettlingMetadataStore
 from s2core.names import validate_basin_name, validate_stream_name
 from s2core.objstore.base import ObjectStore
 from s2core.records import (
-    AppendAck, AppendRecord, ReadBatch, SequencedRecord, StreamPosition, metered_size,
+    TS, AppendAck, AppendRecord, ReadBatch, SequencedRecord, StreamPosition, metered_size,
     parse_command,
 )
 from s2core.streamconfig import BasinConfig, StreamConfig
@@ -438,14 +438,14 @@ class StreamStore:
         return None if age is None else self.clock.now_ms() - age * 1000
 
     async def _seq_for_timestamp(self, st: StreamState, ts: int) -> int:
-        if st.mem_seqs and st.mem_recs[0].timestamp >= ts:
+        if st.mem_seqs and st.mem_recs[0][TS] >= ts:
             found = None
             if st.mem_first > 0:
                 found = await self.catalog.seq_for_timestamp(st.uid, ts)
             return found if found is not None and found < st.mem_first else st.mem_first
         if st.mem_seqs:
             i = st.mem_index_ts(ts)
-            return st.mem_recs[i].seq_num if i < len(st.mem_recs) else st.durable_seq
+            return st.mem_seqs[i] if i < len(st.mem_seqs) else st.durable_seq
         found = await self.catalog.seq_for_timestamp(st.uid, ts)
         return st.durable_seq if found is None else found
 
@@ -507,7 +507,8 @@ class StreamStore:
             if seq < st.mem_first:
                 source = self.catalog.iter_records(st.uid, seq, st.mem_first, views)
             else:
-                source = _aiter_list(st.mem_recs[st.mem_index(seq):])
+                # (no more than can be taken: the tail may hold 100,000s of records)
+                source = _aiter_list(st.records_from(st.mem_index(seq), count - len(out)))
             progressed = False
             async for rec in source:
                 progressed = True

@@ -9,7 +9,7 @@ import asyncio
 import bisect
 from json.encoder import encode_basestring_ascii as _quote
 
-from s2core.records import SequencedRecord, StreamPosition
+from s2core.records import SEQ, SPAN, TS, SequencedRecord, StreamPosition
 
 
 class StreamState:
@@ -38,7 +38,11 @@ class StreamState:
         self.trim_seq: int = ckpt["trim"]
         self.ckpt_version = ckpt_version
         self.mem_seqs: list[int] = []
-        self.mem_recs: list[SequencedRecord] = []
+        # The tail's records as plain tuples of SequencedRecord's fields: the garbage
+        # collector stops tracking a tuple of ints and bytes the first time it sees one,
+        # where it would go through every record of the tail (100,000s) in each
+        # collection of its generation. `record(i)` gives one as a SequencedRecord.
+        self.mem_recs: list[tuple] = []
         self.waiters: list[asyncio.Future] | None = None
         self.sealed = False
         self.deleted = False
@@ -73,9 +77,17 @@ class StreamState:
     def publish(self, rec: SequencedRecord) -> None:
         assert rec.seq_num == self.durable_seq, (rec.seq_num, self.durable_seq)
         self.mem_seqs.append(rec.seq_num)
-        self.mem_recs.append(rec)
+        self.mem_recs.append(tuple(rec))
         self.durable_seq = rec.end_seq
         self.durable_ts = max(self.durable_ts, rec.timestamp)
+
+    def record(self, i: int) -> SequencedRecord:
+        """The `i`th record in memory."""
+        return _as_record(SequencedRecord, self.mem_recs[i])
+
+    def records_from(self, i: int, n: int) -> list[SequencedRecord]:
+        """At most `n` records in memory from the `i`th on."""
+        return [_as_record(SequencedRecord, t) for t in self.mem_recs[i:i + n]]
 
     def wake(self) -> None:
         if self.waiters:
@@ -89,13 +101,15 @@ class StreamState:
         i = bisect.bisect_right(self.mem_seqs, seq) - 1
         if i < 0:
             return 0
-        return i if self.mem_recs[i].end_seq > seq else i + 1
+        rec = self.mem_recs[i]
+        return i if rec[SEQ] + rec[SPAN] > seq else i + 1
 
     def mem_index_ts(self, ts: int) -> int:
-        return bisect.bisect_left(self.mem_recs, ts, key=lambda r: r.timestamp)
+        return bisect.bisect_left(self.mem_recs, ts, key=lambda r: r[TS])
 
-    def records_between(self, lo: int, hi: int) -> list[SequencedRecord]:
-        """In-memory records starting in [lo, hi)."""
+    def records_between(self, lo: int, hi: int) -> list[tuple]:
+        """In-memory records starting in [lo, hi), as tail entries (plain tuples in
+        SequencedRecord's field order)."""
         i = bisect.bisect_left(self.mem_seqs, lo)
         j = bisect.bisect_left(self.mem_seqs, hi)
         return self.mem_recs[i:j]
@@ -104,11 +118,15 @@ class StreamState:
         """Drop in-memory records ending at or before `seq` (the channel accounts the
         bytes per chunk)."""
         j = bisect.bisect_left(self.mem_seqs, seq)
-        while j > 0 and self.mem_recs[j - 1].end_seq > seq:
+        recs = self.mem_recs
+        while j > 0 and recs[j - 1][SEQ] + recs[j - 1][SPAN] > seq:
             j -= 1
         if j:
             del self.mem_seqs[:j]
             del self.mem_recs[:j]
+
+
+_as_record = tuple.__new__  # (SequencedRecord, entry): the entry as a SequencedRecord
 
 
 def encode_ckpt(basin: str, name: str, nxt: int, ts: int, tok: str, trim: int) -> bytes:
