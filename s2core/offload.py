@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,7 @@ class Offloader:
         self.catalog_listeners: list = []
         self._noted = 0  # bytes of all chunks noted so far (for the ingest rate)
         self._noted_at = channel.clock.monotonic()  # when the last chunk was noted
+        self._noted_wall = time.monotonic()  # (the same, on the clock segment puts pace by)
         self._rate_mark = (channel.clock.monotonic(), 0)
         self._ingest_rate = 0.0  # bytes/s, as of the last pass
 
@@ -59,6 +61,7 @@ class Offloader:
         self.pending_bytes += mc.nbytes
         self._noted += mc.nbytes
         self._noted_at = self.channel.clock.monotonic()
+        self._noted_wall = time.monotonic()
         streams = self._queued_streams
         for st in mc.ends:
             streams[st] = streams.get(st, 0) + 1
@@ -239,6 +242,8 @@ class Offloader:
             shared_size += size
         vectored = getattr(self.segments, "accepts_parts", False)
         pace = self._segment_pace() if getattr(self.segments, "paces_writes", False) else None
+        if pace is not None:
+            pace = self._piece_pace(pace)
         gate = asyncio.Semaphore(PUTS_AT_ONCE)
 
         async def put(key: str, parts: list) -> None:
@@ -318,19 +323,30 @@ class Offloader:
         against 0.27 ms; p99 1.15 against 0.67 ms). Written at a few times the rate chunks
         come in, the syncs during a segment write are as fast as the others, and offload
         still keeps up with a wide margin. At full speed as soon as appends are close to
-        waiting for memory, when more than a batch waits, when no chunk came for QUIET_S
-        (no WAL sync to spare), and when the channel stops."""
+        waiting for memory, when more than a batch waits, and when the channel stops; and
+        piece by piece while no chunk comes (see _piece_pace)."""
         now = self.channel.clock.monotonic()
         t, noted = self._rate_mark
         if now - t >= 0.1:  # (and a fast burst counts for a while: half of it per pass)
             rate = (self._noted - noted) / (now - t)
             self._ingest_rate = max(rate, self._ingest_rate / 2)
             self._rate_mark = (now, self._noted)
-        if self._stopping or self._urgent() or self._behind() or self._quiet():
+        if self._stopping or self._urgent() or self._behind():
             return None
         return max(PACE_FLOOR, PACE_FACTOR * self._ingest_rate)
 
-    async def _put(self, key: str, data: bytes, pace: float | None = None) -> None:
+    def _piece_pace(self, rate: float):
+        """The pace of each piece of a segment put: `rate`, or full speed while no chunk
+        came for QUIET_S (no WAL sync to spare). Asked from the put's thread, piece by
+        piece, so a put started in a quiet spell slows down as soon as appends resume
+        (decided once per put, a put started while the loop was quiet went on at full
+        speed into the appends that followed). It reads the wall clock, as the pacing
+        does, and a float the loop writes."""
+        def pace() -> float | None:
+            return None if time.monotonic() - self._noted_wall > QUIET_S else rate
+        return pace
+
+    async def _put(self, key: str, data: bytes, pace=None) -> None:
         delay = 0.01
         kw = {"pace": pace} if pace is not None else {}
         while True:

@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TypeVar
 
 from s2core.diskio import WritePacer, pwrite_parts, write_parts_in_pieces
@@ -65,15 +66,16 @@ class LocalDirObjectStore:
     # -- interface ----------------------------------------------------------------------
 
     async def put(self, key: str, data: bytes | memoryview, *, if_absent: bool = False,
-                  pace: float | None = None) -> None:
+                  pace: float | Callable[[], float | None] | None = None) -> None:
         """Write `data` durably under `key`; with `if_absent`, ObjectExists if present.
 
         `pace`: write an object of several pieces at no more than this many bytes per
         second, counted over all the paced puts under way (background writes that should
-        leave the disk to latency-critical syncs: see Offloader._segment_pace). A put
-        under way when the store closes finishes at full speed."""
-        if pace is not None and not pace > 0:
-            raise InvalidArgument(f"pace must be a positive number of bytes/s, not {pace!r}")
+        leave the disk to latency-critical syncs: see Offloader._segment_pace). A callable
+        is asked before each piece, from the put's thread (None: that piece at full
+        speed). A put under way when the store closes finishes at full speed."""
+        if pace is not None and not callable(pace):
+            _check_pace(pace)
         await self._run(self._put_sync, key, self._path(key), data, if_absent, pace)
 
     async def get(self, key: str) -> bytes:
@@ -162,8 +164,16 @@ class LocalDirObjectStore:
                 continue  # a concurrent delete removed an (empty) directory; make it again
         raise Unavailable(f"{key!r}: directory keeps disappearing")
 
+    def _pace(self, pace, nbytes: int) -> None:
+        """Before a piece of `nbytes` of a paced put (in the put's thread)."""
+        if self._closed:
+            return
+        rate = pace() if callable(pace) else pace
+        if rate is not None:
+            self._pacer.wait(nbytes, _check_pace(rate))
+
     def _put_sync(self, key: str, path: str, data: bytes | memoryview, if_absent: bool,
-                  pace: float | None = None) -> None:
+                  pace: float | Callable[[], float | None] | None = None) -> None:
         dirpath = os.path.dirname(path)
         try:
             fd, tmp = self._create_temp(key, dirpath)
@@ -177,8 +187,7 @@ class LocalDirObjectStore:
                     # a segment of several MiB: written back 128 KiB at a time, so the
                     # WAL's syncs on the same disk never queue behind all of it
                     write_parts_in_pieces(fd, parts, _PIECE_BYTES,
-                                          None if pace is None else
-                                          lambda n: self._closed or self._pacer.wait(n, pace))
+                                          None if pace is None else partial(self._pace, pace))
                 else:
                     pwrite_parts(fd, parts, 0)
                 if self._fsync:
@@ -265,6 +274,12 @@ class LocalDirObjectStore:
             except OSError:
                 return
             parent = os.path.dirname(parent)
+
+
+def _check_pace(rate) -> float:
+    if not rate > 0:
+        raise InvalidArgument(f"pace must be a positive number of bytes/s, not {rate!r}")
+    return rate
 
 
 def _unlink_quietly(path: str) -> None:

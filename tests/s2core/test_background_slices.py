@@ -228,7 +228,7 @@ class _Clock:
 def test_segment_pace_follows_the_ingest_rate_and_yields_to_urgency():
     from types import SimpleNamespace
 
-    from s2core.offload import PACE_FACTOR, PACE_FLOOR, QUIET_S, Offloader
+    from s2core.offload import PACE_FACTOR, PACE_FLOOR, Offloader
     clock = _Clock()
     ch = SimpleNamespace(clock=clock, config=ChannelConfig(), mem_bytes=0)
     off = Offloader(ch, MemoryObjectStore("seg"))
@@ -250,11 +250,24 @@ def test_segment_pace_follows_the_ingest_rate_and_yields_to_urgency():
     assert off._segment_pace() is None
     off.pending_bytes = 0
     assert off._segment_pace() == PACE_FLOOR
-    clock.t += QUIET_S * 2  # no chunk for a while: no WAL sync to spare
-    assert off._segment_pace() is None
-    at(clock.t)
     off._stopping = True
     assert off._segment_pace() is None
+
+
+def test_segment_pieces_go_at_full_speed_while_no_chunk_comes():
+    """Asked piece by piece (in the put's thread): a put started in a quiet spell slows
+    down as soon as appends resume."""
+    import time
+    from types import SimpleNamespace
+
+    from s2core.offload import QUIET_S, Offloader
+    ch = SimpleNamespace(clock=_Clock(), config=ChannelConfig(), mem_bytes=0)
+    off = Offloader(ch, MemoryObjectStore("seg"))
+    pace = off._piece_pace(5e6)
+    off._noted_wall = time.monotonic() - 10 * QUIET_S
+    assert pace() is None
+    off._noted_wall = time.monotonic()  # a chunk came
+    assert pace() == 5e6
 
 
 async def test_offload_passes_rest_only_while_appends_come_in():
@@ -283,7 +296,7 @@ async def test_offload_paces_segment_writes_to_a_local_disk(tmp_path, monkeypatc
 
     class Spy(LocalDirObjectStore):
         async def put(self, key, data, *, if_absent=False, pace=None):
-            paces.append(pace)
+            paces.append(pace() if callable(pace) else pace)  # (asked per piece)
             await super().put(key, data, if_absent=if_absent, pace=pace)
 
     seg = Spy(tmp_path / "seg")

@@ -201,6 +201,27 @@ async def test_a_paced_put_writes_at_the_rate_asked_and_keeps_every_byte(
     await store.close()
 
 
+async def test_a_put_asks_a_pace_function_before_each_piece(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    fake = _FakeTime()
+    monkeypatch.setattr(diskio, "time", fake)
+    store = LocalDirObjectStore(tmp_path)
+    parts = [os.urandom(1000) for _ in range(1024)]  # 8 pieces of ~128 KiB
+    asked = []
+
+    def pace():  # full speed for the first 4 pieces, then 1 MB/s
+        asked.append(True)
+        return None if len(asked) <= 4 else 1_000_000.0
+
+    await store.put("segments/mixed", parts, pace=pace)
+    assert len(asked) == 8
+    assert len(fake.slept) == 3  # (the 5th piece starts a paced run: no wait yet)
+    assert await store.get("segments/mixed") == b"".join(parts)
+    with pytest.raises(InvalidArgument):
+        await store.put("segments/bad", parts, pace=lambda: 0.0)
+    await store.close()
+
+
 async def test_a_paced_put_needs_a_positive_rate_and_ends_at_full_speed_on_close(
         tmp_path: Path, monkeypatch) -> None:
     fake = _FakeTime()
