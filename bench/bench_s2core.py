@@ -11,6 +11,13 @@ alternate with the ack slices, so both see the same machine (a virtual machine's
 much slower after a short idle than back to back). Target: ack p99 <= 1.2 x fdatasync p99
 at 10 MiB/s.
 
+Both are measured under a steady load: the device slices run in processes started before
+the cell (the store's loop keeps running meanwhile, as a server's does), every clock
+process is started ahead (no interpreter start between slices), the device's files are
+deleted after the cell (this file system discards freed blocks), the latency run starts
+once offload has caught up with the throughput run, and a device slice starts once the
+offload pass of the ack slice before it is done (decision 0009).
+
 It also prints a third device figure, "woken": the same paced write+fdatasync started by
 a due time arriving through a pipe at a process asleep in epoll, as a request reaches a
 server. The paced figure never sleeps (it spins up to each due time); a server waiting for
