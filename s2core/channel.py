@@ -24,7 +24,7 @@ from s2core.metadata.base import MetadataStore
 from s2core.objstore.base import ObjectStore
 from s2core.offload import Offloader
 from s2core.recordcodec import encoded_size
-from s2core.records import AppendAck, SequencedRecord, StreamPosition
+from s2core.records import HEADERS, SEQ, SPAN, TS, AppendAck, SequencedRecord, StreamPosition
 from s2core.streamstate import StreamState
 from s2core.wal.chunk import ChunkBuilder, decode_entries
 from s2core.wal.log import ChunkLog, Pos
@@ -57,7 +57,7 @@ def record_size(r: SequencedRecord) -> int:
 @dataclass(slots=True)
 class _Append:
     state: StreamState
-    records: list[SequencedRecord]
+    records: list[tuple]  # tail entries: SequencedRecord's fields in a plain tuple
     commands: list
     future: asyncio.Future
 
@@ -140,7 +140,7 @@ class Channel:
                                          f"{st.durable_seq}")
                 size = record_size(rec)
                 self._apply_commands(st, rec, recovering=True)
-                st.publish(rec)
+                st.publish(tuple(rec))
                 st.next_seq, st.last_ts = st.durable_seq, st.durable_ts
                 ends[st] = rec.end_seq
                 nbytes += size
@@ -273,7 +273,7 @@ class Channel:
         if oc is None:
             oc = self._open = _OpenChunk()
         uid = st.uid
-        seqd: list[SequencedRecord] = []
+        seqd: list[tuple] = []
         for r, cmd, ts in zip(records, commands, timestamps):
             ts = max(ts, st.last_ts)
             st.last_ts = ts
@@ -282,7 +282,7 @@ class Channel:
             # frame is never reused, so holding it costs no copy and no extra memory.
             body = r.body if type(r.body) in (bytes, memoryview) else bytes(r.body)
             headers = tuple((bytes(n), bytes(v)) for n, v in r.headers) if r.headers else ()
-            rec = SequencedRecord(seq, ts, headers, body, r.span)
+            rec = (seq, ts, headers, body, r.span)  # a tail entry (see StreamState.mem_recs)
             st.next_seq += r.span
             if cmd is not None and cmd[0] == "fence":
                 st.token = cmd[1]
@@ -294,7 +294,7 @@ class Channel:
         oc.nbytes += size
         self.mem_bytes += size
         self._schedule_seal(oc)
-        return seqd[0].seq_num, fut
+        return seqd[0][SEQ], fut
 
     async def _wait_for_memory(self, size: int) -> None:
         deadline = self.clock.monotonic() + self.config.append_wait_timeout_s
@@ -358,15 +358,15 @@ class Channel:
             st = ap.state
             st.pending -= 1
             for rec in ap.records:
-                if rec.headers:  # (a command record has one header)
-                    self._apply_commands(st, rec, recovering=False)
+                if rec[HEADERS]:  # (a command record has one header)
+                    self._apply_commands(st, SequencedRecord._make(rec), recovering=False)
                 st.publish(rec)
             ends[st] = st.durable_seq
             first, last = ap.records[0], ap.records[-1]
             if not ap.future.done():
                 ap.future.set_result(AppendAck(
-                    StreamPosition(first.seq_num, first.timestamp),
-                    StreamPosition(last.end_seq, last.timestamp),
+                    StreamPosition(first[SEQ], first[TS]),
+                    StreamPosition(last[SEQ] + last[SPAN], last[TS]),
                     StreamPosition(st.durable_seq, st.durable_ts)))
             st.wake()
         mc = MemChunk((self.log.epoch, seq), oc.nbytes, ends)

@@ -74,12 +74,14 @@ class StreamState:
 
     # -- in-memory tail ----------------------------------------------------
 
-    def publish(self, rec: SequencedRecord) -> None:
-        assert rec.seq_num == self.durable_seq, (rec.seq_num, self.durable_seq)
-        self.mem_seqs.append(rec.seq_num)
-        self.mem_recs.append(tuple(rec))
-        self.durable_seq = rec.end_seq
-        self.durable_ts = max(self.durable_ts, rec.timestamp)
+    def publish(self, entry: tuple) -> None:
+        """Add a durable record, as a tail entry (a plain tuple: see mem_recs)."""
+        seq = entry[SEQ]
+        assert seq == self.durable_seq, (seq, self.durable_seq)
+        self.mem_seqs.append(seq)
+        self.mem_recs.append(entry)
+        self.durable_seq = seq + entry[SPAN]
+        self.durable_ts = max(self.durable_ts, entry[TS])
 
     def record(self, i: int) -> SequencedRecord:
         """The `i`th record in memory."""
