@@ -105,6 +105,7 @@ async def throughput(store, streams, size, seconds, concurrency=64):
 
 
 PACER = Path(__file__).resolve().parent / "pacer.py"
+LOAD = 10 * 2**20  # bytes/s offered in the latency runs (10 MiB/s)
 
 
 def split_due_times(data: bytes) -> tuple[tuple[float, ...], bytes]:
@@ -141,15 +142,14 @@ class Clock:
         self.proc.wait()
 
 
-async def latency_at_rate(store, streams, size, seconds, mib_per_s=10.0, clock=None):
-    """Open loop: appends are started at a fixed rate, whatever the acks do, and each
-    latency is measured from its due time (so a late start counts too). The due times
-    come from a clock process (bench/pacer.py) through a pipe, as requests from clients
-    would come through sockets; `clock`, a Clock made for these figures, saves starting
-    one."""
+async def latency_at_rate(store, streams, size, clock: Clock):
+    """Open loop: appends of `size` bytes are started at the rate of `clock` (a Clock
+    started ahead), whatever the acks do, and each latency is measured from its due time
+    (so a late start counts too). The due times come from the clock process
+    (bench/pacer.py) through a pipe, as requests from clients would come through
+    sockets."""
     body = os.urandom(size)
     rng = random.Random(2)
-    interval = size / (mib_per_s * 2**20)
     lat: list[float] = []
     tasks = set()
     finished = asyncio.Event()
@@ -159,9 +159,6 @@ async def latency_at_rate(store, streams, size, seconds, mib_per_s=10.0, clock=N
         await store.append(BASIN, rng.choice(streams), [AppendRecord(body)])
         lat.append(time.perf_counter() - t_sched)
 
-    if clock is None:
-        clock = Clock(interval, seconds)
-        await asyncio.sleep(0.3)  # (the interpreter starts)
     rfd = clock.rfd
     os.set_blocking(rfd, False)
     rest = b""
@@ -194,11 +191,10 @@ async def latency_at_rate(store, streams, size, seconds, mib_per_s=10.0, clock=N
     return lat, achieved
 
 
-def paced_fdatasync(root: Path, seconds: float, mib_per_s: float = 10.0,
-                    leftovers: list[str] | None = None) -> list[float]:
+def paced_fdatasync(root: Path, seconds: float, leftovers: list[str],
+                    mib_per_s: float = 10.0) -> list[float]:
     """64 KiB write+fdatasync at `mib_per_s` (appending to a file, as measure_fdatasync).
-    With `leftovers`, the file is left there, its path added to the list (see
-    latency_vs_device)."""
+    The file is left there, its path added to `leftovers` (see latency_vs_device)."""
     buf = os.urandom(65536)
     interval = 65536 / (mib_per_s * 2**20)
     fd, path = tempfile.mkstemp(dir=root)
@@ -219,27 +215,19 @@ def paced_fdatasync(root: Path, seconds: float, mib_per_s: float = 10.0,
             n += 1
     finally:
         os.close(fd)
-        if leftovers is None:
-            os.unlink(path)
-        else:
-            leftovers.append(path)
+        leftovers.append(path)
     return out
 
 
-def woken_fdatasync(root: Path, seconds: float, mib_per_s: float = 10.0,
-                    clock: Clock | None = None,
-                    leftovers: list[str] | None = None) -> list[float]:
+def woken_fdatasync(root: Path, clock: Clock, leftovers: list[str]) -> list[float]:
     """The same 64 KiB write+fdatasync, started the way a request reaches a server: this
     process sleeps in epoll until the clock process (bench/pacer.py) writes a due time
     into a pipe, and each latency counts from that due time. What it adds to
     `paced_fdatasync` is one wake-up of a sleeping process, which every request to an
-    idle server pays (an ack has three: the request, the sync helper's, the answer's)."""
+    idle server pays (an ack has three: the request, the sync helper's, the answer's).
+    `clock` (started ahead) paces them; the file is left as in `paced_fdatasync`."""
     buf = os.urandom(65536)
-    interval = 65536 / (mib_per_s * 2**20)
     fd, path = tempfile.mkstemp(dir=root)
-    if clock is None:
-        clock = Clock(interval, seconds)
-        time.sleep(0.3)  # (the interpreter starts)
     out: list[float] = []
     poller = select.epoll()
     try:
@@ -260,10 +248,7 @@ def woken_fdatasync(root: Path, seconds: float, mib_per_s: float = 10.0,
         poller.close()
         clock.close()
         os.close(fd)
-        if leftovers is None:
-            os.unlink(path)
-        else:
-            leftovers.append(path)
+        leftovers.append(path)
     return out
 
 
@@ -331,11 +316,11 @@ async def device_process(root: Path, seconds: float) -> asyncio.subprocess.Proce
 
 def device_slice(root: Path, seconds: float) -> None:
     """The body of `device_process`."""
-    clock = Clock(65536 / (10.0 * 2**20), seconds)
+    clock = Clock(65536 / LOAD, seconds)
     sys.stdin.readline()
     files: list[str] = []
-    dev = paced_fdatasync(root, seconds, leftovers=files)
-    woken = woken_fdatasync(root, seconds, clock=clock, leftovers=files)
+    dev = paced_fdatasync(root, seconds, files)
+    woken = woken_fdatasync(root, clock, files)
     print(json.dumps({"dev": dev, "woken": woken, "files": files}), flush=True)
 
 
@@ -363,7 +348,7 @@ async def latency_vs_device(store, root, streams, size, seconds, slices=5):
     got = []
     files: list[str] = []
     devices = [await device_process(root, seconds / slices / 2) for _ in range(slices)]
-    clocks = [Clock(size / (10.0 * 2**20), seconds / slices) for _ in range(slices)]
+    clocks = [Clock(size / LOAD, seconds / slices) for _ in range(slices)]
     try:
         await asyncio.sleep(1.5)  # (their interpreters start, before anything is measured)
         for device, clock in zip(devices, clocks):
@@ -375,8 +360,7 @@ async def latency_vs_device(store, root, streams, size, seconds, slices=5):
             dev += figures["dev"]
             woken += figures["woken"]
             files += figures["files"]
-            part, achieved = await latency_at_rate(store, streams, size, seconds / slices,
-                                                   clock=clock)
+            part, achieved = await latency_at_rate(store, streams, size, clock)
             lat += part
             got.append(achieved)
     finally:
