@@ -390,15 +390,20 @@ class _Device:
 
     def _arm_lazy_timer(self) -> None:
         if self._lazy_timer is None and self._deferred:
-            due = self._deferred[0].at + self.LAZY_S
-            self._lazy_timer = self.loop.call_at(due, self._on_lazy_timer)
+            oldest = self._deferred[0]
+            self._lazy_timer = self.loop.call_at(oldest.at + self.LAZY_S,
+                                                 self._on_lazy_timer, oldest)
 
-    def _on_lazy_timer(self) -> None:
-        """Lazy puts that no request took within LAZY_S get one of their own."""
+    def _on_lazy_timer(self, armed_for: _Deferred) -> None:
+        """Lazy puts that no request took within LAZY_S get one of their own.
+
+        Whether they waited is told by which puts are oldest, not by the clock: uvloop's
+        timers have millisecond resolution and may fire a little before the time asked,
+        and re-arming until `loop.time()` caught up spun the loop for up to 1 ms."""
         self._lazy_timer = None
         if not self._deferred:
             return
-        if self.loop.time() < self._deferred[0].at + self.LAZY_S:
+        if self._deferred[0] is not armed_for:
             self._arm_lazy_timer()  # (a request took the older ones)
         else:  # (if DEPTH requests are under way, the first to end rearms the timer)
             self._flush(settle=True)

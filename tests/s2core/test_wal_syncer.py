@@ -487,3 +487,54 @@ async def test_a_writer_bug_after_its_sync_request_leaves_answers_in_order(
     assert await reps[0].list() == ["b0", "c"] and await reps[1].list() == ["b1"]
     for r in reps:
         await r.close()
+
+
+def test_a_lazy_copy_waits_for_its_own_request_without_spinning_the_loop(tmp_path,
+                                                                          monkeypatch):
+    """uvloop's timers have millisecond resolution and may fire before the time asked:
+    the lazy timer must not re-arm itself until the loop's clock catches up (each re-arm
+    fired on the next iteration: the loop spun for up to 1 ms per lazy copy)."""
+    uvloop = pytest.importorskip("uvloop")
+
+    class Answering(_FakeSyncer):  # answers every request it was sent, when told to
+        def request(self, mode, kinds, fds) -> None:
+            self.requests.append(len(fds))
+
+        def answer_all(self) -> None:
+            sent, self.requests = self.requests, []
+            for n in sent:
+                self.on_answer((0,) * n)
+
+    monkeypatch.setattr(locallog, "_Syncer", Answering)
+    fired = []
+    real = locallog._Device._on_lazy_timer
+
+    def on_lazy_timer(self, *args):
+        fired.append(self.loop.time())
+        real(self, *args)
+
+    monkeypatch.setattr(locallog._Device, "_on_lazy_timer", on_lazy_timer)
+
+    async def main():
+        _FakeSyncer.made = []
+        reps = [LocalLogReplica(tmp_path / f"r{i}") for i in range(3)]
+        loop = asyncio.get_running_loop()
+        for n in range(40):
+            copies = [loop.create_future() for _ in range(3)]
+            for i, r in enumerate(reps):
+                r.put_then(f"c{n}", b"data", lambda err, f=copies[i]: f.set_result(err),
+                           lazy=i == 2)
+            fake = _FakeSyncer.made[0]
+            while not copies[1].done():
+                fake.answer_all()
+                await asyncio.sleep(0)
+            while not copies[2].done():  # its own request, after LAZY_S
+                fake.answer_all()
+                await asyncio.sleep(0.0002)
+            assert copies[2].result() is None
+            await asyncio.sleep(0.0001 * (n % 7))  # (start at different phases of a ms)
+        for r in reps:
+            await r.close()
+
+    uvloop.run(main())
+    assert len(fired) == 40, f"{len(fired)} timer callbacks for 40 lazy copies"
