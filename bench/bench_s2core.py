@@ -373,12 +373,13 @@ async def offload_caught_up(store, limit_s: float = 60.0, settle_s: float = 0.5)
 
 async def latency_vs_device(store, root, streams, size, seconds, slices=5):
     """Ack latencies, and paced and woken device fdatasync latencies and the latencies
-    of an event loop alone (`event_loop_alone`), in alternating slices. The processes that measure the device and the clocks of the ack slices are
-    all started before the first measurement, so one measurement follows the other with
-    no pause: the store, like the device, is measured under a steady load, not coming
-    back from idle. The device figures' files are deleted at the end: on a file system
-    mounted with `discard` (as here), deleting 5 MiB keeps the device busy discarding
-    for the next ~100 ms."""
+    of an event loop alone (`event_loop_alone`), in alternating slices. The processes
+    that measure the machine and the clocks of the ack slices are all started before the
+    first measurement, so one measurement follows the other with no pause: the store,
+    like the device, is measured under a steady load, not coming back from idle. The
+    device figures' files are deleted at the end: on a file system mounted with
+    `discard` (as here), deleting 5 MiB keeps the device busy discarding for the next
+    ~100 ms."""
     lat: list[float] = []
     dev: list[float] = []
     woken: list[float] = []
