@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 WORKER = Path(__file__).with_name("crash_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,9 +32,15 @@ def dump(data_dir):
     return rows
 
 
+KILLS = int(os.environ.get("CRASH_KILLS", "20"))
+
+
+# ~2.2 s per kill here (a worker start, up to 0.8 s of appends, a dump every 5 kills):
+# the suite's 300 s timeout would stop `CRASH_KILLS=100` on a slower machine.
+@pytest.mark.timeout(max(300, 10 * KILLS))
 def test_sigkill_loses_nothing_acked(tmp_path):
     rng = random.Random(int(os.environ.get("CRASH_SEED", "7")))
-    kills = int(os.environ.get("CRASH_KILLS", "20"))
+    kills = KILLS
     acked = {}  # (stream, seq) -> id
     for round_no in range(kills):
         p = start(tmp_path, "append", str(round_no))
