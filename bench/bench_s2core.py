@@ -337,15 +337,17 @@ def event_loop_alone(size: int, clock: Clock) -> list[float]:
     and measures each latency from its due time. What it shows is the machine's: the
     wake-ups of a process asleep in epoll and the stalls of the virtual machine, which
     every ack pays on top of the device."""
-    def run(coro):
-        try:
-            import uvloop
-            return uvloop.run(coro)
-        except ImportError:
-            return asyncio.run(coro)
-
-    lat, _ = run(latency_at_rate(NoStore(), ["-"], size, clock))
+    lat, _ = run_loop(latency_at_rate(NoStore(), ["-"], size, clock))
     return lat
+
+
+def run_loop(coro):
+    """Run `coro` on uvloop when it is installed (as the server does), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def device_slice(root: Path, seconds: float, size: int) -> None:
@@ -514,8 +516,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--device-slice"]:
         device_slice(Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
         sys.exit()
-    try:
-        import uvloop
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+    run_loop(main())

@@ -71,8 +71,6 @@ async def _size(broker, topic: str, partition: int) -> int:
     mem_first = st.mem_first
     size = sum(row["n"] for start, row in zip(starts, rows)
                if row["e"] > first and start < mem_first)
-    for i in range(len(st.mem_recs)):
-        r = st.record(i)
-        if r.end_seq > first and not r.is_command():
-            size += len(r.body)
+    size += sum(len(r.body) for r in st.records_from(0, len(st.mem_recs))
+                if r.end_seq > first and not r.is_command())
     return size
