@@ -19,8 +19,10 @@ once offload has caught up with the throughput run, and a device slice starts on
 offload pass of the ack slice before it is done (decision 0009). The slices alternate,
 though, so each starts after a pause: every measured slice runs WARMUP_S (0.1 s) longer
 and what falls due in its first 0.1 s is left out of its figures, acks and device alike.
-The last lines print the ratios with the warm-ups counted too (on 2026-11-28 they moved
-both sides alike: 1.67 against 1.68 for 1 KiB x 1 stream).
+The last lines print the ratios with the warm-ups counted too: the first acks after a
+pause pay more than the device's first syncs (2026-11-28, two runs of 3 rounds: 1 KiB x 1
+stream 1.67 and 1.69 steady, 1.68 and 1.99 counted; 64 KiB x 10,000 1.51 and 1.25 steady,
+1.56 and 1.80 counted).
 
 It also prints a third device figure, "woken": the same paced write+fdatasync started by
 a due time arriving through a pipe at a process asleep in epoll, as a request reaches a
