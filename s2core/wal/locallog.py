@@ -122,12 +122,22 @@ class _Syncer:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_answer, on_lost) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # the helper's doorbell (see syncer.py: a request on the socket alone would wake
+        # the helper on the loop's CPU, ahead of the loop)
+        self.bell = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK) \
+            if hasattr(os, "eventfd") else None
+        argv = [sys.executable, "-I", "-S", _SYNCER, str(theirs.fileno())]
+        pass_fds = [theirs.fileno()]
+        if self.bell is not None:
+            argv.append(str(self.bell))
+            pass_fds.append(self.bell)
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", _SYNCER, str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True)
+            self.proc = subprocess.Popen(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL,
+                                         close_fds=True)
         except BaseException:
             ours.close()
+            if self.bell is not None:
+                os.close(self.bell)
             raise
         finally:
             theirs.close()
@@ -144,6 +154,8 @@ class _Syncer:
         # a few dozen bytes, at most `_Device.DEPTH` requests queued: never blocks
         socket.send_fds(self.sock, [syncer.encode_request(mode, kinds)], fds)
         self._want.append(4 * len(kinds))
+        if self.bell is not None:
+            os.eventfd_write(self.bell, 1)
 
     def _readable(self) -> None:
         try:
@@ -172,6 +184,9 @@ class _Syncer:
         except RuntimeError:
             pass  # the loop is closed already
         self.sock.close()
+        if self.bell is not None:
+            os.close(self.bell)
+            self.bell = None
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

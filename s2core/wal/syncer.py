@@ -8,18 +8,28 @@ busy, and the loop waited for the GIL whenever that thread had it. Here the call
 parallel with the loop, on another core, and the loop reads one small answer per sync.
 See docs/decisions/0010-wal-sync-helper.md.
 
-Started as `python -I -S syncer.py FD` with FD one end of a stream socket pair. Each
-request is: length u16 | mode u8 | n u8 | n kinds (u8), with n descriptors attached; the
-answer is n errno values (i32, 0 for success), one per descriptor, in order. Kinds:
+Started as `python -I -S syncer.py FD [BELL]` with FD one end of a stream socket pair.
+Each request is: length u16 | mode u8 | n u8 | n kinds (u8), with n descriptors attached;
+the answer is n errno values (i32, 0 for success), one per descriptor, in order. Kinds:
 1 a data file, 2 a directory (fsync). Modes: 1 "one flush" (start write-back of every data
 file, wait for each, then one fdatasync: pure overwrites on ext4/XFS, see decision 0008),
 0 an fdatasync per data file (write-back of all of them started first). The helper exits
 when the socket reaches end of file (the server closed it, or died); SIGINT and SIGTERM
 are the server's to handle, so it ignores them and finishes the sync under way.
+
+BELL (Linux) is an eventfd the server writes after each request; the helper sleeps on it,
+not on the socket. A message on a Unix socket (or a pipe) wakes its reader with a "sync"
+hint (the sender is about to sleep), so the scheduler put the helper on the event loop's
+own CPU, where it ran first and kept the loop off the CPU for the ~70 us it needs to start
+a sync (decision 0010). An eventfd's wake-up carries no hint: the helper goes to an idle
+CPU if there is one, and the loop carries on. Requests still travel over the socket (the
+descriptors need it); the helper watches it for end of file only.
 """
 from __future__ import annotations
 
+import array
 import os
+import select
 import signal
 import socket
 import struct
@@ -87,14 +97,44 @@ def sync_all(mode: int, kinds: list[int], fds: list[int]) -> list[int]:
     return errs
 
 
-def serve(sock: socket.socket) -> None:
+def _recv_nowait(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """socket.recv_fds without waiting (its `flags` are ignored before Python 3.12)."""
+    data, anc, _, _ = sock.recvmsg(4096, socket.CMSG_LEN(MAX_FDS * 4), socket.MSG_DONTWAIT)
+    fds = array.array("i")
+    for level, kind, payload in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
+
+
+def serve(sock: socket.socket, bell: int | None = None) -> None:
     buf = b""
     fds: list[int] = []
+    poller = None
+    if bell is not None:
+        poller = select.poll()
+        poller.register(bell, select.POLLIN)
+        # end of file only: a request's bytes do not wake this poll (they come with a
+        # "sync" wake-up, see the module's docstring); its doorbell does
+        poller.register(sock, select.POLLRDHUP)
     while True:
-        try:
-            data, got, _, _ = socket.recv_fds(sock, 4096, MAX_FDS)
-        except OSError:
-            return
+        if poller is not None:
+            try:
+                data, got = _recv_nowait(sock)
+            except (BlockingIOError, InterruptedError):
+                poller.poll()
+                try:
+                    os.eventfd_read(bell)
+                except BlockingIOError:
+                    pass
+                continue
+            except OSError:
+                return
+        else:
+            try:
+                data, got, _, _ = socket.recv_fds(sock, 4096, MAX_FDS)
+            except OSError:
+                return
         if not data:
             return
         buf += data
@@ -119,7 +159,10 @@ def serve(sock: socket.socket) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    serve(socket.socket(fileno=int(sys.argv[1])))
+    bell = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    if bell is not None:
+        os.set_blocking(bell, False)
+    serve(socket.socket(fileno=int(sys.argv[1])), bell)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,64 @@ def test_the_helper_answers_requests_in_order_and_exits_at_end_of_file(tmp_path)
             proc.kill()
 
 
+@pytest.mark.skipif(not hasattr(os, "eventfd"), reason="eventfd is Linux's")
+def test_with_a_doorbell_the_helper_waits_for_it_not_for_the_socket(tmp_path):
+    """A request on the socket alone would wake the helper as a 'sync' wake-up, onto the
+    event loop's CPU and ahead of it: with a doorbell, the helper sleeps on the bell, and
+    still leaves when the socket closes."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    bell = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    proc = subprocess.Popen([sys.executable, "-I", "-S", locallog._SYNCER,
+                             str(theirs.fileno()), str(bell)],
+                            pass_fds=[theirs.fileno(), bell])
+    theirs.close()
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(fd, b"data")
+        ours.settimeout(10)
+        socket.send_fds(ours, [syncer.encode_request(syncer.MODE_EACH, [1])], [fd])
+        os.eventfd_write(bell, 1)
+        assert ours.recv(64) == bytes(4)
+        time.sleep(0.3)  # it has looked for more on the socket and sleeps on the bell
+        ours.settimeout(0.5)
+        socket.send_fds(ours, [syncer.encode_request(syncer.MODE_EACH, [1])], [fd])
+        with pytest.raises(TimeoutError):
+            ours.recv(64)  # not rung: not answered
+        os.eventfd_write(bell, 1)
+        ours.settimeout(10)
+        assert ours.recv(64) == bytes(4)
+        # two requests, one ring: both answered (the helper reads all that came)
+        socket.send_fds(ours, [syncer.encode_request(syncer.MODE_EACH, [1])], [fd])
+        socket.send_fds(ours, [syncer.encode_request(syncer.MODE_ONE_FLUSH, [1])], [fd])
+        os.eventfd_write(bell, 1)
+        got = b""
+        while len(got) < 8:
+            got += ours.recv(64)
+        assert got == bytes(8)
+        ours.close()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        os.close(fd)
+        os.close(bell)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_devices_helper_gets_a_doorbell_where_there_is_one(tmp_path):
+    async def main():
+        rep = LocalLogReplica(tmp_path / "r")
+        try:
+            await rep.put("k", b"v")
+            helper = rep._device._syncer
+            if hasattr(os, "eventfd"):
+                assert helper.bell is not None and helper.proc.args[-1] == str(helper.bell)
+            else:  # (macOS: the helper sleeps on the socket)
+                assert helper.bell is None and len(helper.proc.args) == 5
+        finally:
+            await rep.close()
+    asyncio.run(main())
+
+
 def _syncer_proc(rep: LocalLogReplica) -> subprocess.Popen:
     return rep._device._syncer.proc
 
