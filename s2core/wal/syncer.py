@@ -110,31 +110,28 @@ def _recv_nowait(sock: socket.socket) -> tuple[bytes, list[int]]:
 def serve(sock: socket.socket, bell: int | None = None) -> None:
     buf = b""
     fds: list[int] = []
-    poller = None
-    if bell is not None:
-        poller = select.poll()
+    poller = select.poll()
+    if bell is None:
+        poller.register(sock, select.POLLIN)
+    else:
+        os.set_blocking(bell, False)
         poller.register(bell, select.POLLIN)
         # end of file only: a request's bytes do not wake this poll (they come with a
         # "sync" wake-up, see the module's docstring); its doorbell does
         poller.register(sock, select.POLLRDHUP)
     while True:
-        if poller is not None:
-            try:
-                data, got = _recv_nowait(sock)
-            except (BlockingIOError, InterruptedError):
-                poller.poll()
+        try:
+            data, got = _recv_nowait(sock)
+        except (BlockingIOError, InterruptedError):
+            poller.poll()
+            if bell is not None:
                 try:
                     os.eventfd_read(bell)
                 except BlockingIOError:
                     pass
-                continue
-            except OSError:
-                return
-        else:
-            try:
-                data, got, _, _ = socket.recv_fds(sock, 4096, MAX_FDS)
-            except OSError:
-                return
+            continue
+        except OSError:
+            return
         if not data:
             return
         buf += data
@@ -159,10 +156,8 @@ def serve(sock: socket.socket, bell: int | None = None) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    bell = int(sys.argv[2]) if len(sys.argv) > 2 else None
-    if bell is not None:
-        os.set_blocking(bell, False)
-    serve(socket.socket(fileno=int(sys.argv[1])), bell)
+    serve(socket.socket(fileno=int(sys.argv[1])),
+          int(sys.argv[2]) if len(sys.argv) > 2 else None)
 
 
 if __name__ == "__main__":
