@@ -3,6 +3,8 @@ segments (a partition's offloaded sections), never to the active part still in m
 
 Kafka deletes a closed segment once its largest timestamp is older than retention.ms, or
 while the partition is larger than retention.bytes; the active segment is never deleted.
+Only topics whose cleanup.policy includes "delete" are trimmed: a compact-only topic (a
+Kafka Connect or Schema Registry topic, say) keeps its records whatever their age.
 We do the same with sections, by appending a span-0 trim record (the high watermark does
 not move) up to the end of the last section that may go.
 """
@@ -41,6 +43,8 @@ async def enforce(broker: Broker) -> int:
     trimmed = 0
     now = broker.store.clock.now_ms()
     for topic in list(broker.topics.topics.values()):
+        if "delete" not in topic.config("cleanup.policy").split(","):
+            continue  # compact-only: Kafka never deletes its records by time or size
         ms = int(topic.config("retention.ms"))
         nbytes = int(topic.config("retention.bytes"))
         if ms < 0 and nbytes < 0:
