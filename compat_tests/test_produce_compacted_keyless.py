@@ -50,7 +50,7 @@ def test_keyless_records_fail_per_message_and_their_batch_is_refused(broker, top
     keys = [None if i % 4 == 0 else b"k%d" % i for i in range(10)]  # 0, 4, 8 keyless
     reports = produce(broker, topic_name, keys, **{"linger.ms": 500})  # one batch
     # (the broker's per-record reason reaches librdkafka's message errstr, which the Python
-    # binding does not expose: tests/broker/test_produce_compacted_keys.py checks the text)
+    # binding does not expose: tests/broker/test_produce_record_validation.py checks the text)
     assert [err.code() if err else None for err, _ in reports] == [
         KafkaError.INVALID_RECORD if k is None else KafkaError._INVALID_DIFFERENT_RECORD
         for k in keys]

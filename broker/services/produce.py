@@ -28,6 +28,7 @@ from s2core.records import AppendRecord
 API_KEY = 0
 VERSIONS = (3, 13)
 ZERO_UUID = bytes(16)
+LONG_MAX = 2**63 - 1  # a topic config's "unbounded"
 log = logging.getLogger(__name__)
 
 
@@ -154,12 +155,15 @@ async def _submit(broker, topic, index, records):
             raise _Reject(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
                           "transactions are not supported")
     mv = records if isinstance(records, memoryview) else memoryview(records)
-    if "compact" in topic.config("cleanup.policy"):  # before anything is sequenced
-        keyless = _keyless_records(broker, mv, batches)
-        if keyless:
-            raise await _keyless_reject(broker, topic.name, index, keyless)
     log_append = topic.config("message.timestamp.type") == "LogAppendTime"
     now = broker.store.clock.now_ms()
+    compacted = "compact" in topic.config("cleanup.policy")
+    window = None if log_append else _timestamp_window(topic)
+    if compacted or window is not None:  # every record is looked at, before any is sequenced
+        errors = _record_errors(broker, mv, batches, f"{topic.name}-{index}", compacted,
+                                window, now)
+        if errors:
+            raise await _refusal(broker, topic.name, index, errors)
     appends: list[AppendRecord] = []
     dupes: dict[int, BatchRecord] = {}
     seq_checks = []
@@ -228,39 +232,80 @@ async def _duplicate(broker, topic, index, dupes, log_append, now):
                                     log_start_offset=start)
 
 
-def _keyless_records(broker, mv: memoryview, batches) -> list[int]:
-    """Indexes of the records without a key (a compacted topic refuses them), counted across
-    the partition's batches in request order: with the one batch per partition that clients
-    send (and that Kafka requires), this is Kafka's batch_index. Decompresses, capped."""
-    keyless = []
+def _record_errors(broker, mv: memoryview, batches, tp: str, compacted: bool,
+                   window: tuple[int, int] | None, now: int) -> list[tuple[int, str, bool]]:
+    """Kafka's record validation: (index, reason, whether it is the timestamp) for each
+    record refused. A compacted topic refuses records without a key; a topic with a
+    timestamp window (`_timestamp_window`) refuses records whose CreateTime is outside
+    [now - before, now + after], except those without a timestamp (-1). A record without a
+    key is refused for that alone, as in Kafka. Indexes count across the partition's
+    batches in request order: with the one batch per partition that clients send (and
+    that Kafka requires), this is Kafka's batch_index. Decompresses, capped."""
+    errors = []
     first = 0
+    why_key = f"Compacted topic cannot accept message without key in topic partition {tp}"
+    before, after = window if window is not None else (LONG_MAX, LONG_MAX)
     try:
         for pos, h in batches:  # CRCs were checked by split_batches
             for i, rec in enumerate(iter_records(
                     mv, pos, max_decompressed=broker.config.max_batch_decompressed_bytes,
                     verify=False)):
-                if rec.key is None:
-                    keyless.append(first + i)
+                ts = rec.timestamp
+                if compacted and rec.key is None:
+                    errors.append((first + i, why_key, False))
+                elif ts != -1 and (now - ts > before or ts - now > after):
+                    errors.append((first + i, (
+                        f"Timestamp {ts} of message with offset {rec.offset} is out of range. "
+                        f"The timestamp should be within [{_long(now - before)}, "
+                        f"{_long(now + after)}]"),
+                        True))
             first += h.record_count
     except DecodeError as e:
         raise _Reject(ErrorCode.CORRUPT_MESSAGE, str(e)) from None
-    return keyless
+    return errors
 
 
-async def _keyless_reject(broker, topic: str, index: int, keyless: list[int]) -> _Reject:
-    """Kafka's answer (KIP-467) to keyless records on a compacted topic: INVALID_RECORD for
-    the partition, nothing appended, one record error per keyless record, and the error
-    message of Kafka's record validation, which lists at most the first three."""
-    why = f"Compacted topic cannot accept message without key in topic partition {topic}-{index}"
-    shown = ", ".join(f"RecordError(batchIndex={i}, message='{why}')" for i in keyless[:3])
-    message = (f"One or more records have been rejected due to {len(keyless)} record errors "
-               f"in total, and only showing the first three errors at most: [{shown}]")
+def _long(x: int) -> int:
+    """`x` as a Java long (Kafka prints its window's ends with Java's overflow)."""
+    return (x + 2**63) % 2**64 - 2**63
+
+
+def _timestamp_window(topic) -> tuple[int, int] | None:
+    """How far before and after the broker's clock a CreateTime record's timestamp may be
+    (ms), or None when neither is bounded (the default). As in Kafka, each of
+    message.timestamp.before.max.ms and .after.max.ms left at its default takes the
+    deprecated message.timestamp.difference.max.ms instead."""
+    diff = int(topic.config("message.timestamp.difference.max.ms"))
+    before = int(topic.config("message.timestamp.before.max.ms"))
+    after = int(topic.config("message.timestamp.after.max.ms"))
+    before = diff if before == LONG_MAX else before
+    after = diff if after == LONG_MAX else after
+    if before == LONG_MAX and after == LONG_MAX:
+        return None
+    return before, after
+
+
+async def _refusal(broker, topic: str, index: int,
+                   errors: list[tuple[int, str, bool]]) -> _Reject:
+    """Kafka's answer to refused records (KIP-467): nothing appended, one record error per
+    refused record, the log start offset, and the error of Kafka's record validation:
+    INVALID_TIMESTAMP if any timestamp was refused, else INVALID_RECORD with a message
+    that lists at most the first three record errors."""
+    record_errors = [BatchIndexAndErrorMessage(batch_index=i, batch_index_error_message=why)
+                     for i, why, _ in errors]
     try:  # the response carries the log start offset, as Kafka's does
         start = await broker.store.first_seq(broker.basin, broker.stream(topic, index))
     except StreamNotFound:
         start = 0  # a partition nobody has written to yet
     except S2Error:
         start = -1
-    return _Reject(ErrorCode.INVALID_RECORD, message, log_start_offset=start, record_errors=[
-        BatchIndexAndErrorMessage(batch_index=i, batch_index_error_message=why)
-        for i in keyless])
+    if any(is_ts for _, _, is_ts in errors):
+        return _Reject(ErrorCode.INVALID_TIMESTAMP,
+                       "One or more records have been rejected due to invalid timestamp",
+                       log_start_offset=start, record_errors=record_errors)
+    shown = ", ".join(f"RecordError(batchIndex={i}, message='{why}')"
+                      for i, why, _ in errors[:3])
+    message = (f"One or more records have been rejected due to {len(errors)} record errors "
+               f"in total, and only showing the first three errors at most: [{shown}]")
+    return _Reject(ErrorCode.INVALID_RECORD, message, log_start_offset=start,
+                   record_errors=record_errors)
