@@ -59,6 +59,8 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     sweeper = loop.create_task(maintenance(store, stop))
     retention = loop.create_task(kafka_retention.run(
         broker, stop, cfg["kafka"]["retention_check_interval_s"]))
+    expiry = loop.create_task(broker.producers.run_expiry(
+        stop, cfg["kafka"]["producer_id_expiration_ms"]))
     tune_runtime()
     print(f"s2kafka ready kafka={bcfg.advertised_host}:{bcfg.advertised_port} "
           f"http={h_addr[0]}:{h_addr[1]} data_dir={cfg['server']['data_dir']}", flush=True)
@@ -71,5 +73,6 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
         await asyncio.gather(http, return_exceptions=True)
         sweeper.cancel()
         retention.cancel()
+        expiry.cancel()
         await close_store(store)
         log.info("s2kafka stopped cleanly")

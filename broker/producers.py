@@ -4,12 +4,20 @@ Kafka keeps, per producer and partition, the last five batches' sequence ranges 
 a retried batch that matches one of them gets its original offset back instead of being
 written twice; any other sequence must follow the last one exactly. The state is rebuilt
 after a restart from the batch headers at the tail of each partition (they carry producer
-id, epoch and base sequence), the first time a producer writes to a partition.
+id, epoch and base sequence), the first time a producer writes to a partition. A producer's
+state in a partition is dropped once it has written nothing there for
+`producer_id_expiration_ms` (Kafka's producer.id.expiration.ms, one day by default), so that
+short-lived producers (one per job or function call) do not pile up in memory. Idle time is
+counted from when its last batch arrived (Kafka counts from the batch's timestamp, so a
+producer replaying old CreateTimes loses its state while it still writes, and with it the
+dedupe of its retries); state rebuilt after a restart counts from the rebuild. A producer that comes back after that is unknown,
+and its next batch is taken whatever its sequence number, as Kafka takes it.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -21,6 +29,8 @@ from s2core.metadata.base import VersionMismatch
 
 if TYPE_CHECKING:
     from broker.kafka import Broker
+
+log = logging.getLogger(__name__)
 
 MAX_CACHED_BATCHES = 5
 ID_BLOCK = 1000
@@ -41,6 +51,7 @@ class BatchRecord:
 class ProducerEntry:
     epoch: int
     batches: deque = field(default_factory=lambda: deque(maxlen=MAX_CACHED_BATCHES))
+    last_ms: int = 0  # broker time its last batch here arrived (what expiry is judged by)
 
 
 class ProducerError(Exception):
@@ -99,6 +110,7 @@ class ProducerRegistry:
         """Recover producer state from the batch headers at the tail of the partition."""
         b = self.broker
         name = b.stream(topic, partition)
+        now = b.store.clock.now_ms()
         try:
             batch = await b.store.read(b.basin, name, tail_offset=_REBUILD_SEQS,
                                        count=100_000, max_bytes=256 * 1024 * 1024)
@@ -119,6 +131,35 @@ class ProducerRegistry:
             entry.batches.append(BatchRecord(h.base_sequence,
                                              h.base_sequence + h.last_offset_delta,
                                              rec.seq_num))
+            entry.last_ms = now
+
+    def expire(self, now_ms: int, expiration_ms: int) -> int:
+        """Drop the state of producers idle in a partition for `expiration_ms` or more (not
+        those with a batch still being written); returns how many were dropped. A partition
+        left without producers is not rebuilt from its tail again: they expired."""
+        dropped = 0
+        for key in list(self.partitions):
+            st = self.partitions[key]
+            for pid in [pid for pid, e in st.items() if now_ms - e.last_ms >= expiration_ms
+                        and all(b.done is None or b.done.done() for b in e.batches)]:
+                del st[pid]
+                dropped += 1
+            if not st:
+                del self.partitions[key]
+        return dropped
+
+    async def run_expiry(self, stop: asyncio.Event, expiration_ms: int) -> None:
+        """Expire idle producers every tenth of the expiration (at most every 10 minutes,
+        Kafka's producer.id.expiration.check.interval.ms) until `stop` is set."""
+        interval = min(600.0, max(expiration_ms / 10_000, 0.01))
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                pass
+            n = self.expire(self.broker.store.clock.now_ms(), expiration_ms)
+            if n:
+                log.info("expired the state of %d idle producer(s)", n)
 
     def forget_topic(self, topic: str) -> None:
         for key in [k for k in self.partitions if k[0] == topic]:
@@ -152,8 +193,10 @@ def check_sequence(st: dict[int, ProducerEntry], pid: int, epoch: int, first_seq
     return None
 
 
-def record_batch(st: dict[int, ProducerEntry], pid: int, epoch: int, rec: BatchRecord) -> None:
+def record_batch(st: dict[int, ProducerEntry], pid: int, epoch: int, rec: BatchRecord,
+                 timestamp_ms: int) -> None:
     entry = st.get(pid)
     if entry is None or epoch > entry.epoch:
         entry = st[pid] = ProducerEntry(epoch)
     entry.batches.append(rec)
+    entry.last_ms = max(entry.last_ms, timestamp_ms)

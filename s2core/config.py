@@ -118,6 +118,8 @@ def _check(cfg: dict) -> None:
         raise ConfigError("wal.log_file_bytes must be >= 4096")
     if cfg["kafka"]["group_initial_rebalance_delay_ms"] < 0:
         raise ConfigError("kafka.group_initial_rebalance_delay_ms must be >= 0")
+    if cfg["kafka"]["producer_id_expiration_ms"] < 1:
+        raise ConfigError("kafka.producer_id_expiration_ms must be >= 1")
     tail = cfg["tail"]
     if tail["memory_bound_bytes"] < 2 * cfg["limits"]["max_append_bytes"]:
         raise ConfigError("tail.memory_bound_bytes must be at least twice "

@@ -200,7 +200,7 @@ async def _submit(broker, topic, index, records):
         offsets.append(offsets[-1] + a.span)
     for k, h, last_seq in seq_checks:
         record_batch(pstate, h.producer_id, h.producer_epoch,
-                     BatchRecord(h.base_sequence, last_seq, offsets[k], fut))
+                     BatchRecord(h.base_sequence, last_seq, offsets[k], fut), now)
     fut.add_done_callback(_ignore)  # errors are reported by _await_ack, if anyone awaits
     return _await_ack(broker, topic.name, index, fut, first, log_append, now, pstate)
 

@@ -10,6 +10,7 @@ def test_embedded_default_is_one_synced_local_log(tmp_path):
     assert cfg["wal"]["write_quorum"] == 1
     assert cfg["wal"]["log_file_bytes"] == 16 * 1024 * 1024
     assert cfg["kafka"]["group_initial_rebalance_delay_ms"] == 0
+    assert cfg["kafka"]["producer_id_expiration_ms"] == 86_400_000  # Kafka's default
 
 
 def test_replicas_on_other_disks_from_a_flag(tmp_path):
@@ -26,6 +27,7 @@ def test_replicas_on_other_disks_from_a_flag(tmp_path):
     ("wal.write_quorum", "2", "write_quorum"),
     ("tail.offload_min_stream_bytes", "-1", "offload_min_stream_bytes"),
     ("server.background_cpu_priority", "lowest", "background_cpu_priority"),
+    ("kafka.producer_id_expiration_ms", "0", "producer_id_expiration_ms"),
 ])
 def test_bad_values_are_refused_with_the_key_named(tmp_path, key, value, message):
     with pytest.raises(ConfigError, match=message):
