@@ -11,7 +11,7 @@ from broker import retention as kafka_retention
 from broker.kafka import Broker, BrokerConfig
 from broker.s2view import KafkaS2View
 from broker.server import KafkaServer
-from s2core.config import parse_hostport
+from s2core.config import parse_hostport, tls_server_context
 from s2core.http import create_app, serve_http
 from s2core.http.server import bind_socket
 from s2core.server import close_store, maintenance, open_store, tune_runtime
@@ -47,7 +47,11 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     await broker.start()
     kafka = KafkaServer(broker)
     k_host, k_port = parse_hostport(cfg["server"]["kafka_listen"], "server.kafka_listen")
-    k_addr = await kafka.start(k_host, k_port)
+    srv = cfg["server"]
+    k_tls = tls_server_context(srv["kafka_tls_cert_file"], srv["kafka_tls_key_file"],
+                               srv["kafka_tls_client_ca_file"] or None, "server.kafka") \
+        if srv["kafka_tls_cert_file"] else None
+    k_addr = await kafka.start(k_host, k_port, ssl=k_tls)
     if bcfg.advertised_port == 0:  # an ephemeral listener advertises what it got
         bcfg.advertised_port = k_addr[1]
     h_host, h_port = parse_hostport(cfg["server"]["http_listen"], "server.http_listen")
@@ -55,7 +59,9 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     h_addr = sock.getsockname()[:2]
     app = create_app(store, auth_tokens=cfg["server"]["http_auth_tokens"] or None,
                      kafka_view=KafkaS2View(broker))
-    http = loop.create_task(serve_http(app, h_host, h_port, stop, sock=sock))
+    http = loop.create_task(serve_http(app, h_host, h_port, stop, sock=sock,
+                                       certfile=srv["http_tls_cert_file"] or None,
+                                       keyfile=srv["http_tls_key_file"] or None))
     sweeper = loop.create_task(maintenance(store, stop))
     retention = loop.create_task(kafka_retention.run(
         broker, stop, cfg["kafka"]["retention_check_interval_s"]))
@@ -63,7 +69,9 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
         stop, cfg["kafka"]["producer_id_expiration_ms"]))
     tune_runtime()
     print(f"s2kafka ready kafka={bcfg.advertised_host}:{bcfg.advertised_port} "
-          f"http={h_addr[0]}:{h_addr[1]} data_dir={cfg['server']['data_dir']}", flush=True)
+          f"http={h_addr[0]}:{h_addr[1]} data_dir={cfg['server']['data_dir']}"
+          f"{' kafka_tls=on' if k_tls else ''}"
+          f"{' http_tls=on' if srv['http_tls_cert_file'] else ''}", flush=True)
     try:
         await stop.wait()
     finally:

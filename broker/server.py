@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import inspect
 import logging
+import ssl as ssl_module
 import struct
 import time
 from typing import Any
@@ -278,10 +279,13 @@ class KafkaServer:
         self.connections: set[Connection] = set()
         self._idle_task: asyncio.Task | None = None
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int,
+                    ssl: ssl_module.SSLContext | None = None) -> tuple[str, int]:
+        """Listen on host:port (TLS with `ssl`: Kafka's security.protocol=SSL)."""
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(lambda: Connection(self.broker, self),
-                                               host, port, reuse_address=True, backlog=1024)
+                                               host, port, reuse_address=True, backlog=1024,
+                                               ssl=ssl, ssl_handshake_timeout=30 if ssl else None)
         self._idle_task = loop.create_task(self._reap_idle())
         return self.server.sockets[0].getsockname()[:2]
 

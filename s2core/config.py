@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,38 @@ def parse_hostport(value: str, what: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def tls_server_context(cert_file: str, key_file: str, client_ca_file: str | None = None,
+                       what: str = "TLS") -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2 or later) from PEM files; with `client_ca_file`,
+    clients must present a certificate signed by one of its CAs. ConfigError if a file
+    cannot be read or the key does not match the certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+        if client_ca_file:
+            ctx.load_verify_locations(cafile=client_ca_file)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"{what} TLS files: {e}") from e
+    return ctx
+
+
 def _check(cfg: dict) -> None:
     parse_hostport(cfg["server"]["kafka_listen"], "server.kafka_listen")
     parse_hostport(cfg["server"]["http_listen"], "server.http_listen")
+    srv = cfg["server"]
+    for side in ("kafka", "http"):
+        if bool(srv[f"{side}_tls_cert_file"]) != bool(srv[f"{side}_tls_key_file"]):
+            raise ConfigError(f"server.{side}_tls_cert_file and server.{side}_tls_key_file "
+                              "go together: set both (TLS) or neither (plaintext)")
+    if srv["kafka_tls_client_ca_file"] and not srv["kafka_tls_cert_file"]:
+        raise ConfigError("server.kafka_tls_client_ca_file needs server.kafka_tls_cert_file "
+                          "and server.kafka_tls_key_file (client certificates need TLS)")
+    for side in ("kafka", "http"):  # (unreadable or mismatched files: an error now)
+        if srv[f"{side}_tls_cert_file"]:
+            tls_server_context(srv[f"{side}_tls_cert_file"], srv[f"{side}_tls_key_file"],
+                               srv.get(f"{side}_tls_client_ca_file") or None, f"server.{side}")
     if cfg["server"]["background_cpu_priority"] not in PRIORITIES:
         raise ConfigError(f"server.background_cpu_priority must be one of {PRIORITIES}")
     wal = cfg["wal"]

@@ -2,7 +2,8 @@
 
 Hypercorn answers HTTP/1.1, HTTP/2 with prior knowledge (what s2-sdk speaks: it opens a
 plain TCP connection and starts with the HTTP/2 preface) and the h2c Upgrade, all on the
-same listening socket, without TLS.
+same listening socket. With a certificate and key it serves https instead, HTTP/2 or
+HTTP/1.1 as ALPN negotiates.
 """
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from hypercorn.config import Config
 from s2core.http.asgi import Receive, Scope, Send
 
 
-def hypercorn_config(host: str, port: int, sock: socket.socket | None = None) -> Config:
+def hypercorn_config(host: str, port: int, sock: socket.socket | None = None, *,
+                     certfile: str | None = None, keyfile: str | None = None) -> Config:
     config = Config()
+    if certfile:  # https (TLS 1.2 or later), HTTP/2 by ALPN
+        config.certfile, config.keyfile = certfile, keyfile
     if sock is not None:
         # Hypercorn adopts the descriptor and closes it; detach so nobody closes it twice
         config.bind = [f"fd://{sock.detach()}"]
@@ -38,12 +42,13 @@ def hypercorn_config(host: str, port: int, sock: socket.socket | None = None) ->
 
 
 async def serve_http(app: object, host: str, port: int, shutdown_event: asyncio.Event, *,
-                     sock: socket.socket | None = None) -> None:
+                     sock: socket.socket | None = None, certfile: str | None = None,
+                     keyfile: str | None = None) -> None:
     """Serve `app` on host:port until `shutdown_event` is set, then shut down gracefully.
 
     With `sock` (bound and listening, e.g. from `bind_socket`), serve on it instead; the
-    server takes it over and closes it."""
-    config = hypercorn_config(host, port, sock)
+    server takes it over and closes it. With `certfile` and `keyfile` (PEM), serve https."""
+    config = hypercorn_config(host, port, sock, certfile=certfile, keyfile=keyfile)
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         await app(scope, receive, send)  # type: ignore[operator]

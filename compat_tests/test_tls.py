@@ -1,0 +1,147 @@
+"""TLS on the Kafka listener (security.protocol=SSL, with and without client certificates)
+and on the S2 HTTP API (https), with confluent-kafka, kafka-python, Debian's kcat and
+httpx; a plaintext client gets no answer from a TLS listener, a client without the
+certificate a mutual-TLS listener asks for is refused."""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import shutil
+import subprocess
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from kafka import KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KTP
+
+from brokerproc import start_broker
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _cert(subject: str, key, issuer: str, issuer_key, *, ca: bool = False,
+          server: bool = False) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now - datetime.timedelta(minutes=5))
+         .not_valid_after(now + datetime.timedelta(days=1))
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if server:
+        b = b.add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    d = tmp_path_factory.mktemp("pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    files = {"ca": _cert("test CA", ca_key, "test CA", ca_key, ca=True)}
+    keys = {}
+    for who in ("server", "client"):
+        keys[who] = ec.generate_private_key(ec.SECP256R1())
+        files[who] = _cert(f"test {who}", keys[who], "test CA", ca_key, server=who == "server")
+    out = {}
+    for name, cert in files.items():
+        out[name] = str(d / f"{name}.pem")
+        (d / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    for who, key in keys.items():
+        out[f"{who}_key"] = str(d / f"{who}.key")
+        (d / f"{who}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+    return out
+
+
+def tls_broker(tmp_path, pki, *, client_ca: bool = False):
+    extra = ["--set", f"server.kafka_tls_cert_file={pki['server']}",
+             "--set", f"server.kafka_tls_key_file={pki['server_key']}",
+             "--set", f"server.http_tls_cert_file={pki['server']}",
+             "--set", f"server.http_tls_key_file={pki['server_key']}"]
+    if client_ca:
+        extra += ["--set", f"server.kafka_tls_client_ca_file={pki['ca']}"]
+    return start_broker(str(tmp_path / "data"), extra=extra)
+
+
+def test_kafka_clients_and_https_over_tls(tmp_path, pki):
+    b = tls_broker(tmp_path, pki)
+    try:
+        ssl_conf = {"bootstrap.servers": b.bootstrap, "security.protocol": "SSL",
+                    "ssl.ca.location": pki["ca"]}
+        p = Producer(ssl_conf)
+        for i in range(3):
+            p.produce("secure", value=b"librdkafka-%d" % i)
+        assert p.flush(20) == 0
+        kp = KafkaProducer(bootstrap_servers=b.bootstrap, security_protocol="SSL",
+                           ssl_cafile=pki["ca"])
+        kp.send("secure", b"kafka-python").get(20)
+        kp.close()
+
+        c = Consumer({**ssl_conf, "group.id": "secure-reader", "enable.auto.commit": False})
+        c.assign([TopicPartition("secure", 0, 0)])
+        got = []
+        while len(got) < 4:
+            m = c.poll(10)
+            assert m is not None and m.error() is None
+            got.append(m.value())
+        c.close()
+        assert got == [b"librdkafka-0", b"librdkafka-1", b"librdkafka-2", b"kafka-python"]
+        kc = KafkaConsumer(bootstrap_servers=b.bootstrap, security_protocol="SSL",
+                           ssl_cafile=pki["ca"], consumer_timeout_ms=10_000)
+        kc.assign([KTP("secure", 0)])
+        kc.seek(KTP("secure", 0), 3)
+        assert next(iter(kc)).value == b"kafka-python"
+        kc.close()
+
+        if shutil.which("kcat"):  # Debian's kcat, built on librdkafka 2.0
+            out = subprocess.run(
+                ["kcat", "-b", b.bootstrap, "-X", "security.protocol=ssl", "-X",
+                 f"ssl.ca.location={pki['ca']}", "-C", "-t", "secure", "-o", "beginning",
+                 "-c", "4", "-e", "-q"], capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            assert out.stdout.split() == [g.decode() for g in got]
+
+        # a plaintext client gets no answer it can read
+        plain = AdminClient({"bootstrap.servers": b.bootstrap, "socket.timeout.ms": 2000})
+        with pytest.raises(KafkaException):
+            plain.list_topics(timeout=3)
+
+        r = httpx.get(f"https://{b.http}/v1/basins", verify=pki["ca"], timeout=10)
+        assert r.status_code == 200, r.text
+        assert "default-basin" in r.text
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://{b.http}/v1/basins", timeout=3)
+    finally:
+        assert b.stop() == 0
+
+
+def test_mutual_tls_refuses_a_client_without_a_certificate(tmp_path, pki):
+    b = tls_broker(tmp_path, pki, client_ca=True)
+    try:
+        ssl_conf = {"bootstrap.servers": b.bootstrap, "security.protocol": "SSL",
+                    "ssl.ca.location": pki["ca"], "socket.timeout.ms": 3000}
+        anonymous = AdminClient(ssl_conf)
+        with pytest.raises(KafkaException):
+            anonymous.list_topics(timeout=4)
+        p = Producer({**ssl_conf, "ssl.certificate.location": pki["client"],
+                      "ssl.key.location": pki["client_key"]})
+        p.produce("mtls", value=b"with a certificate")
+        assert p.flush(20) == 0
+        kp = KafkaProducer(bootstrap_servers=b.bootstrap, security_protocol="SSL",
+                           ssl_cafile=pki["ca"], ssl_certfile=pki["client"],
+                           ssl_keyfile=pki["client_key"])
+        assert kp.send("mtls", b"kafka-python too").get(20).offset == 1
+        kp.close()
+    finally:
+        assert b.stop() == 0
