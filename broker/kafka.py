@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from broker.groups.coordinator import GroupConfig, GroupCoordinator
 from broker.producers import ProducerRegistry
@@ -30,6 +30,8 @@ class BrokerConfig:
     idle_timeout_s: float = 600.0
     max_batch_decompressed_bytes: int = 64 * 1024 * 1024
     group_initial_rebalance_delay_ms: int = 0
+    # SASL/PLAIN users (name -> password); empty: clients are not authenticated
+    sasl_plain_users: dict[str, str] = field(default_factory=dict)
 
 
 class Broker:

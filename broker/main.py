@@ -30,7 +30,10 @@ def broker_config(cfg: dict[str, Any]) -> BrokerConfig:
                         advertised_port=adv_port, auto_create_topics=k["auto_create_topics"],
                         auto_create_partitions=k["auto_create_partitions"],
                         max_frame_bytes=k["max_frame_bytes"],
-                        group_initial_rebalance_delay_ms=k["group_initial_rebalance_delay_ms"])
+                        group_initial_rebalance_delay_ms=k["group_initial_rebalance_delay_ms"],
+                        sasl_plain_users=dict(
+                            str(u).partition(":")[::2]
+                            for u in cfg["server"]["kafka_sasl_plain_users"]))
 
 
 async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:

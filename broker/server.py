@@ -25,6 +25,7 @@ from broker.protocol.exceptions import (
 from broker.protocol.frames import decode_request, encode_api_versions_unsupported, \
     encode_response
 from broker.protocol.registry import API_VERSIONS_KEY
+from broker.services.sasl_authenticate import check_plain
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,13 @@ class Connection(asyncio.BufferedProtocol):
         self._closed = False
         self._last_active = time.monotonic()
         self._tasks: list[asyncio.Task] = []
+        # SASL: the mechanism named in SaslHandshake, the user once authenticated; on a
+        # listener with SASL users nothing but ApiVersions and the SASL exchange is served
+        # before that (Kafka closes the connection, as here)
+        self.sasl_mechanism: str | None = None
+        self.principal: str | None = None
+        self.sasl_raw = False  # after a SaslHandshake v0: the next frame is a raw token
+        self.close_after_response = False  # (a failed authentication)
 
     # -- asyncio protocol ------------------------------------------------------------
 
@@ -199,8 +207,13 @@ class Connection(asyncio.BufferedProtocol):
                 self.close()
                 return
             self._responses.put_nowait(item)
+            if self.close_after_response:
+                self._responses.put_nowait(_Close())
+                return
 
     async def _dispatch(self, frame: memoryview) -> Any:
+        if self.sasl_raw:
+            return self._raw_sasl(frame)
         try:
             header, request = decode_request(frame, strict=False)
         except UnsupportedVersionError as e:
@@ -226,6 +239,10 @@ class Connection(asyncio.BufferedProtocol):
             if svc is None or not hasattr(svc, "unsupported_version"):
                 log.info("closing %s: api %d v%d not served", self.peer, api_key, version)
                 return _Close()
+        if self.principal is None and self.broker.config.sasl_plain_users and \
+                api_key not in _BEFORE_AUTHENTICATION:
+            log.info("closing %s: api %d before SASL authentication", self.peer, api_key)
+            return _Close()
         if header.client_id is not None:
             self.client_id = header.client_id
         if svc is not None and not svc.VERSIONS[0] <= version <= svc.VERSIONS[1]:
@@ -233,6 +250,18 @@ class Connection(asyncio.BufferedProtocol):
         else:
             result = await svc.handle(self.broker, self, header, request)
         return (header, result)
+
+    def _raw_sasl(self, frame: memoryview) -> Any:
+        """The SASL/PLAIN token after a SaslHandshake v0, without a Kafka header: an empty
+        size-prefixed token back on success; on failure the connection closes (v0 has no
+        way to say why, and Kafka closes it too)."""
+        self.sasl_raw = False
+        user, why = check_plain(self.broker, self, frame)
+        if user is None:
+            log.info("closing %s: %s", self.peer, why)
+            return _Close()
+        self.principal = user
+        return [b"\0\0\0\0"]
 
     async def _write_loop(self) -> None:
         while True:
@@ -264,6 +293,9 @@ class Connection(asyncio.BufferedProtocol):
     def _write(self, parts: list) -> None:
         if not self._closed:
             self.transport.writelines(parts)
+
+
+_BEFORE_AUTHENTICATION = frozenset({API_VERSIONS_KEY, 17, 36})  # ApiVersions, SASL
 
 
 class _Close:

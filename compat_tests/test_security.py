@@ -1,7 +1,8 @@
 """TLS on the Kafka listener (security.protocol=SSL, with and without client certificates)
-and on the S2 HTTP API (https), with confluent-kafka, kafka-python, Debian's kcat and
-httpx; a plaintext client gets no answer from a TLS listener, a client without the
-certificate a mutual-TLS listener asks for is refused."""
+and on the S2 HTTP API (https), and SASL/PLAIN users (SASL_PLAINTEXT and SASL_SSL), with
+confluent-kafka, kafka-python, Debian's kcat and httpx: a plaintext client gets no answer
+from a TLS listener, a client without the certificate a mutual-TLS listener asks for is
+refused, and so is a client with a wrong password or none."""
 from __future__ import annotations
 
 import datetime
@@ -11,7 +12,7 @@ import subprocess
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -143,5 +144,71 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(tmp_path, pki):
                            ssl_keyfile=pki["client_key"])
         assert kp.send("mtls", b"kafka-python too").get(20).offset == 1
         kp.close()
+    finally:
+        assert b.stop() == 0
+
+
+def sasl_broker(tmp_path, pki=None):
+    extra = ["--set", "server.kafka_sasl_plain_users=alice:alice-secret,bob:b0b:with:colons"]
+    if pki is not None:
+        extra += ["--set", f"server.kafka_tls_cert_file={pki['server']}",
+                  "--set", f"server.kafka_tls_key_file={pki['server_key']}"]
+    return start_broker(str(tmp_path / "data"), extra=extra)
+
+
+def test_sasl_plain_users_authenticate_and_others_are_refused(tmp_path):
+    b = sasl_broker(tmp_path)
+    try:
+        conf = {"bootstrap.servers": b.bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanisms": "PLAIN"}
+        p = Producer({**conf, "sasl.username": "alice", "sasl.password": "alice-secret"})
+        p.produce("sasl", value=b"from alice")
+        assert p.flush(20) == 0
+        kp = KafkaProducer(bootstrap_servers=b.bootstrap, security_protocol="SASL_PLAINTEXT",
+                           sasl_mechanism="PLAIN", sasl_plain_username="bob",
+                           sasl_plain_password="b0b:with:colons")
+        assert kp.send("sasl", b"from bob").get(20).offset == 1
+        kp.close()
+        if shutil.which("kcat"):
+            out = subprocess.run(
+                ["kcat", "-b", b.bootstrap, "-X", "security.protocol=sasl_plaintext",
+                 "-X", "sasl.mechanisms=PLAIN", "-X", "sasl.username=alice",
+                 "-X", "sasl.password=alice-secret", "-C", "-t", "sasl", "-o", "beginning",
+                 "-c", "2", "-e", "-q"], capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            assert out.stdout.splitlines() == ["from alice", "from bob"]
+
+        errors = []
+        wrong = AdminClient({**conf, "sasl.username": "alice", "sasl.password": "nope",
+                             "error_cb": errors.append})
+        with pytest.raises(KafkaException):
+            wrong.list_topics(timeout=4)
+        wrong.poll(1)  # (error callbacks are served by poll)
+        assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+        unauthenticated = AdminClient({"bootstrap.servers": b.bootstrap,
+                                       "socket.timeout.ms": 2000})
+        with pytest.raises(KafkaException):
+            unauthenticated.list_topics(timeout=3)
+        assert "api 3 before SASL authentication" in b.log()
+    finally:
+        assert b.stop() == 0
+
+
+def test_sasl_ssl(tmp_path, pki):
+    b = sasl_broker(tmp_path, pki)
+    try:
+        c = Consumer({"bootstrap.servers": b.bootstrap, "security.protocol": "SASL_SSL",
+                      "ssl.ca.location": pki["ca"], "sasl.mechanisms": "PLAIN",
+                      "sasl.username": "alice", "sasl.password": "alice-secret",
+                      "group.id": "sasl-ssl"})
+        p = Producer({"bootstrap.servers": b.bootstrap, "security.protocol": "SASL_SSL",
+                      "ssl.ca.location": pki["ca"], "sasl.mechanisms": "PLAIN",
+                      "sasl.username": "alice", "sasl.password": "alice-secret"})
+        p.produce("sasl-ssl", value=b"both")
+        assert p.flush(20) == 0
+        c.assign([TopicPartition("sasl-ssl", 0, 0)])
+        m = c.poll(10)
+        assert m is not None and m.error() is None and m.value() == b"both"
+        c.close()
     finally:
         assert b.stop() == 0
