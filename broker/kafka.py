@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from broker.groups.coordinator import GroupConfig, GroupCoordinator
 from broker.producers import ProducerRegistry
 from broker.protocol.registry import APIS
+from broker.sasl import ALL_MECHANISMS, SaslUsers
 from broker.services import load_services
 from broker.topics import TopicRegistry, stream_name
 from s2core.errors import StreamNotFound
@@ -30,8 +31,9 @@ class BrokerConfig:
     idle_timeout_s: float = 600.0
     max_batch_decompressed_bytes: int = 64 * 1024 * 1024
     group_initial_rebalance_delay_ms: int = 0
-    # SASL/PLAIN users (name -> password); empty: clients are not authenticated
-    sasl_plain_users: dict[str, str] = field(default_factory=dict)
+    # SASL users (name -> password; empty: clients are not authenticated) and mechanisms
+    sasl_users: dict[str, str] = field(default_factory=dict)
+    sasl_mechanisms: tuple[str, ...] = ALL_MECHANISMS
 
 
 class Broker:
@@ -43,6 +45,7 @@ class Broker:
         self.basin = config.basin
         self.topics = TopicRegistry(store, config.basin)
         self.producers = ProducerRegistry(self)
+        self.sasl = SaslUsers(config.sasl_users, config.sasl_mechanisms)
         self.services = load_services()
         self.cluster_id = ""
         self.extensions: dict[str, object] = {}

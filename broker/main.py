@@ -31,9 +31,9 @@ def broker_config(cfg: dict[str, Any]) -> BrokerConfig:
                         auto_create_partitions=k["auto_create_partitions"],
                         max_frame_bytes=k["max_frame_bytes"],
                         group_initial_rebalance_delay_ms=k["group_initial_rebalance_delay_ms"],
-                        sasl_plain_users=dict(
-                            str(u).partition(":")[::2]
-                            for u in cfg["server"]["kafka_sasl_plain_users"]))
+                        sasl_users=dict(str(u).partition(":")[::2]
+                                        for u in cfg["server"]["kafka_sasl_users"]),
+                        sasl_mechanisms=tuple(cfg["server"]["kafka_sasl_mechanisms"]))
 
 
 async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:

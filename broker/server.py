@@ -25,7 +25,7 @@ from broker.protocol.exceptions import (
 from broker.protocol.frames import decode_request, encode_api_versions_unsupported, \
     encode_response
 from broker.protocol.registry import API_VERSIONS_KEY
-from broker.services.sasl_authenticate import check_plain
+from broker.sasl import AuthFailed
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Connection(asyncio.BufferedProtocol):
         # SASL: the mechanism named in SaslHandshake, the user once authenticated; on a
         # listener with SASL users nothing but ApiVersions and the SASL exchange is served
         # before that (Kafka closes the connection, as here)
-        self.sasl_mechanism: str | None = None
+        self.sasl_exchange = None  # the SASL exchange a SaslHandshake started
         self.principal: str | None = None
         self.sasl_raw = False  # after a SaslHandshake v0: the next frame is a raw token
         self.close_after_response = False  # (a failed authentication)
@@ -239,7 +239,7 @@ class Connection(asyncio.BufferedProtocol):
             if svc is None or not hasattr(svc, "unsupported_version"):
                 log.info("closing %s: api %d v%d not served", self.peer, api_key, version)
                 return _Close()
-        if self.principal is None and self.broker.config.sasl_plain_users and \
+        if self.principal is None and self.broker.sasl and \
                 api_key not in _BEFORE_AUTHENTICATION:
             log.info("closing %s: api %d before SASL authentication", self.peer, api_key)
             return _Close()
@@ -252,16 +252,17 @@ class Connection(asyncio.BufferedProtocol):
         return (header, result)
 
     def _raw_sasl(self, frame: memoryview) -> Any:
-        """The SASL/PLAIN token after a SaslHandshake v0, without a Kafka header: an empty
-        size-prefixed token back on success; on failure the connection closes (v0 has no
-        way to say why, and Kafka closes it too)."""
-        self.sasl_raw = False
-        user, why = check_plain(self.broker, self, frame)
-        if user is None:
-            log.info("closing %s: %s", self.peer, why)
+        """A SASL token after a SaslHandshake v0, without a Kafka header: the reply token
+        goes back size-prefixed; on failure the connection closes (v0 has no way to say
+        why, and Kafka closes it too)."""
+        try:
+            reply, user = self.sasl_exchange.step(bytes(frame))
+        except AuthFailed as e:
+            log.info("closing %s: %s", self.peer, e)
             return _Close()
-        self.principal = user
-        return [b"\0\0\0\0"]
+        if user is not None:
+            self.principal, self.sasl_exchange, self.sasl_raw = user, None, False
+        return [_SIZE.pack(len(reply)), reply]
 
     async def _write_loop(self) -> None:
         while True:

@@ -129,11 +129,15 @@ def _check(cfg: dict) -> None:
     if srv["kafka_tls_client_ca_file"] and not srv["kafka_tls_cert_file"]:
         raise ConfigError("server.kafka_tls_client_ca_file needs server.kafka_tls_cert_file "
                           "and server.kafka_tls_key_file (client certificates need TLS)")
-    for entry in srv["kafka_sasl_plain_users"]:
+    for entry in srv["kafka_sasl_users"]:
         user, sep, password = str(entry).partition(":")
         if not sep or not user or not password:
-            raise ConfigError("server.kafka_sasl_plain_users: each entry is \"user:password\" "
+            raise ConfigError("server.kafka_sasl_users: each entry is \"user:password\" "
                               "with both non-empty")
+    mechanisms = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+    if not srv["kafka_sasl_mechanisms"] or \
+            any(m not in mechanisms for m in srv["kafka_sasl_mechanisms"]):
+        raise ConfigError(f"server.kafka_sasl_mechanisms: one or more of {list(mechanisms)}")
     for side in ("kafka", "http"):  # (unreadable or mismatched files: an error now)
         if srv[f"{side}_tls_cert_file"]:
             tls_server_context(srv[f"{side}_tls_cert_file"], srv[f"{side}_tls_key_file"],

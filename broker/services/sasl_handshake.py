@@ -1,6 +1,6 @@
-"""SaslHandshake: the client names its SASL mechanism. PLAIN is the one mechanism served,
-on a listener with users (`server.kafka_sasl_plain_users`); elsewhere the answer is
-ILLEGAL_SASL_STATE, as Kafka's on a listener without SASL.
+"""SaslHandshake: the client names its SASL mechanism, one of those the listener offers
+(`server.kafka_sasl_mechanisms`) on a listener with users (`server.kafka_sasl_users`);
+elsewhere the answer is ILLEGAL_SASL_STATE, as Kafka's on a listener without SASL.
 
 After v1 the exchange travels in SaslAuthenticate requests; after v0 (Kafka clients before
 1.0) as raw size-prefixed tokens, which the connection reads next (Connection._raw_sasl).
@@ -11,15 +11,15 @@ from broker.protocol.messages.sasl_handshake_response import SaslHandshakeRespon
 
 API_KEY = 17
 VERSIONS = (0, 1)
-MECHANISMS = ["PLAIN"]
 
 
 async def handle(broker, conn, header, request):
-    if not broker.config.sasl_plain_users or conn.sasl_mechanism or conn.principal:
+    offered = broker.sasl.mechanisms
+    if not offered or conn.sasl_exchange is not None or conn.principal:
         return SaslHandshakeResponse(error_code=ErrorCode.ILLEGAL_SASL_STATE, mechanisms=[])
-    if request.mechanism not in MECHANISMS:
+    if request.mechanism not in offered:
         return SaslHandshakeResponse(error_code=ErrorCode.UNSUPPORTED_SASL_MECHANISM,
-                                     mechanisms=MECHANISMS)
-    conn.sasl_mechanism = request.mechanism
+                                     mechanisms=offered)
+    conn.sasl_exchange = broker.sasl.start(request.mechanism)
     conn.sasl_raw = header.request_api_version == 0
-    return SaslHandshakeResponse(error_code=ErrorCode.NONE, mechanisms=MECHANISMS)
+    return SaslHandshakeResponse(error_code=ErrorCode.NONE, mechanisms=offered)
