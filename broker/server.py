@@ -103,10 +103,11 @@ class Connection(asyncio.BufferedProtocol):
         self._closed = False
         self._last_active = time.monotonic()
         self._tasks: list[asyncio.Task] = []
-        # SASL: the mechanism named in SaslHandshake, the user once authenticated; on a
+        # SASL: the exchange a SaslHandshake started, the user once authenticated. On a
         # listener with SASL users nothing but ApiVersions and the SASL exchange is served
-        # before that (Kafka closes the connection, as here)
-        self.sasl_exchange = None  # the SASL exchange a SaslHandshake started
+        # before that (Kafka closes the connection, as here), in frames of at most
+        # _MAX_UNAUTHENTICATED_FRAME bytes
+        self.sasl_exchange = None
         self.principal: str | None = None
         self.sasl_raw = False  # after a SaslHandshake v0: the next frame is a raw token
         self.close_after_response = False  # (a failed authentication)
@@ -150,9 +151,10 @@ class Connection(asyncio.BufferedProtocol):
         pos = 0
         while self._have - pos >= 4:
             (size,) = _SIZE.unpack_from(buf, pos)
-            if size < 8 or size > self.cfg.max_frame_bytes:
-                log.warning("closing %s: frame size %d outside 8..%d", self.peer, size,
-                            self.cfg.max_frame_bytes)
+            limit = self.cfg.max_frame_bytes if self.principal is not None or \
+                not self.broker.sasl else _MAX_UNAUTHENTICATED_FRAME
+            if size < (0 if self.sasl_raw else 8) or size > limit:
+                log.warning("closing %s: frame size %d outside 8..%d", self.peer, size, limit)
                 self.close()
                 return
             if self._have - pos - 4 >= size:
@@ -297,6 +299,7 @@ class Connection(asyncio.BufferedProtocol):
 
 
 _BEFORE_AUTHENTICATION = frozenset({API_VERSIONS_KEY, 17, 36})  # ApiVersions, SASL
+_MAX_UNAUTHENTICATED_FRAME = 512 * 1024  # Kafka's sasl.server.max.receive.size
 
 
 class _Close:

@@ -263,3 +263,14 @@ def test_scram_takes_the_doubled_client_nonce_of_librdkafka_before_2_6_1():
         else:
             with pytest.raises(AuthFailed):
                 x.step(f"{without},p={proof}".encode())
+
+
+async def test_a_big_frame_before_authentication_closes_the_connection(listener, open_listener):
+    """Kafka's sasl.server.max.receive.size: 512 KiB until the client is authenticated."""
+    c = await Client.connect(listener)
+    c.writer.write(struct.pack(">i", 600 * 1024) + bytes(1024))
+    assert await c.closed()
+    c = await Client.connect(open_listener)  # (no SASL: the frame limit is the usual one)
+    c.writer.write(struct.pack(">i", 600 * 1024) + bytes(1024))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(c.reader.read(1), 0.5)
