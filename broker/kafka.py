@@ -56,6 +56,7 @@ class Broker:
     async def start(self) -> None:
         await self.store.ensure_basin(self.basin)
         await self.topics.load()
+        await self.sasl.load(self.store.metadata)
         self.cluster_id = await self._cluster_id()
         await self.extensions["groups"].start()
 

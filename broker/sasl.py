@@ -12,10 +12,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import re
 from dataclasses import dataclass
 from typing import Protocol
+
+from s2core.metadata.base import VersionMismatch
 
 ALL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 ITERATIONS = 4096
@@ -42,9 +45,22 @@ def scram_credential(password: str, hash_name: str, salt: bytes | None = None,
                      iterations: int = ITERATIONS) -> ScramCredential:
     salt = salt if salt is not None else os.urandom(16)
     salted = hashlib.pbkdf2_hmac(hash_name, password.encode(), salt, iterations)
+    return salted_credential(salted, salt, iterations, hash_name)
+
+
+def salted_credential(salted: bytes, salt: bytes, iterations: int,
+                      hash_name: str) -> ScramCredential:
+    """The credential a server keeps, from a salted password (what AlterUserScramCredentials
+    sends: the password itself never reaches the broker)."""
     client_key = hmac.new(salted, b"Client Key", hash_name).digest()
     return ScramCredential(salt, iterations, hashlib.new(hash_name, client_key).digest(),
                            hmac.new(salted, b"Server Key", hash_name).digest())
+
+
+# Kafka's ScramMechanism codes in the user-credential admin APIs, and the iterations it takes
+MECHANISM_CODES = {1: "SCRAM-SHA-256", 2: "SCRAM-SHA-512"}
+MIN_ITERATIONS, MAX_ITERATIONS = 4096, 16384
+_STORED = "kafka/scram/"  # metadata: kafka/scram/<mechanism>/<user> -> a ScramCredential
 
 
 class SaslUsers:
@@ -55,6 +71,62 @@ class SaslUsers:
         self.mechanisms = [m for m in ALL_MECHANISMS if m in mechanisms] if users else []
         self.scram = {m: {u: scram_credential(p, h) for u, p in users.items()}
                       for m, h in _HASHES.items() if m in self.mechanisms}
+        # credentials set with AlterUserScramCredentials (kept in metadata), which take
+        # precedence over the configuration's for the same user and mechanism
+        self.stored: dict[str, dict[str, ScramCredential]] = {m: {} for m in _HASHES}
+
+    def credential(self, mechanism: str, user: str) -> ScramCredential | None:
+        return self.stored.get(mechanism, {}).get(user) or \
+            self.scram.get(mechanism, {}).get(user)
+
+    def described(self) -> dict[str, dict[str, int]]:
+        """user -> {mechanism: iterations}, configured and stored."""
+        out: dict[str, dict[str, int]] = {}
+        for source in (self.scram, self.stored):
+            for mech, creds in source.items():
+                for user, cred in creds.items():
+                    out.setdefault(user, {})[mech] = cred.iterations
+        return out
+
+    async def load(self, metadata) -> None:
+        """The stored credentials, from metadata (at startup)."""
+        after = ""
+        while True:
+            rows = await metadata.list_prefix(_STORED, start_after=after, limit=1000)
+            for key, v in rows:
+                mech, _, user = key[len(_STORED):].partition("/")
+                if mech in self.stored:
+                    d = json.loads(v.value)
+                    self.stored[mech][user] = ScramCredential(
+                        base64.b64decode(d["salt"]), d["iterations"],
+                        base64.b64decode(d["stored_key"]), base64.b64decode(d["server_key"]))
+            if len(rows) < 1000:
+                return
+            after = rows[-1][0]
+
+    async def store(self, metadata, mechanism: str, user: str,
+                    cred: ScramCredential) -> None:
+        key = f"{_STORED}{mechanism}/{user}"
+        value = json.dumps({"salt": base64.b64encode(cred.salt).decode(),
+                            "iterations": cred.iterations,
+                            "stored_key": base64.b64encode(cred.stored_key).decode(),
+                            "server_key": base64.b64encode(cred.server_key).decode()}).encode()
+        while True:
+            row = await metadata.get(key)
+            try:
+                if row is None:
+                    await metadata.create(key, value)
+                else:
+                    await metadata.put(key, value, row.version)
+                break
+            except VersionMismatch:
+                continue
+        self.stored[mechanism][user] = cred
+
+    async def remove(self, metadata, mechanism: str, user: str) -> bool:
+        """Drop a stored credential; whether there was one."""
+        existed = await metadata.delete(f"{_STORED}{mechanism}/{user}")
+        return self.stored[mechanism].pop(user, None) is not None or existed
 
     def __bool__(self) -> bool:
         return bool(self.passwords)
@@ -131,7 +203,7 @@ class ScramExchange:
         if m["authzid"] and m["authzid"] != name:
             raise AuthFailed("Authentication failed: Client requested an authorization id "
                              "that is different from username")
-        self.cred = self.users.scram.get(self.mechanism, {}).get(name)
+        self.cred = self.users.credential(self.mechanism, name)
         if self.cred is None:
             raise AuthFailed("Authentication failed: Invalid user credentials")
         self.user = name

@@ -274,3 +274,59 @@ async def test_a_big_frame_before_authentication_closes_the_connection(listener,
     c.writer.write(struct.pack(">i", 600 * 1024) + bytes(1024))
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(c.reader.read(1), 0.5)
+
+
+async def test_scram_credential_admin_refusals():
+    from broker.protocol.messages.alter_user_scram_credentials_request import (
+        AlterUserScramCredentialsRequest,
+        ScramCredentialDeletion,
+        ScramCredentialUpsertion,
+    )
+    from broker.protocol.messages.describe_user_scram_credentials_request import (
+        DescribeUserScramCredentialsRequest,
+        UserName,
+    )
+    from broker.services import alter_user_scram_credentials as alter
+    from broker.services import describe_user_scram_credentials as describe
+    store, b, server, _ = await _listener(USERS)
+    try:
+        salted = hashlib.pbkdf2_hmac("sha256", b"pw", b"salt", 4096)
+
+        def up(name, mech=1, iterations=4096, salted_password=salted):
+            return ScramCredentialUpsertion(name=name, mechanism=mech, iterations=iterations,
+                                            salt=b"salt", salted_password=salted_password)
+
+        r = await alter.handle(b, None, None, AlterUserScramCredentialsRequest(
+            deletions=[ScramCredentialDeletion(name="alice", mechanism=1),
+                       ScramCredentialDeletion(name="dave", mechanism=2)],
+            upsertions=[up("carol"), up("erin", iterations=100), up("frank", mech=9),
+                        up("gina"), up("gina"), up(""), up("hal", salted_password=b"x")]))
+        assert [(x.user, x.error_code) for x in r.results] == [
+            ("alice", ErrorCode.RESOURCE_NOT_FOUND),  # (configured, never set)
+            ("dave", ErrorCode.RESOURCE_NOT_FOUND), ("carol", 0),
+            ("erin", ErrorCode.UNACCEPTABLE_CREDENTIAL),
+            ("frank", ErrorCode.UNSUPPORTED_SASL_MECHANISM),
+            ("gina", ErrorCode.DUPLICATE_RESOURCE), ("", ErrorCode.UNACCEPTABLE_CREDENTIAL),
+            ("hal", ErrorCode.UNACCEPTABLE_CREDENTIAL)]
+        r = await describe.handle(b, None, None, DescribeUserScramCredentialsRequest(
+            users=[UserName(name="carol"), UserName(name="zed"), UserName(name="carol")]))
+        assert [(x.user, x.error_code) for x in r.results] == [
+            ("carol", ErrorCode.DUPLICATE_RESOURCE), ("zed", ErrorCode.RESOURCE_NOT_FOUND),
+            ("carol", ErrorCode.DUPLICATE_RESOURCE)]
+        r = await describe.handle(b, None, None, DescribeUserScramCredentialsRequest(
+            users=[UserName(name="carol")]))
+        assert [(i.mechanism, i.iterations) for i in r.results[0].credential_infos] == \
+            [(1, 4096)]
+        # a stored credential logs in, and comes back from metadata in a new broker
+        x = b.sasl.start("SCRAM-SHA-256")
+        client = scram_client("SCRAM-SHA-256", "carol", "pw")
+        reply, _ = x.step(next(client))
+        assert x.step(client.send(reply))[1] == "carol"
+        fresh = SaslUsers(USERS)
+        await fresh.load(b.store.metadata)
+        assert fresh.credential("SCRAM-SHA-256", "carol") == \
+            b.sasl.credential("SCRAM-SHA-256", "carol")
+    finally:
+        await server.stop()
+        await b.stop()
+        await store.close()
