@@ -10,8 +10,9 @@ state in a partition is dropped once it has written nothing there for
 short-lived producers (one per job or function call) do not pile up in memory. Idle time is
 counted from when its last batch arrived (Kafka counts from the batch's timestamp, so a
 producer replaying old CreateTimes loses its state while it still writes, and with it the
-dedupe of its retries); state rebuilt after a restart counts from the rebuild. A producer that comes back after that is unknown,
-and its next batch is taken whatever its sequence number, as Kafka takes it.
+dedupe of its retries); state rebuilt after a restart counts from the rebuild. A producer
+that comes back after that is unknown, and its next batch is taken whatever its sequence
+number, as Kafka takes it.
 """
 from __future__ import annotations
 

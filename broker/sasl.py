@@ -22,7 +22,7 @@ from s2core.metadata.base import VersionMismatch
 
 ALL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 ITERATIONS = 4096
-_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
+HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}  # hashlib names
 _CLIENT_FIRST = re.compile(r"(?P<gs2>[ny],(?:a=(?P<authzid>[^,]*))?,)"
                            r"(?P<bare>n=(?P<name>[^,]*),r=(?P<nonce>[^,]+)(?:,.*)?)")
 _CLIENT_FINAL = re.compile(r"(?P<without>c=(?P<cbind>[^,]*),r=(?P<nonce>[^,]+)(?:,.*?)?),"
@@ -70,10 +70,10 @@ class SaslUsers:
         self.passwords = dict(users)
         self.mechanisms = [m for m in ALL_MECHANISMS if m in mechanisms] if users else []
         self.scram = {m: {u: scram_credential(p, h) for u, p in users.items()}
-                      for m, h in _HASHES.items() if m in self.mechanisms}
+                      for m, h in HASHES.items() if m in self.mechanisms}
         # credentials set with AlterUserScramCredentials (kept in metadata), which take
         # precedence over the configuration's for the same user and mechanism
-        self.stored: dict[str, dict[str, ScramCredential]] = {m: {} for m in _HASHES}
+        self.stored: dict[str, dict[str, ScramCredential]] = {m: {} for m in HASHES}
 
     def credential(self, mechanism: str, user: str) -> ScramCredential | None:
         return self.stored.get(mechanism, {}).get(user) or \
@@ -123,10 +123,10 @@ class SaslUsers:
                 continue
         self.stored[mechanism][user] = cred
 
-    async def remove(self, metadata, mechanism: str, user: str) -> bool:
-        """Drop a stored credential; whether there was one."""
-        existed = await metadata.delete(f"{_STORED}{mechanism}/{user}")
-        return self.stored[mechanism].pop(user, None) is not None or existed
+    async def remove(self, metadata, mechanism: str, user: str) -> None:
+        """Drop a stored credential."""
+        await metadata.delete(f"{_STORED}{mechanism}/{user}")
+        self.stored[mechanism].pop(user, None)
 
     def __bool__(self) -> bool:
         return bool(self.passwords)
@@ -168,7 +168,7 @@ class ScramExchange:
         self.users = users
         self.server_nonce = server_nonce  # (tests: RFC 7677's example)
         self.mechanism = mechanism
-        self.hash = _HASHES[mechanism]
+        self.hash = HASHES[mechanism]
         self.state = "first"
         self.user = ""
         self.cred: ScramCredential | None = None

@@ -12,11 +12,16 @@ from broker.protocol.messages.alter_user_scram_credentials_response import (
     AlterUserScramCredentialsResponse,
     AlterUserScramCredentialsResult,
 )
-from broker.sasl import MAX_ITERATIONS, MECHANISM_CODES, MIN_ITERATIONS, salted_credential
+from broker.sasl import (
+    HASHES,
+    MAX_ITERATIONS,
+    MECHANISM_CODES,
+    MIN_ITERATIONS,
+    salted_credential,
+)
 
 API_KEY = 51
 VERSIONS = (0, 0)
-_HASH = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 
 
 async def handle(broker, conn, header, request):
@@ -48,7 +53,7 @@ async def handle(broker, conn, header, request):
                  "Iterations must be positive")
         elif op.name not in errors and \
                 len(op.salted_password) != hashlib.new(
-                    _HASH[MECHANISM_CODES[op.mechanism]]).digest_size:
+                    HASHES[MECHANISM_CODES[op.mechanism]]).digest_size:
             fail(op.name, ErrorCode.UNACCEPTABLE_CREDENTIAL,
                  "Salted password has the wrong length for the mechanism")
     md = broker.store.metadata
@@ -66,7 +71,7 @@ async def handle(broker, conn, header, request):
         if op.name not in errors:
             mech = MECHANISM_CODES[op.mechanism]
             await broker.sasl.store(md, mech, op.name, salted_credential(
-                bytes(op.salted_password), bytes(op.salt), op.iterations, _HASH[mech]))
+                bytes(op.salted_password), bytes(op.salt), op.iterations, HASHES[mech]))
     return AlterUserScramCredentialsResponse(throttle_time_ms=0, results=[
         AlterUserScramCredentialsResult(user=u, error_code=errors.get(u, (0, None))[0],
                                         error_message=errors.get(u, (0, None))[1])

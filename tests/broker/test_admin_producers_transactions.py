@@ -6,7 +6,6 @@ import inspect
 
 import pytest
 
-from broker.kafka import Broker, BrokerConfig
 from broker.protocol import decode_request, decode_response, encode_request, encode_response
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages import _index
@@ -22,10 +21,6 @@ from broker.protocol.messages.produce_request import (
 )
 from broker.protocol.records import Record, build_batch
 from broker.services import describe_producers, list_transactions, produce
-from s2core.channel import ChannelConfig
-from s2core.metadata.memory import MemoryMetadataStore
-from s2core.objstore.memory import MemoryObjectStore
-from s2core.store import ChannelSpec, StreamStore
 
 
 class Conn:
@@ -36,16 +31,11 @@ class Conn:
 
 
 @pytest.fixture
-async def broker():
-    store = await StreamStore.open(MemoryMetadataStore(), MemoryObjectStore("segments"), [
-        ChannelSpec("ch0", [MemoryObjectStore("r0")], 1, ChannelConfig())])
-    b = Broker(store, BrokerConfig(basin="test-basin"))
-    await b.start()
+async def broker(memory_broker):
+    b = await memory_broker()
     await b.topics.create("t", 2, {})
     b.store.clock.now_ms = lambda: 1_800_000_000_000
-    yield b
-    await b.stop()
-    await store.close()
+    return b
 
 
 async def call(b, svc, version, request):

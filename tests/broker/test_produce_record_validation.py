@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 
-from broker.kafka import Broker, BrokerConfig
+from broker.kafka import Broker
 from broker.protocol import decode_request, decode_response, encode_request, encode_response
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages import _index
@@ -20,10 +20,7 @@ from broker.protocol.messages.produce_request import (
 from broker.protocol.records import Compression, Record, build_batch
 from broker.services import produce
 from s2core.channel import ChannelConfig
-from s2core.metadata.memory import MemoryMetadataStore
-from s2core.objstore.memory import MemoryObjectStore
 from s2core.records import trim_record
-from s2core.store import ChannelSpec, StreamStore
 
 BASIN = "test-basin"
 NOW = 1_800_000_000_000
@@ -43,12 +40,10 @@ class Conn:
 
 
 @pytest.fixture
-async def broker():
-    store = await StreamStore.open(MemoryMetadataStore(), MemoryObjectStore("segments"), [
-        ChannelSpec("ch0", [MemoryObjectStore(f"r{i}") for i in range(3)], 2,
-                    ChannelConfig(offload_target_bytes=4096, offload_interval_s=0.02))])
-    b = Broker(store, BrokerConfig(basin=BASIN))
-    await b.start()
+async def broker(memory_broker):
+    b = await memory_broker(replicas=3, channel=ChannelConfig(offload_target_bytes=4096,
+                                                              offload_interval_s=0.02),
+                            basin=BASIN)
     await b.topics.create("compacted", 2, {"cleanup.policy": "compact"})
     await b.topics.create("both", 1, {"cleanup.policy": "delete,compact"})
     await b.topics.create("plain", 1, {})
@@ -61,9 +56,7 @@ async def broker():
     await b.topics.create("window-log-append", 1, {"message.timestamp.before.max.ms": str(H),
                                                    "message.timestamp.type": "LogAppendTime"})
     b.store.clock.now_ms = lambda: NOW  # the broker's clock, which the window is around
-    yield b
-    await b.stop()
-    await store.close()
+    return b
 
 
 def batch(keys: list[bytes | None], compression: Compression = Compression.NONE) -> bytes:

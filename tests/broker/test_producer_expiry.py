@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 
-from broker.kafka import Broker, BrokerConfig
+from broker.kafka import Broker
 from broker.producers import BatchRecord, ProducerEntry
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.produce_request import (
@@ -18,10 +18,6 @@ from broker.protocol.messages.produce_request import (
 )
 from broker.protocol.records import Record, build_batch
 from broker.services import produce
-from s2core.channel import ChannelConfig
-from s2core.metadata.memory import MemoryMetadataStore
-from s2core.objstore.memory import MemoryObjectStore
-from s2core.store import ChannelSpec, StreamStore
 
 DAY = 86_400_000
 
@@ -38,18 +34,13 @@ class Header:
 
 
 @pytest.fixture
-async def broker():
-    store = await StreamStore.open(MemoryMetadataStore(), MemoryObjectStore("segments"), [
-        ChannelSpec("ch0", [MemoryObjectStore(f"r{i}") for i in range(3)], 2, ChannelConfig())])
-    b = Broker(store, BrokerConfig(basin="test-basin"))
-    await b.start()
+async def broker(memory_broker):
+    b = await memory_broker(replicas=3)
     await b.topics.create("t", 1, {})
     now = [1_800_000_000_000]
     b.store.clock.now_ms = lambda: now[0]
     b.now = now  # (the test moves the broker's clock)
-    yield b
-    await b.stop()
-    await store.close()
+    return b
 
 
 async def send(b: Broker, pid: int, first_seq: int, n: int = 1):

@@ -14,7 +14,6 @@ import struct
 
 import pytest
 
-from broker.kafka import Broker, BrokerConfig
 from broker.protocol import decode_response, encode_request
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages import _index
@@ -23,41 +22,36 @@ from broker.protocol.messages.sasl_authenticate_request import SaslAuthenticateR
 from broker.protocol.messages.sasl_handshake_request import SaslHandshakeRequest
 from broker.sasl import AuthFailed, SaslUsers, ScramExchange, scram_credential
 from broker.server import KafkaServer
-from s2core.channel import ChannelConfig
-from s2core.metadata.memory import MemoryMetadataStore
-from s2core.objstore.memory import MemoryObjectStore
-from s2core.store import ChannelSpec, StreamStore
 
 USERS = {"alice": "alice-secret", "b,o=b": "pencil"}
 OFFERED = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
 
-async def _listener(users):
-    store = await StreamStore.open(MemoryMetadataStore(), MemoryObjectStore("segments"), [
-        ChannelSpec("ch0", [MemoryObjectStore("r0")], 1, ChannelConfig())])
-    b = Broker(store, BrokerConfig(basin="test-basin", sasl_users=users))
-    await b.start()
-    server = KafkaServer(b)
-    _, port = await server.start("127.0.0.1", 0)
-    return store, b, server, port
+@pytest.fixture
+async def listen(memory_broker):
+    """`await listen(users)`: (broker, port of its Kafka listener)."""
+    servers = []
+
+    async def start(users):
+        b = await memory_broker(sasl_users=users)
+        server = KafkaServer(b)
+        servers.append(server)
+        _, port = await server.start("127.0.0.1", 0)
+        return b, port
+
+    yield start
+    for server in servers:
+        await server.stop()
 
 
 @pytest.fixture
-async def listener():
-    store, b, server, port = await _listener(USERS)
-    yield port
-    await server.stop()
-    await b.stop()
-    await store.close()
+async def listener(listen):
+    return (await listen(USERS))[1]
 
 
 @pytest.fixture
-async def open_listener():
-    store, b, server, port = await _listener({})
-    yield port
-    await server.stop()
-    await b.stop()
-    await store.close()
+async def open_listener(listen):
+    return (await listen({}))[1]
 
 
 class Client:
@@ -276,7 +270,7 @@ async def test_a_big_frame_before_authentication_closes_the_connection(listener,
         await asyncio.wait_for(c.reader.read(1), 0.5)
 
 
-async def test_scram_credential_admin_refusals():
+async def test_scram_credential_admin_refusals(listen):
     from broker.protocol.messages.alter_user_scram_credentials_request import (
         AlterUserScramCredentialsRequest,
         ScramCredentialDeletion,
@@ -288,45 +282,40 @@ async def test_scram_credential_admin_refusals():
     )
     from broker.services import alter_user_scram_credentials as alter
     from broker.services import describe_user_scram_credentials as describe
-    store, b, server, _ = await _listener(USERS)
-    try:
-        salted = hashlib.pbkdf2_hmac("sha256", b"pw", b"salt", 4096)
+    b, _ = await listen(USERS)
+    salted = hashlib.pbkdf2_hmac("sha256", b"pw", b"salt", 4096)
 
-        def up(name, mech=1, iterations=4096, salted_password=salted):
-            return ScramCredentialUpsertion(name=name, mechanism=mech, iterations=iterations,
-                                            salt=b"salt", salted_password=salted_password)
+    def up(name, mech=1, iterations=4096, salted_password=salted):
+        return ScramCredentialUpsertion(name=name, mechanism=mech, iterations=iterations,
+                                        salt=b"salt", salted_password=salted_password)
 
-        r = await alter.handle(b, None, None, AlterUserScramCredentialsRequest(
-            deletions=[ScramCredentialDeletion(name="alice", mechanism=1),
-                       ScramCredentialDeletion(name="dave", mechanism=2)],
-            upsertions=[up("carol"), up("erin", iterations=100), up("frank", mech=9),
-                        up("gina"), up("gina"), up(""), up("hal", salted_password=b"x")]))
-        assert [(x.user, x.error_code) for x in r.results] == [
-            ("alice", ErrorCode.RESOURCE_NOT_FOUND),  # (configured, never set)
-            ("dave", ErrorCode.RESOURCE_NOT_FOUND), ("carol", 0),
-            ("erin", ErrorCode.UNACCEPTABLE_CREDENTIAL),
-            ("frank", ErrorCode.UNSUPPORTED_SASL_MECHANISM),
-            ("gina", ErrorCode.DUPLICATE_RESOURCE), ("", ErrorCode.UNACCEPTABLE_CREDENTIAL),
-            ("hal", ErrorCode.UNACCEPTABLE_CREDENTIAL)]
-        r = await describe.handle(b, None, None, DescribeUserScramCredentialsRequest(
-            users=[UserName(name="carol"), UserName(name="zed"), UserName(name="carol")]))
-        assert [(x.user, x.error_code) for x in r.results] == [
-            ("carol", ErrorCode.DUPLICATE_RESOURCE), ("zed", ErrorCode.RESOURCE_NOT_FOUND),
-            ("carol", ErrorCode.DUPLICATE_RESOURCE)]
-        r = await describe.handle(b, None, None, DescribeUserScramCredentialsRequest(
-            users=[UserName(name="carol")]))
-        assert [(i.mechanism, i.iterations) for i in r.results[0].credential_infos] == \
-            [(1, 4096)]
-        # a stored credential logs in, and comes back from metadata in a new broker
-        x = b.sasl.start("SCRAM-SHA-256")
-        client = scram_client("SCRAM-SHA-256", "carol", "pw")
-        reply, _ = x.step(next(client))
-        assert x.step(client.send(reply))[1] == "carol"
-        fresh = SaslUsers(USERS)
-        await fresh.load(b.store.metadata)
-        assert fresh.credential("SCRAM-SHA-256", "carol") == \
-            b.sasl.credential("SCRAM-SHA-256", "carol")
-    finally:
-        await server.stop()
-        await b.stop()
-        await store.close()
+    r = await alter.handle(b, None, None, AlterUserScramCredentialsRequest(
+        deletions=[ScramCredentialDeletion(name="alice", mechanism=1),
+                   ScramCredentialDeletion(name="dave", mechanism=2)],
+        upsertions=[up("carol"), up("erin", iterations=100), up("frank", mech=9),
+                    up("gina"), up("gina"), up(""), up("hal", salted_password=b"x")]))
+    assert [(x.user, x.error_code) for x in r.results] == [
+        ("alice", ErrorCode.RESOURCE_NOT_FOUND),  # (configured, never set)
+        ("dave", ErrorCode.RESOURCE_NOT_FOUND), ("carol", 0),
+        ("erin", ErrorCode.UNACCEPTABLE_CREDENTIAL),
+        ("frank", ErrorCode.UNSUPPORTED_SASL_MECHANISM),
+        ("gina", ErrorCode.DUPLICATE_RESOURCE), ("", ErrorCode.UNACCEPTABLE_CREDENTIAL),
+        ("hal", ErrorCode.UNACCEPTABLE_CREDENTIAL)]
+    r = await describe.handle(b, None, None, DescribeUserScramCredentialsRequest(
+        users=[UserName(name="carol"), UserName(name="zed"), UserName(name="carol")]))
+    assert [(x.user, x.error_code) for x in r.results] == [
+        ("carol", ErrorCode.DUPLICATE_RESOURCE), ("zed", ErrorCode.RESOURCE_NOT_FOUND),
+        ("carol", ErrorCode.DUPLICATE_RESOURCE)]
+    r = await describe.handle(b, None, None, DescribeUserScramCredentialsRequest(
+        users=[UserName(name="carol")]))
+    assert [(i.mechanism, i.iterations) for i in r.results[0].credential_infos] == \
+        [(1, 4096)]
+    # a stored credential logs in, and comes back from metadata in a new broker
+    x = b.sasl.start("SCRAM-SHA-256")
+    client = scram_client("SCRAM-SHA-256", "carol", "pw")
+    reply, _ = x.step(next(client))
+    assert x.step(client.send(reply))[1] == "carol"
+    fresh = SaslUsers(USERS)
+    await fresh.load(b.store.metadata)
+    assert fresh.credential("SCRAM-SHA-256", "carol") == \
+        b.sasl.credential("SCRAM-SHA-256", "carol")
