@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from broker import retention as kafka_retention
+from broker.cleaner import LogCleaner
 from broker.kafka import Broker, BrokerConfig
 from broker.s2view import KafkaS2View
 from broker.server import KafkaServer
@@ -70,6 +71,10 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
         broker, stop, cfg["kafka"]["retention_check_interval_s"]))
     expiry = loop.create_task(broker.producers.run_expiry(
         stop, cfg["kafka"]["producer_id_expiration_ms"]))
+    cleaner = loop.create_task(LogCleaner(
+        broker, cfg["kafka"]["log_cleaner_dedupe_buffer_bytes"]).run(
+        stop, cfg["kafka"]["log_cleaner_interval_s"])) \
+        if cfg["kafka"]["log_cleaner_enable"] else None
     tune_runtime()
     print(f"s2kafka ready kafka={bcfg.advertised_host}:{bcfg.advertised_port} "
           f"http={h_addr[0]}:{h_addr[1]} data_dir={cfg['server']['data_dir']}"
@@ -85,5 +90,7 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
         sweeper.cancel()
         retention.cancel()
         expiry.cancel()
+        if cleaner is not None:
+            cleaner.cancel()
         await close_store(store)
         log.info("s2kafka stopped cleanly")

@@ -169,6 +169,9 @@ class TopicRegistry:
                 await self.store.delete_stream(self.basin, stream_name(name, p))
             except StreamNotFound:
                 pass
+        # the log cleaner's checkpoints (broker/cleaner.py), if it ever cleaned the topic
+        for key, _ in await self.metadata.list_prefix(f"kafka/cleaner/{topic.id.hex()}/"):
+            await self.metadata.delete(key)
         return topic
 
     async def _update(self, topic: Topic, **changes) -> Topic:

@@ -9,22 +9,44 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from s2core.errors import Corrupt, Indeterminate, S2Error, Unavailable
 from s2core.metadata.base import MetadataStore, Op, VersionMismatch
 from s2core.objstore.base import ObjectNotFound, ObjectStore
 from s2core.records import SequencedRecord
-from s2core.segment import Section, parse_section
+from s2core.segment import Section, SectionBuilder, parse_section
+
+
+class _Missing(Corrupt):
+    """A section's object is gone: a compaction or purge replaced or removed its row."""
+
+
+@dataclass
+class RewriteStats:
+    """What one `SegmentCatalog.rewrite` did."""
+
+    sections_read: int = 0
+    sections_written: int = 0
+    records_read: int = 0
+    records_dropped: int = 0
+    records_changed: int = 0
+    bytes_before: int = 0  # of the sections that were rewritten
+    bytes_after: int = 0
+    conflict: bool = False  # a concurrent purge or rewrite won: nothing more was done
 
 
 class SegmentCatalog:
     """Lookup and cached reads of segment sections."""
 
     def __init__(self, metadata: MetadataStore, segments: ObjectStore,
-                 max_streams: int = 4096, max_cached_bytes: int = 64 * 1024 * 1024) -> None:
+                 max_streams: int = 4096, max_cached_bytes: int = 64 * 1024 * 1024,
+                 rng: random.Random | None = None) -> None:
         self.metadata = metadata
+        self.rng = rng or random.Random()
         self.segments = segments
         self._rows: OrderedDict[bytes, tuple[list[int], list[dict]]] = OrderedDict()
         self._sections: OrderedDict[tuple[str, int], Section] = OrderedDict()
@@ -110,7 +132,7 @@ class SegmentCatalog:
                 raw = await self.segments.get_range(row["k"], row["o"], row["o"] + row["n"])
                 return parse_section(raw)
             except ObjectNotFound as e:
-                raise Corrupt(f"segment object {row['k']} is missing") from e
+                raise _Missing(f"segment object {row['k']} is missing") from e
             except (Unavailable, Indeterminate, Corrupt):
                 if attempt >= self.read_attempts:
                     raise
@@ -123,12 +145,24 @@ class SegmentCatalog:
         starts, rows = await self.rows(uid)
         i = max(0, bisect.bisect_right(starts, start_seq) - 1)
         seq = start_seq
+        missed = -1  # the seq at which a section's object was last found missing
         while i < len(rows) and seq < stop_seq:
             row = rows[i]
             if row["e"] <= seq:
                 i += 1
                 continue
-            sec = await self.section(row)
+            try:
+                sec = await self.section(row)
+            except _Missing:
+                # a compaction replaced the row (or a purge removed it) since the rows
+                # were read: read them again, once per position
+                if missed == seq:
+                    raise
+                missed = seq
+                self.forget(uid)
+                starts, rows = await self.rows(uid)
+                i = max(0, bisect.bisect_right(starts, seq) - 1)
+                continue
             if i + 1 < len(rows):
                 self._read_ahead(rows[i + 1])
             j = sec.index_of_seq(seq)
@@ -192,3 +226,144 @@ class SegmentCatalog:
             removed += 1
         self.forget(uid)
         return removed
+
+    async def rewrite(self, uid: bytes, upto: int,
+                      rewrite: Callable[[SequencedRecord], SequencedRecord | None], *,
+                      object_prefix: str, group_bytes: int, tick=None) -> RewriteStats:
+        """Rewrite the sections of `uid` that end at or below `upto`, in order: `rewrite`
+        gets each record and returns it (kept as it is), another record with the same
+        seq_num, span and timestamp (its headers and body replaced), or None (dropped:
+        the stream then has a gap of seq_nums there, which readers step over).
+
+        Consecutive sections are taken in groups of up to `group_bytes`; a group in
+        which some record changed becomes one new section in a new object (so small
+        sections out of shared objects are merged as they are compacted). Each group is
+        published by one metadata batch conditional on the versions of the rows it
+        replaces and of their objects' live counts: a purge or another rewrite that
+        got there first makes it a conflict, the new object is deleted and the pass
+        stops. Objects left with no live section are deleted once the batch is in.
+        `tick` (awaited every few hundred records) lets the loop run between slices.
+
+        The caller serializes rewrites and purges of one stream (both lower live
+        counts)."""
+        stats = RewriteStats()
+        starts, rows = await self.rows(uid)
+        todo = [(start, row) for start, row in zip(starts, rows) if row["e"] <= upto]
+        k = 0
+        while k < len(todo):
+            group = [todo[k]]
+            size = todo[k][1]["n"]
+            k += 1
+            while k < len(todo) and size + todo[k][1]["n"] <= group_bytes:
+                size += todo[k][1]["n"]
+                group.append(todo[k])
+                k += 1
+            out: list[SequencedRecord] = []
+            changed = False
+            for _, row in group:
+                sec = await self.section(row)
+                stats.sections_read += 1
+                for j in range(len(sec)):
+                    rec = sec.record(j)
+                    new = rewrite(rec)
+                    stats.records_read += 1
+                    if new is None:
+                        stats.records_dropped += 1
+                        changed = True
+                    else:
+                        if new is not rec:
+                            if (new.seq_num, new.span, new.timestamp) != (
+                                    rec.seq_num, rec.span, rec.timestamp):
+                                raise ValueError("a rewritten record keeps its seq_num, "
+                                                 "span and timestamp")
+                            stats.records_changed += 1
+                            changed = True
+                        out.append(new)
+                    if tick is not None and not j & 255:
+                        await tick()
+            if not changed:
+                continue
+            if not await self._replace(uid, group, out, object_prefix, stats):
+                stats.conflict = True
+                break
+        return stats
+
+    async def _replace(self, uid: bytes, group: list[tuple[int, dict]],
+                       records: list[SequencedRecord], object_prefix: str,
+                       stats: RewriteStats) -> bool:
+        """Put `records` in place of the sections of `group` (see `rewrite`)."""
+        new_key = None
+        new_row = None
+        if records:
+            b = SectionBuilder(uid)
+            b.add(records)
+            parts = b.finish()
+            blob = b"".join(parts)
+            first = records[0].seq_num
+            new_key = (f"{object_prefix}/{uid.hex()}/{first:020d}-{group[-1][1]['e']:020d}-"
+                       f"{self.rng.getrandbits(48):012x}")
+            await self.segments.put(new_key, blob)
+            new_row = {"k": new_key, "o": 0, "n": len(blob), "e": records[-1].end_seq,
+                       "t0": records[0].timestamp, "t1": records[-1].timestamp}
+        ops: list[Op] = []
+        gone_objects: list[str] = []
+        used: dict[str, int] = {}
+        replaced = False
+        new_seg = f"seg/{uid.hex()}/{records[0].seq_num:020d}" if records else None
+        for start, row in group:
+            seg_key = f"seg/{uid.hex()}/{start:020d}"
+            cur = await self.metadata.get(seg_key)
+            if cur is None or json.loads(cur.value) != row:
+                return await self._abandon(uid, new_key)
+            if seg_key == new_seg:
+                ops.append(Op("put", seg_key, json.dumps(new_row).encode(), cur.version))
+                replaced = True
+            else:
+                ops.append(Op("delete", seg_key, expected_version=cur.version))
+            used[row["k"]] = used.get(row["k"], 0) + 1
+        for obj, n in used.items():
+            cur = await self.metadata.get(f"obj/{obj}")
+            live = (json.loads(cur.value)["live"] if cur is not None else 0) - n
+            if cur is None:
+                pass  # (an object of an old version, with no live count: goes with its rows)
+            elif live > 0:
+                ops.append(Op("put", f"obj/{obj}", json.dumps({"live": live}).encode(),
+                              cur.version))
+            else:
+                ops.append(Op("delete", f"obj/{obj}", expected_version=cur.version))
+            if live <= 0:
+                gone_objects.append(obj)
+        if records:
+            if not replaced:
+                ops.append(Op("put", new_seg, json.dumps(new_row).encode()))
+            ops.append(Op("put", f"obj/{new_key}", json.dumps({"live": 1}).encode()))
+        try:
+            await self.metadata.write_batch(ops)
+        except VersionMismatch:
+            return await self._abandon(uid, new_key)
+        except Indeterminate:
+            self.forget(uid)  # the batch may be in: the new object may be live, keep it
+            raise
+        self.forget(uid)
+        for _, row in group:
+            old = self._sections.pop((row["k"], row["o"]), None)
+            if old is not None:
+                self._cached_bytes -= len(old.data)
+        for obj in gone_objects:
+            try:
+                await self.segments.delete(obj)
+            except S2Error:
+                pass  # an orphan object costs storage only; the catalog no longer uses it
+        stats.sections_written += bool(records)
+        stats.bytes_before += sum(row["n"] for _, row in group)
+        stats.bytes_after += new_row["n"] if new_row else 0
+        return True
+
+    async def _abandon(self, uid: bytes, new_key: str | None) -> bool:
+        self.forget(uid)
+        if new_key is not None:
+            try:
+                await self.segments.delete(new_key)
+            except S2Error:
+                pass
+        return False

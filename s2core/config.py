@@ -159,6 +159,10 @@ def _check(cfg: dict) -> None:
         raise ConfigError("kafka.group_initial_rebalance_delay_ms must be >= 0")
     if cfg["kafka"]["producer_id_expiration_ms"] < 1:
         raise ConfigError("kafka.producer_id_expiration_ms must be >= 1")
+    if cfg["kafka"]["log_cleaner_interval_s"] <= 0:
+        raise ConfigError("kafka.log_cleaner_interval_s must be > 0")
+    if cfg["kafka"]["log_cleaner_dedupe_buffer_bytes"] < 1024:
+        raise ConfigError("kafka.log_cleaner_dedupe_buffer_bytes must be >= 1024")
     tail = cfg["tail"]
     if tail["memory_bound_bytes"] < 2 * cfg["limits"]["max_append_bytes"]:
         raise ConfigError("tail.memory_bound_bytes must be at least twice "

@@ -12,10 +12,10 @@ import logging
 import random
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from s2core.catalog import SegmentCatalog
+from s2core.catalog import RewriteStats, SegmentCatalog
 from s2core.channel import Channel, ChannelConfig
 from s2core.clock import Clock, SystemClock
 from s2core.errors import (
@@ -100,7 +100,7 @@ class StreamStore:
         self.rng = rng or random.Random()
         self.limits = limits or Limits()
         self.owner = owner
-        self.catalog = SegmentCatalog(self.metadata, segments)
+        self.catalog = SegmentCatalog(self.metadata, segments, rng=self.rng)
         self.channels: dict[str, Channel] = {}
         self.class_channel: dict[str, str] = {}
         self.default_channel = ""
@@ -526,7 +526,9 @@ class StreamStore:
                 if len(out) >= count or size >= max_bytes:
                     return out
             if not progressed:
-                break
+                if seq >= st.mem_first:
+                    break
+                seq = st.mem_first  # the rest below the memory was compacted away
         return out
 
     async def read_session(self, basin: str, name: str, *, seq_num: int | None = None,
@@ -750,15 +752,44 @@ class StreamStore:
     async def _purge(self, uid: bytes, below: int | None) -> int:
         """`catalog.purge`, one at a time per stream: two purges of one section would both
         decrement its object's live count (and delete an object still in use)."""
+        async with self._exclusive(uid):
+            return await self.catalog.purge(uid, below)
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, uid: bytes):
+        """One purge or rewrite of a stream's sections at a time (both lower the live
+        counts of its objects)."""
         while (busy := self._purging.get(uid)) is not None:
             await asyncio.wait([busy])
         done = asyncio.get_running_loop().create_future()
         self._purging[uid] = done
         try:
-            return await self.catalog.purge(uid, below)
+            yield
         finally:
             del self._purging[uid]
             done.set_result(None)
+
+    # ------------------------------------------------------------- compaction
+
+    async def rewrite_offloaded(self, basin: str, name: str, upto: int,
+                                rewrite: Callable[[SequencedRecord], SequencedRecord | None],
+                                *, group_bytes: int = 8 * 1024 * 1024,
+                                tick=None) -> RewriteStats:
+        """Rewrite a stream's offloaded sections that end at or below `upto` record by
+        record (`SegmentCatalog.rewrite`): the storage step of a keyed compaction, whose
+        caller decides what each record becomes (kept, replaced by one with the same
+        seq_num, span and timestamp, or dropped). The part still only in the WAL is never
+        touched. Records of the rewritten range still held in memory are let go, so that
+        reads see the rewritten sections from then on."""
+        h = await self._handle(basin, name)
+        async with self._exclusive(h.uid):
+            stats = await self.catalog.rewrite(h.uid, upto, rewrite,
+                                               object_prefix="segments/compacted",
+                                               group_bytes=group_bytes, tick=tick)
+        st = self._resident(h.uid)
+        if st is not None:
+            st.evict_below(min(upto, st.offloaded_upto))
+        return stats
 
 
 def _first_sections(rows: list) -> dict[str, dict]:

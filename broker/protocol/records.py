@@ -19,7 +19,7 @@ The CRC covers bytes 21 .. end of batch.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -42,6 +42,7 @@ __all__ = [
     "batch_crc",
     "build_batch",
     "build_control_batch",
+    "filter_batch",
     "iter_records",
     "parse_batch_header",
     "set_base_offset",
@@ -259,13 +260,24 @@ def iter_records(buf: bytes | bytearray | memoryview, pos: int = 0, *,
     """
     view = buf if isinstance(buf, memoryview) else memoryview(buf)
     h = validate_batch(view, pos) if verify else parse_batch_header(view, pos)
-    body = view[pos + BATCH_HEADER_SIZE:pos + h.size]
-    data = decompress(h.compression, body, max_decompressed)
-    data = data if isinstance(data, memoryview) else memoryview(data)
+    for rec, _, _ in _walk(h, _payload(view, pos, h, max_decompressed)):
+        yield rec
+
+
+def _payload(view: memoryview, pos: int, h: BatchHeader, max_decompressed: int) -> memoryview:
+    """The batch's records section, decompressed."""
+    data = decompress(h.compression, view[pos + BATCH_HEADER_SIZE:pos + h.size],
+                      max_decompressed)
+    return data if isinstance(data, memoryview) else memoryview(data)
+
+
+def _walk(h: BatchHeader, data: memoryview) -> Iterator[tuple[Record, int, int]]:
+    """Each record of the (decompressed) records section with its start and end in it."""
     log_append = h.timestamp_type == TimestampType.LOG_APPEND_TIME
     p = 0
     n = len(data)
     for _ in range(h.record_count):
+        start = p
         length, p = _read_varlong(data, p, n)
         if length < 0 or p + length > n:
             raise CorruptRecordBatchError(f"record length {length} runs past the batch")
@@ -293,9 +305,48 @@ def iter_records(buf: bytes | bytearray | memoryview, pos: int = 0, *,
         if p != end:
             raise CorruptRecordBatchError("record has trailing bytes")
         ts = h.max_timestamp if log_append else h.base_timestamp + ts_delta
-        yield Record(h.base_offset + off_delta, ts, key, value, tuple(headers))
+        yield Record(h.base_offset + off_delta, ts, key, value, tuple(headers)), start, end
     if p != n:
         raise CorruptRecordBatchError("batch has bytes after its last record")
+
+
+def filter_batch(buf: bytes | bytearray | memoryview, keep: Callable[[Record], bool], *,
+                 max_decompressed: int = DEFAULT_MAX_DECOMPRESSED
+                 ) -> bytes | bytearray | memoryview | None:
+    """The batch (alone in ``buf``) with only the records ``keep`` accepts, as a log
+    cleaner writes it: ``buf`` itself when every record stays, None when none does, else
+    a new batch with the same base offset, last offset delta, base timestamp, producer
+    id, epoch and base sequence, attributes and compression (a compacted batch still spans
+    the offsets it was written with, so an idempotent producer's sequence numbers and the
+    next batch's offsets still line up). The kept records' bytes are copied unchanged
+    (their offset and timestamp deltas stay relative to the same base); the max timestamp
+    is that of the kept records (LogAppendTime batches keep theirs)."""
+    view = buf if isinstance(buf, memoryview) else memoryview(buf)
+    h = validate_batch(view)
+    if h.size != len(view):
+        raise CorruptRecordBatchError("bytes after the record batch")
+    data = _payload(view, 0, h, max_decompressed)
+    kept: list[memoryview] = []
+    max_ts = -1
+    for rec, start, end in _walk(h, data):
+        if keep(rec):
+            kept.append(data[start:end])
+            max_ts = max(max_ts, rec.timestamp)
+    if len(kept) == h.record_count:
+        return buf
+    if not kept:
+        return None
+    payload = compress(h.compression, b"".join(kept))
+    if h.timestamp_type == TimestampType.LOG_APPEND_TIME:
+        max_ts = h.max_timestamp
+    size = BATCH_HEADER_SIZE + len(payload)
+    out = bytearray(_HEADER.pack(
+        h.base_offset, size - LOG_OVERHEAD, h.partition_leader_epoch, MAGIC, 0,
+        h.attributes, h.last_offset_delta, h.base_timestamp, max_ts, h.producer_id,
+        h.producer_epoch, h.base_sequence, len(kept)))
+    out += payload
+    _U32.pack_into(out, _CRC_OFFSET, batch_crc(out, 0, size))
+    return out
 
 
 def _write_varlong(out: bytearray, value: int) -> None:

@@ -19,6 +19,7 @@ from broker.protocol.records import (
     TimestampType,
     build_batch,
     build_control_batch,
+    filter_batch,
     iter_records,
     parse_batch_header,
     set_base_offset,
@@ -205,3 +206,44 @@ def test_cross_check_with_kafka_python() -> None:
         assert parsed.validate_crc()
         assert [(r.offset, r.timestamp, r.key, r.value) for r in parsed] == [
             (i, 1000 + i, b"k%d" % i, b"v" * i) for i in range(5)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(raw=record_lists, codec=st.sampled_from(list(Compression)),
+       mask=st.lists(st.booleans(), min_size=8, max_size=8))
+def test_filter_batch_keeps_offsets_producer_fields_and_codec(raw: list, codec: Compression,
+                                                             mask: list[bool]) -> None:
+    recs = _records(raw)
+    batch = bytes(build_batch(recs, compression=codec, producer_id=7, producer_epoch=2,
+                              base_sequence=5, partition_leader_epoch=3))
+    wanted = [r for i, r in enumerate(recs) if mask[i]]
+    out = filter_batch(batch, lambda r: mask[r.offset - 100])
+    if len(wanted) == len(recs):
+        assert out is batch
+        return
+    if not wanted:
+        assert out is None
+        return
+    h, old = validate_batch(out), parse_batch_header(batch)
+    assert h.size == len(out) and h.record_count == len(wanted)
+    assert (h.base_offset, h.last_offset_delta, h.base_timestamp, h.attributes,
+            h.producer_id, h.producer_epoch, h.base_sequence, h.partition_leader_epoch) == (
+        old.base_offset, old.last_offset_delta, old.base_timestamp, old.attributes,
+        old.producer_id, old.producer_epoch, old.base_sequence, old.partition_leader_epoch)
+    assert h.max_timestamp == max(r.timestamp for r in wanted)
+    assert [_plain(r) for r in iter_records(out)] == [_plain(r) for r in wanted]
+
+
+def test_filter_batch_log_append_time_and_bad_input() -> None:
+    batch = build_batch(_records([(b"k", b"v", []), (b"j", b"w", [])]))
+    set_log_append_time(batch, 0, 42)
+    out = filter_batch(bytes(batch), lambda r: r.key == b"j")
+    h = validate_batch(out)
+    assert h.max_timestamp == 42 and h.timestamp_type == TimestampType.LOG_APPEND_TIME
+    assert [(r.offset, r.timestamp) for r in iter_records(out)] == [(101, 42)]
+    with pytest.raises(CorruptRecordBatchError):
+        filter_batch(bytes(batch) + b"x", lambda r: True)
+    bad = bytearray(batch)
+    bad[-1] ^= 1
+    with pytest.raises(CorruptRecordBatchError):
+        filter_batch(bytes(bad), lambda r: True)
