@@ -3,50 +3,62 @@
     create_app(store, auth_tokens=None, kafka_view=None) -> ASGI app
 
 Routes: /health, /metrics (Prometheus), /v1/basins[/{basin}], /v1/streams[/{stream}],
-/v1/streams/{stream}/records[/tail]. With `auth_tokens`, every /v1 request needs
-`Authorization: Bearer <one of them>` (401 without one, 403 with a wrong one) and is refused
-before it touches the store.
+/v1/streams/{stream}/records[/tail], /v1/access-tokens[/{id}]. Every /v1 request runs as
+the principal of its access token (tokens.py): with `auth_tokens` configured it needs
+`Authorization: Bearer <token>` (401 without one, 403 with a wrong one), and a request
+its token does not permit is refused (403) before it touches the store.
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from s2core.http import basins, records, streams
+from s2core.http import access_tokens, basins, records, streams
 from s2core.http.asgi import Receive, Request, Response, Scope, Send, StreamingResponse
 from s2core.http.context import Api, KafkaView, Settings
 from s2core.http.errors import HttpError, from_store_error
 from s2core.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from s2core.http.tokens import AccessTokens, Principal
 from s2core.store import StreamStore
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[..., Awaitable[Response | StreamingResponse]]
 
-# (path pattern, {method: (handler, takes send)}); "*" matches one path segment
-_ROUTES: list[tuple[tuple[str, ...], dict[str, tuple[Handler, bool]]]] = [
-    (("v1", "basins"), {"GET": (basins.list_basins, False),
-                        "POST": (basins.create_basin, False)}),
-    (("v1", "basins", "*"), {"GET": (basins.get_basin_config, False),
-                             "PUT": (basins.ensure_basin, False),
-                             "PATCH": (basins.reconfigure_basin, False),
-                             "DELETE": (basins.delete_basin, False)}),
-    (("v1", "streams"), {"GET": (streams.list_streams, False),
-                         "POST": (streams.create_stream, False)}),
-    (("v1", "streams", "*"), {"GET": (streams.get_stream_config, False),
-                              "PUT": (streams.ensure_stream, False),
-                              "PATCH": (streams.reconfigure_stream, False),
-                              "DELETE": (streams.delete_stream, False)}),
-    (("v1", "streams", "*", "records"), {"GET": (records.read, True),
-                                         "POST": (records.append, True)}),
-    (("v1", "streams", "*", "records", "tail"), {"GET": (records.check_tail, False)}),
+# (path pattern, {method: (handler, takes send, operation)}); "*" matches one path segment.
+# The operation is S2's name of it, checked against the request's access token: on the
+# basin of the path (basin routes) or on the request's basin and the path's stream.
+_ROUTES: list[tuple[tuple[str, ...], dict[str, tuple[Handler, bool, str]]]] = [
+    (("v1", "basins"), {"GET": (basins.list_basins, False, "list-basins"),
+                        "POST": (basins.create_basin, False, "create-basin")}),
+    (("v1", "basins", "*"), {"GET": (basins.get_basin_config, False, "get-basin-config"),
+                             "PUT": (basins.ensure_basin, False, "create-basin"),
+                             "PATCH": (basins.reconfigure_basin, False, "reconfigure-basin"),
+                             "DELETE": (basins.delete_basin, False, "delete-basin")}),
+    (("v1", "streams"), {"GET": (streams.list_streams, False, "list-streams"),
+                         "POST": (streams.create_stream, False, "create-stream")}),
+    (("v1", "streams", "*"), {"GET": (streams.get_stream_config, False, "get-stream-config"),
+                              "PUT": (streams.ensure_stream, False, "create-stream"),
+                              "PATCH": (streams.reconfigure_stream, False,
+                                        "reconfigure-stream"),
+                              "DELETE": (streams.delete_stream, False, "delete-stream")}),
+    (("v1", "streams", "*", "records"), {"GET": (records.read, True, "read"),
+                                         "POST": (records.append, True, "append")}),
+    (("v1", "streams", "*", "records", "tail"), {"GET": (records.check_tail, False,
+                                                         "check-tail")}),
+    (("v1", "access-tokens"), {"GET": (access_tokens.list_tokens, False,
+                                       "list-access-tokens"),
+                               "POST": (access_tokens.issue_token, False,
+                                        "issue-access-token")}),
+    (("v1", "access-tokens", "*"), {"DELETE": (access_tokens.revoke_token, False,
+                                               "revoke-access-token")}),
 ]
-_NOT_OFFERED = ("access-tokens", "metrics", "locations")
+_NOT_OFFERED = ("metrics", "locations")
 
 
-def _match(segments: list[str]) -> tuple[dict[str, tuple[Handler, bool]], list[str], str] | None:
+def _match(segments: list[str]
+           ) -> tuple[dict[str, tuple[Handler, bool, str]], list[str], str] | None:
     for pattern, methods in _ROUTES:
         if len(pattern) != len(segments):
             continue
@@ -64,9 +76,8 @@ def _match(segments: list[str]) -> tuple[dict[str, tuple[Handler, bool]], list[s
 class S2App:
     """The ASGI application (HTTP only; lifespan events are acknowledged)."""
 
-    def __init__(self, api: Api, auth_tokens: list[str] | None) -> None:
+    def __init__(self, api: Api) -> None:
         self.api = api
-        self._tokens = [t.encode() for t in auth_tokens or []]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -98,7 +109,7 @@ class S2App:
         found = _match(segs)
         if found is None:
             if len(segs) >= 2 and segs[0] == "v1" and segs[1] in _NOT_OFFERED:
-                self._authorize(req)
+                await self._authorize(req)
                 raise HttpError(501, "not_implemented",
                                 f"/v1/{segs[1]} is not offered by this server")
             raise HttpError(404, "not_found", f"no such resource: {req.raw_path.decode('latin-1')}")
@@ -106,9 +117,16 @@ class S2App:
         if req.method not in methods:
             raise HttpError(405, "method_not_allowed", f"{req.method} is not allowed here",
                             headers=(("allow", ", ".join(methods)),))
-        self._authorize(req)
-        handler, wants_send = methods[req.method]
+        handler, wants_send, op = methods[req.method]
         try:
+            p = await self._authorize(req)
+            if segs[1] == "basins":
+                p.check(op, args[0] if args else None)
+            elif segs[1] == "streams":
+                basin = self.api.basin_of(req)
+                if args:
+                    args[0] = p.stream_prefix() + args[0]
+                p.check(op, basin, args[0] if args else None)
             if wants_send:
                 return route, await handler(self.api, req, send, *args)
             return route, await handler(self.api, req, *args)
@@ -126,21 +144,10 @@ class S2App:
         """Shutting down: end every session now, telling clients to reconnect."""
         self.api.draining.set()
 
-    def _authorize(self, req: Request) -> None:
-        if not self._tokens:
-            return
-        header = req.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise HttpError(401, "permission_denied", "a bearer access token is required",
-                            headers=(("www-authenticate", "Bearer"),))
-        given = token.strip().encode()
-        # compare against every token so the time taken does not tell which one is close
-        ok = False
-        for t in self._tokens:
-            ok |= hmac.compare_digest(given, t)
-        if not ok:
-            raise HttpError(403, "permission_denied", "invalid access token")
+    async def _authorize(self, req: Request) -> Principal:
+        """The request's principal (401/403 if its token is refused), kept on `req`."""
+        req.principal = await self.api.tokens.authenticate(req.headers.get("authorization"))
+        return req.principal
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -158,6 +165,8 @@ def create_app(store: StreamStore, auth_tokens: list[str] | None = None,
                settings: Settings | None = None) -> S2App:
     """The ASGI app serving S2's REST API over `store`.
 
-    `auth_tokens`: None or empty turns auth off. `kafka_view`: see context.KafkaView.
+    `auth_tokens`: root access tokens (None or empty turns auth off: see tokens.py).
+`kafka_view`: see context.KafkaView.
     """
-    return S2App(Api(store, settings or Settings(), kafka_view), auth_tokens)
+    return S2App(Api(store, settings or Settings(), kafka_view,
+                     AccessTokens(store.metadata, auth_tokens)))

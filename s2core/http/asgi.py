@@ -59,6 +59,7 @@ class Request:
         self.segments = self._decode_segments(self.raw_path)
         self.query = self._decode_query(scope.get("query_string", b""))
         self.route = "unmatched"  # filled in by the router, for metrics
+        self.principal = None  # who it runs as (tokens.Principal), set by the router
         self.body_consumed = False
         self.body_ended = False  # the last body chunk arrived, or the client left
 

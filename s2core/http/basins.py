@@ -8,6 +8,7 @@ from s2core.http import jsoncodec as jc
 from s2core.http.asgi import Request, Response
 from s2core.http.context import Api
 from s2core.http.errors import bad_request, invalid
+from s2core.http.tokens import narrow, principal_of
 
 
 def list_params(req: Request) -> tuple[str, str, int]:
@@ -49,7 +50,12 @@ async def _info(api: Api, name: str) -> dict:
 
 async def list_basins(api: Api, req: Request) -> Response:
     prefix, start_after, limit = list_params(req)
+    scope = principal_of(req).basins
+    prefix = narrow(scope, prefix)
+    if prefix is None:  # the access token's scope has none of them
+        return Response.json({"basins": [], "has_more": False})
     infos, more = await api.store.list_basins(prefix, start_after, limit)
+    infos = [b for b in infos if scope.matches(b.name)]
     return Response.json({
         "basins": [jc.basin_info(b.name, b.created_at_ms, api.settings.location)
                    for b in infos],
@@ -63,6 +69,7 @@ async def create_basin(api: Api, req: Request) -> Response:
                            ("basin",))
     if not isinstance(obj["basin"], str):
         raise bad_request("bad_json", "basin must be a string")
+    principal_of(req).check("create-basin", obj["basin"])
     token = req.headers.get("s2-request-token")
     replay = api.replay("basin", token, obj)
     if replay is not None:

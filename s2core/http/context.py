@@ -11,6 +11,7 @@ from s2core.errors import InvalidArgument
 from s2core.http.asgi import Request, Response
 from s2core.http.errors import bad_request
 from s2core.http.metrics import Metrics
+from s2core.http.tokens import AccessTokens
 from s2core.names import validate_basin_name, validate_stream_name
 from s2core.store import StreamStore
 
@@ -46,10 +47,11 @@ class Api:
     """The handlers' shared state."""
 
     def __init__(self, store: StreamStore, settings: Settings,
-                 kafka_view: KafkaView | None) -> None:
+                 kafka_view: KafkaView | None, tokens: AccessTokens | None = None) -> None:
         self.store = store
         self.settings = settings
         self.kafka_view = kafka_view
+        self.tokens = tokens or AccessTokens(store.metadata)
 
         self.metrics = Metrics()
         self.draining = asyncio.Event()  # set at shutdown: sessions end, clients reconnect

@@ -19,6 +19,7 @@ from s2core.http.readparams import (
 )
 from s2core.http.sessions import append_session, s2s_read_session, sse_read_session
 from s2core.http.streams import create_with_header_config
+from s2core.http.tokens import check_commands
 from s2core.records import ReadBatch, metered_size
 
 PROTO_TYPES = ("application/x-protobuf", "application/protobuf")
@@ -52,6 +53,7 @@ async def append(api: Api, req: Request, send: Send, name: str) -> Response | St
     else:
         raise HttpError(415, "bad_header", f"unsupported content type {ctype!r}")
     api.check_writable(basin, name)
+    check_commands(req, inp.records, basin, name)
     await create_with_header_config(api, req, basin, name, "append")
     ack = await api.store.append(basin, name, inp.records, match_seq_num=inp.match_seq_num,
                                  fencing_token=inp.fencing_token)

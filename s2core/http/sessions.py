@@ -26,6 +26,7 @@ from s2core.http.context import Api
 from s2core.http.errors import HttpError, bad_request, from_store_error
 from s2core.http.readparams import UNARY_MAX_BYTES, UNARY_MAX_RECORDS, ReadParams
 from s2core.http.streams import create_with_header_config
+from s2core.http.tokens import check_commands
 from s2core.records import ReadBatch, metered_size
 
 log = logging.getLogger(__name__)
@@ -219,10 +220,12 @@ async def append_session(api: Api, req: Request, send: Send, basin: str,
                     if frame.terminal:
                         raise s2s.BadFrame("a client may not send a terminal frame")
                     try:
-                        await inbox.put(proto.decode_append_input(frame.body))
+                        inp = proto.decode_append_input(frame.body)
                     except proto.DecodeError as exc:
                         raise bad_request("bad_proto", f"malformed AppendInput: {exc}") \
                             from None
+                    check_commands(req, inp.records, basin, name)
+                    await inbox.put(inp)
             if decoder.pending():
                 raise s2s.BadFrame("the session ended inside a frame")
             await inbox.put(None)

@@ -12,21 +12,29 @@ from s2core.http.asgi import Request, Response
 from s2core.http.basins import list_params
 from s2core.http.context import Api
 from s2core.http.errors import bad_request
+from s2core.http.tokens import narrow, principal_of
 
 
-async def _info(api: Api, basin: str, name: str) -> dict:
+async def _info(api: Api, basin: str, name: str, strip: str = "") -> dict:
     infos, _ = await api.store.list_streams(basin, prefix=name, limit=1)
     if not infos or infos[0].name != name:
         raise StreamNotFound(f"stream {name!r} does not exist in basin {basin!r}")
-    return jc.stream_info(name, infos[0].created_at_ms, infos[0].deleted_at_ms)
+    return jc.stream_info(name[len(strip):], infos[0].created_at_ms, infos[0].deleted_at_ms)
 
 
 async def list_streams(api: Api, req: Request) -> Response:
     basin = api.basin_of(req)
     prefix, start_after, limit = list_params(req)
-    infos, more = await api.store.list_streams(basin, prefix, start_after, limit)
+    p = principal_of(req)
+    strip = p.stream_prefix()  # (auto_prefix_streams: names are shown without it)
+    listed = narrow(p.streams, strip + prefix)
+    if listed is None:  # the access token's scope has none of them
+        return Response.json({"streams": [], "has_more": False})
+    after = strip + start_after if start_after else ""
+    infos, more = await api.store.list_streams(basin, listed, after, limit)
     return Response.json({
-        "streams": [jc.stream_info(s.name, s.created_at_ms, s.deleted_at_ms) for s in infos],
+        "streams": [jc.stream_info(s.name[len(strip):], s.created_at_ms, s.deleted_at_ms)
+                    for s in infos if p.streams.matches(s.name)],
         "has_more": more,
     })
 
@@ -37,14 +45,17 @@ async def create_stream(api: Api, req: Request) -> Response:
                           ("stream",))
     if not isinstance(obj["stream"], str):
         raise bad_request("bad_json", "stream must be a string")
+    p = principal_of(req)
+    name = p.stream_prefix() + obj["stream"]
+    p.check("create-stream", basin, name)
     token = req.headers.get("s2-request-token")
-    replay = api.replay("stream", token, (basin, obj))
+    replay = api.replay("stream", token, (basin, name, obj))
     if replay is not None:
         return replay
     cfg = jc.check_config_object(obj.get("config"), "config")
-    info = await api.store.create_stream(basin, obj["stream"], cfg)
-    resp = Response.json(jc.stream_info(info.name, info.created_at_ms), 201)
-    api.remember("stream", token, (basin, obj), resp)
+    info = await api.store.create_stream(basin, name, cfg)
+    resp = Response.json(jc.stream_info(obj["stream"], info.created_at_ms), 201)
+    api.remember("stream", token, (basin, name, obj), resp)
     return resp
 
 
@@ -62,8 +73,8 @@ async def ensure_stream(api: Api, req: Request, name: str) -> Response:
             result, status = "updated", 200
         else:
             result, status = "noop", 200
-    return Response.json(await _info(api, basin, name), status,
-                         (("s2-provision-result", result),))
+    return Response.json(await _info(api, basin, name, principal_of(req).stream_prefix()),
+                         status, (("s2-provision-result", result),))
 
 
 async def get_stream_config(api: Api, req: Request, name: str) -> Response:
