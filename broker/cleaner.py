@@ -139,7 +139,7 @@ class LogCleaner:
             due = False
         if not (due or force or tombstones_due):
             return None
-        slices = Slices(store.clock)
+        slices = Slices(store.clock, quiet=store.quiet)  # (rests only while appends come)
         if dirty:
             offsets, map_end, read = await self._offset_map(
                 name, max(ck, dirty[0][0]), upto, slices)

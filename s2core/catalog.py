@@ -229,7 +229,8 @@ class SegmentCatalog:
 
     async def rewrite(self, uid: bytes, upto: int,
                       rewrite: Callable[[SequencedRecord], SequencedRecord | None], *,
-                      object_prefix: str, group_bytes: int, tick=None) -> RewriteStats:
+                      object_prefix: str, group_bytes: int, tick=None,
+                      pace=None) -> RewriteStats:
         """Rewrite the sections of `uid` that end at or below `upto`, in order: `rewrite`
         gets each record and returns it (kept as it is), another record with the same
         seq_num, span and timestamp (its headers and body replaced), or None (dropped:
@@ -242,7 +243,8 @@ class SegmentCatalog:
         replaces and of their objects' live counts: a purge or another rewrite that
         got there first makes it a conflict, the new object is deleted and the pass
         stops. Objects left with no live section are deleted once the batch is in.
-        `tick` (awaited every few hundred records) lets the loop run between slices.
+        `tick` (awaited after each record) lets the loop run between slices; `pace()`
+        gives the pace of each new object's put (see LocalDirObjectStore.put).
 
         The caller serializes rewrites and purges of one stream (both lower live
         counts)."""
@@ -279,30 +281,34 @@ class SegmentCatalog:
                             stats.records_changed += 1
                             changed = True
                         out.append(new)
-                    if tick is not None and not j & 255:
+                    if tick is not None:
                         await tick()
             if not changed:
                 continue
-            if not await self._replace(uid, group, out, object_prefix, stats):
+            if not await self._replace(uid, group, out, object_prefix, stats, tick, pace):
                 stats.conflict = True
                 break
         return stats
 
     async def _replace(self, uid: bytes, group: list[tuple[int, dict]],
                        records: list[SequencedRecord], object_prefix: str,
-                       stats: RewriteStats) -> bool:
+                       stats: RewriteStats, tick=None, pace=None) -> bool:
         """Put `records` in place of the sections of `group` (see `rewrite`)."""
         new_key = None
         new_row = None
         if records:
             b = SectionBuilder(uid)
-            b.add(records)
+            for i in range(0, len(records), 64):
+                b.add(records[i:i + 64])
+                if tick is not None:
+                    await tick()
             parts = b.finish()
             blob = b"".join(parts)
             first = records[0].seq_num
             new_key = (f"{object_prefix}/{uid.hex()}/{first:020d}-{group[-1][1]['e']:020d}-"
                        f"{self.rng.getrandbits(48):012x}")
-            await self.segments.put(new_key, blob)
+            paced = pace() if pace is not None else None
+            await self.segments.put(new_key, blob, **({"pace": paced} if paced else {}))
             new_row = {"k": new_key, "o": 0, "n": len(blob), "e": records[-1].end_seq,
                        "t0": records[0].timestamp, "t1": records[-1].timestamp}
         ops: list[Op] = []

@@ -124,13 +124,13 @@ class Offloader:
         """No pass under way and less than a batch waiting."""
         return not self._lock.locked() and self.pending_bytes < self._batch_bytes()
 
-    def _quiet(self) -> bool:
+    def quiet(self) -> bool:
         """No chunk for QUIET_S: nothing to leave the loop to, the pass need not rest."""
         return self.channel.clock.monotonic() - self._noted_at > QUIET_S
 
     def _slices(self) -> Slices:
         return Slices(self.channel.clock, urgent=self._urgent, behind=self._behind,
-                      quiet=self._quiet)
+                      quiet=self.quiet)
 
     async def offload_once(self, slices: Slices | None = None) -> bool:
         """Offload one batch of chunks; return whether there was anything to do."""
@@ -345,6 +345,15 @@ class Offloader:
         def pace() -> float | None:
             return None if time.monotonic() - self._noted_wall > QUIET_S else rate
         return pace
+
+    def background_pace(self):
+        """The pace for another background write to the segment store (a compaction's),
+        as this pass would write a segment now: None (full speed) unless the store paces
+        writes (a local disk that the WAL shares)."""
+        if not getattr(self.segments, "paces_writes", False):
+            return None
+        pace = self._segment_pace()
+        return None if pace is None else self._piece_pace(pace)
 
     async def _put(self, key: str, data: bytes, pace=None) -> None:
         delay = 0.01

@@ -771,6 +771,11 @@ class StreamStore:
 
     # ------------------------------------------------------------- compaction
 
+    def quiet(self) -> bool:
+        """No channel has taken an append of late: background work need not rest between
+        its slices (see Slices)."""
+        return all(ch.offloader.quiet() for ch in self.channels.values())
+
     async def rewrite_offloaded(self, basin: str, name: str, upto: int,
                                 rewrite: Callable[[SequencedRecord], SequencedRecord | None],
                                 *, group_bytes: int = 8 * 1024 * 1024,
@@ -782,10 +787,12 @@ class StreamStore:
         touched. Records of the rewritten range still held in memory are let go, so that
         reads see the rewritten sections from then on."""
         h = await self._handle(basin, name)
+        offloader = self._channel(h).offloader  # (its writes' pace leaves the WAL its disk)
         async with self._exclusive(h.uid):
             stats = await self.catalog.rewrite(h.uid, upto, rewrite,
                                                object_prefix="segments/compacted",
-                                               group_bytes=group_bytes, tick=tick)
+                                               group_bytes=group_bytes, tick=tick,
+                                               pace=offloader.background_pace)
         st = self._resident(h.uid)
         if st is not None:
             st.evict_below(min(upto, st.offloaded_upto))
