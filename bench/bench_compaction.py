@@ -127,7 +127,7 @@ async def main() -> None:
             await fill(b, t, args.records, args.per, args.keys, codec, rnd)
             done = {}
 
-            async def clean() -> None:
+            async def clean(t: str = t, done: dict = done) -> None:
                 w = time.perf_counter()
                 await LogCleaner(b).clean(b.topics.get(t), 0, force=True)
                 done["s"] = time.perf_counter() - w
