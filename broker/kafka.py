@@ -11,6 +11,7 @@ from broker.protocol.registry import APIS
 from broker.sasl import ALL_MECHANISMS, SaslUsers
 from broker.services import load_services
 from broker.topics import TopicRegistry, stream_name
+from broker.transactions import TransactionCoordinator
 from s2core.errors import StreamNotFound
 from s2core.metadata.base import VersionMismatch
 from s2core.store import StreamStore
@@ -52,6 +53,8 @@ class Broker:
         # consumer groups (broker/groups): the coordinator, started and stopped here
         self.extensions["groups"] = GroupCoordinator(self, GroupConfig(
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms))
+        # transactions (broker/transactions.py)
+        self.extensions["txn"] = TransactionCoordinator(self)
 
     async def start(self) -> None:
         await self.store.ensure_basin(self.basin)
@@ -59,6 +62,7 @@ class Broker:
         await self.sasl.load(self.store.metadata)
         self.cluster_id = await self._cluster_id()
         await self.extensions["groups"].start()
+        await self.extensions["txn"].start()
 
     async def stop(self) -> None:
         """Stop background work (after the listener stopped, before the store closes)."""

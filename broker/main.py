@@ -71,6 +71,7 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
         broker, stop, cfg["kafka"]["retention_check_interval_s"]))
     expiry = loop.create_task(broker.producers.run_expiry(
         stop, cfg["kafka"]["producer_id_expiration_ms"]))
+    txn_timeouts = broker.extensions["txn"].run_expiry(stop)
     cleaner = loop.create_task(LogCleaner(
         broker, cfg["kafka"]["log_cleaner_dedupe_buffer_bytes"]).run(
         stop, cfg["kafka"]["log_cleaner_interval_s"])) \
@@ -90,6 +91,7 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
         sweeper.cancel()
         retention.cancel()
         expiry.cancel()
+        txn_timeouts.cancel()
         if cleaner is not None:
             cleaner.cancel()
         await close_store(store)

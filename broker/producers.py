@@ -124,7 +124,7 @@ class ProducerRegistry:
                 h = parse_batch_header(rec.body)
             except DecodeError:
                 continue
-            if h.producer_id < 0:
+            if h.producer_id < 0 or h.is_control:  # (markers carry no sequence)
                 continue
             entry = st.get(h.producer_id)
             if entry is None or h.producer_epoch > entry.epoch:

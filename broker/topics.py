@@ -169,9 +169,11 @@ class TopicRegistry:
                 await self.store.delete_stream(self.basin, stream_name(name, p))
             except StreamNotFound:
                 pass
-        # the log cleaner's checkpoints (broker/cleaner.py), if it ever cleaned the topic
-        for key, _ in await self.metadata.list_prefix(f"kafka/cleaner/{topic.id.hex()}/"):
-            await self.metadata.delete(key)
+        # the log cleaner's checkpoints (broker/cleaner.py) and transactions' partition
+        # states (broker/transactions.py), if any
+        for prefix in ("kafka/cleaner/", "kafka/txn-partition/"):
+            for key, _ in await self.metadata.list_prefix(f"{prefix}{topic.id.hex()}/"):
+                await self.metadata.delete(key)
         return topic
 
     async def _update(self, topic: Topic, **changes) -> Topic:

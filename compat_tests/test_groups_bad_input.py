@@ -170,11 +170,13 @@ def test_find_coordinator_batched_keys(broker, wire, version):
                for c in r.coordinators)
 
 
-def test_find_transaction_coordinator_is_refused(wire):
+def test_find_transaction_coordinator_and_bad_key_types(wire):
     r = wire.call(FIND, 3, FindCoordinatorRequest(key="tx", key_type=1))
-    assert r.error_code == E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED and r.node_id == -1
+    assert r.error_code == 0 and r.node_id >= 0, "this broker coordinates transactions"
     r = wire.call(FIND, 4, FindCoordinatorRequest(key_type=1, coordinator_keys=["tx"]))
-    assert r.coordinators[0].error_code == E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    assert r.coordinators[0].error_code == 0
+    r = wire.call(FIND, 4, FindCoordinatorRequest(key_type=7, coordinator_keys=["tx"]))
+    assert r.coordinators[0].error_code == E.INVALID_REQUEST
 
 
 # ------------------------------------------------------------------ JoinGroup & co

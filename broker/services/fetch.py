@@ -12,7 +12,10 @@ import struct
 
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.fetch_response import (
-    FetchableTopicResponse, FetchResponse, PartitionData,
+    AbortedTransaction,
+    FetchableTopicResponse,
+    FetchResponse,
+    PartitionData,
 )
 from broker.server import RecordParts
 from broker.services._common import kafka_error
@@ -71,7 +74,8 @@ async def _read_all(broker, version, request):
                 continue
             limit = min(p.partition_max_bytes, max(budget - total, 0))
             pd, nbytes, wait_at = await _partition(broker, topic, p, limit,
-                                                   first=(total == 0))
+                                                   first=(total == 0),
+                                                   committed=request.isolation_level == 1)
             total += nbytes
             if wait_at is not None:
                 watch.append((broker.stream(topic.name, p.partition), wait_at))
@@ -88,8 +92,10 @@ def _error(partition, code, hw=-1, lso=-1, start=-1):
                          aborted_transactions=None, preferred_read_replica=-1, records=b"")
 
 
-async def _partition(broker, topic, p, limit, first):
-    """(PartitionData, bytes returned, seq to wait beyond or None)."""
+async def _partition(broker, topic, p, limit, first, committed=False):
+    """(PartitionData, bytes returned, seq to wait beyond or None). `committed`
+    (read_committed): only records below the last stable offset, with the aborted
+    transactions among them (broker/transactions.py)."""
     name = broker.stream(topic.name, p.partition)
     try:
         start, hw = await broker.partition_bounds(topic.name, p.partition)
@@ -97,11 +103,16 @@ async def _partition(broker, topic, p, limit, first):
         return _error(p.partition, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), 0, None
     except S2Error as e:
         return _error(p.partition, kafka_error(e)), 0, None
+    txns = broker.extensions["txn"]
+    await txns.partition(topic.name, p.partition)
+    lso = txns.last_stable(topic.name, p.partition, hw)
     offset = p.fetch_offset
     if offset < start or offset > hw:
-        return _error(p.partition, ErrorCode.OFFSET_OUT_OF_RANGE, hw, hw, start), 0, None
+        return _error(p.partition, ErrorCode.OFFSET_OUT_OF_RANGE, hw, lso, start), 0, None
+    end = lso if committed else hw
     parts = RecordParts()
-    if offset < hw and (limit > 0 or first):
+    served_end = offset
+    if offset < end and (limit > 0 or first):
         try:
             batch = await broker.store.read(broker.basin, name, seq_num=offset,
                                             count=100_000, max_bytes=max(limit, 1),
@@ -112,6 +123,8 @@ async def _partition(broker, topic, p, limit, first):
             return _error(p.partition, kafka_error(e), hw, hw, start), 0, None
         size = 0
         for rec in batch.records if batch else ():
+            if rec.seq_num >= end:
+                break  # (read_committed: past the last stable offset)
             if rec.is_command():
                 continue  # s2 command records (e.g. a DeleteRecords trim) are not batches
             body = rec.body
@@ -120,11 +133,17 @@ async def _partition(broker, topic, p, limit, first):
             parts.add(_PREFIX.pack(rec.seq_num, len(body) - 12, 0))
             parts.add(memoryview(body)[16:])
             size += len(body)
+            served_end = rec.end_seq
             if size >= limit:
                 break
+    aborted = None
+    if committed:
+        aborted = [AbortedTransaction(producer_id=pid, first_offset=first_offset)
+                   for pid, first_offset in txns.aborted_between(topic.name, p.partition,
+                                                                offset, served_end)]
     pd = PartitionData(partition_index=p.partition, error_code=0, high_watermark=hw,
-                       last_stable_offset=hw, log_start_offset=start,
-                       aborted_transactions=None, preferred_read_replica=-1,
+                       last_stable_offset=lso, log_start_offset=start,
+                       aborted_transactions=aborted, preferred_read_replica=-1,
                        records=parts if parts else b"")
     n = len(parts)
     return pd, n, (hw if n == 0 else None)

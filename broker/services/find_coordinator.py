@@ -1,4 +1,4 @@
-"""FindCoordinator: this broker coordinates every group; transactions are not served."""
+"""FindCoordinator: this broker coordinates every group and every transactional id."""
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.find_coordinator_response import (
     Coordinator,
@@ -11,12 +11,7 @@ GROUP, TRANSACTION = 0, 1
 
 
 def _lookup(broker, key: str, key_type: int) -> tuple[int, str | None]:
-    if key_type == TRANSACTION:
-        # InitProducerId refuses transactional ids the same way: a clear, fatal error
-        # rather than a retriable COORDINATOR_NOT_AVAILABLE the client would retry forever.
-        return ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, \
-            "Transactions are not supported by this broker."
-    if key_type != GROUP:
+    if key_type not in (GROUP, TRANSACTION):
         return ErrorCode.INVALID_REQUEST, f"Unsupported key type {key_type}."
     return ErrorCode.NONE, None
 

@@ -1,6 +1,9 @@
-"""InitProducerId: producer ids and epochs for idempotent producers (KIP-98, KIP-360)."""
+"""InitProducerId: producer ids and epochs for idempotent and transactional producers
+(KIP-98, KIP-360; transactional ids: broker/transactions.py)."""
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.init_producer_id_response import InitProducerIdResponse
+from broker.transactions import TxnError
+from s2core.errors import S2Error
 
 API_KEY = 22
 VERSIONS = (0, 5)
@@ -12,11 +15,19 @@ async def handle(broker, conn, header, request):
         return InitProducerIdResponse(throttle_time_ms=0, error_code=code, producer_id=pid,
                                       producer_epoch=epoch)
 
-    if request.transactional_id is not None:
-        # Transactions are not served (no AddPartitionsToTxn/EndTxn are advertised).
-        return reply(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     pid = getattr(request, "producer_id", -1)
     epoch = getattr(request, "producer_epoch", -1)
+    if request.transactional_id is not None:
+        fenced = ErrorCode.PRODUCER_FENCED if header.request_api_version >= 4 \
+            else ErrorCode.INVALID_PRODUCER_EPOCH
+        try:
+            pid, epoch = await broker.extensions["txn"].init_producer_id(
+                request.transactional_id, request.transaction_timeout_ms, pid, epoch, fenced)
+        except TxnError as e:
+            return reply(e.code)
+        except S2Error:
+            return reply(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        return reply(0, pid, epoch)
     if pid >= 0 and epoch >= 0 and epoch < MAX_EPOCH - 1:
         # An idempotent producer bumping its epoch after a failed batch (KIP-360).
         return reply(0, pid, epoch + 1)

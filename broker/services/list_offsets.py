@@ -6,7 +6,9 @@ import struct
 from broker.protocol.errors import ErrorCode
 from broker.protocol.exceptions import DecodeError
 from broker.protocol.messages.list_offsets_response import (
-    ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+    ListOffsetsPartitionResponse,
+    ListOffsetsResponse,
+    ListOffsetsTopicResponse,
 )
 from broker.protocol.records import iter_records
 from broker.services._common import kafka_error
@@ -28,7 +30,8 @@ async def handle(broker, conn, header, request):
                 parts.append(_reply(p.partition_index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
             try:
-                ts, off = await _lookup(broker, topic.name, p.partition_index, p.timestamp)
+                ts, off = await _lookup(broker, topic.name, p.partition_index, p.timestamp,
+                                        getattr(request, "isolation_level", 0) == 1)
             except S2Error as e:
                 parts.append(_reply(p.partition_index, kafka_error(e)))
                 continue
@@ -42,9 +45,13 @@ def _reply(index, code, ts=-1, offset=-1):
                                         offset=offset, leader_epoch=0 if offset >= 0 else -1)
 
 
-async def _lookup(broker, topic, partition, target) -> tuple[int, int]:
+async def _lookup(broker, topic, partition, target, committed=False) -> tuple[int, int]:
     start, hw = await broker.partition_bounds(topic, partition)
     if target == LATEST or target == LATEST_TIERED:
+        if committed:  # read_committed: the last stable offset (broker/transactions.py)
+            txns = broker.extensions["txn"]
+            await txns.partition(topic, partition)
+            return -1, txns.last_stable(topic, partition, hw)
         return -1, hw
     if target in (EARLIEST, EARLIEST_LOCAL):
         return -1, start

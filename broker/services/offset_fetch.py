@@ -1,4 +1,7 @@
-"""OffsetFetch: a group's committed offsets (one group before v8, several from v8)."""
+"""OffsetFetch: a group's committed offsets (one group before v8, several from v8). With
+`require_stable` (v7+, what read_committed consumers send), a partition whose offset an
+open transaction is about to commit answers UNSTABLE_OFFSET_COMMIT (retriable), as Kafka
+does, so that the consumer does not start from the offset before it."""
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.offset_fetch_response import (
     OffsetFetchResponse,
@@ -24,12 +27,14 @@ def _live(broker, coord, group_id):
     return out
 
 
-def _group(broker, coord, version, group_id, topics, member_id=None, member_epoch=-1):
+def _group(broker, coord, version, group_id, topics, member_id=None, member_epoch=-1,
+           stable=False):
     """(error, [(name, topic_id, [(partition, offset, epoch, metadata, error)])])."""
     code = coord.fetch_error(group_id, member_id, member_epoch)
     if code:
         return code, []
     table = _live(broker, coord, group_id)
+    unstable = broker.extensions["txn"].pending_offsets(group_id) if stable else ()
     out = []
     if topics is None:
         by_topic: dict[str, list] = {}
@@ -47,7 +52,9 @@ def _group(broker, coord, version, group_id, topics, member_id=None, member_epoc
         parts = []
         for p in t.partition_indexes:
             e = table.get((name, p)) if name is not None else None
-            if e is None:
+            if (name, p) in unstable:
+                parts.append((p, -1, -1, "", ErrorCode.UNSTABLE_OFFSET_COMMIT))
+            elif e is None:
                 err = ErrorCode.UNKNOWN_TOPIC_ID if version >= 10 and name is None else 0
                 parts.append((p, -1, -1, "", err))
             else:
@@ -65,7 +72,8 @@ async def handle(broker, conn, header, request):
         for g in request.groups:
             code, topics = _group(broker, coord, version, g.group_id, g.topics,
                                   g.member_id if version >= 9 else None,
-                                  g.member_epoch if version >= 9 else -1)
+                                  g.member_epoch if version >= 9 else -1,
+                                  request.require_stable)
             groups.append(OffsetFetchResponseGroup(group_id=g.group_id, error_code=code, topics=[
                 OffsetFetchResponseTopics(name=n, topic_id=tid or bytes(16), partitions=[
                     OffsetFetchResponsePartitions(
@@ -73,7 +81,8 @@ async def handle(broker, conn, header, request):
                         metadata=m, error_code=err) for p, o, e, m, err in parts])
                 for n, tid, parts in topics]))
         return OffsetFetchResponse(throttle_time_ms=0, groups=groups)
-    code, topics = _group(broker, coord, version, request.group_id, request.topics)
+    code, topics = _group(broker, coord, version, request.group_id, request.topics,
+                          stable=version >= 7 and request.require_stable)
     return OffsetFetchResponse(throttle_time_ms=0, error_code=code, topics=[
         OffsetFetchResponseTopic(name=n, partitions=[
             OffsetFetchResponsePartition(partition_index=p, committed_offset=o,

@@ -22,6 +22,7 @@ from broker.protocol.messages.produce_response import (
 )
 from broker.protocol.records import iter_records, set_log_append_time, split_batches
 from broker.services._common import kafka_error
+from broker.transactions import TxnError
 from s2core.errors import S2Error, StreamNotFound
 from s2core.records import AppendRecord
 
@@ -55,8 +56,6 @@ def unsupported_version(broker, header, request):
 
 async def handle(broker, conn, header, request):
     version = header.request_api_version
-    if request.transactional_id is not None:
-        return _all(request, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     if request.acks not in (-1, 0, 1):
         return _all(request, ErrorCode.INVALID_REQUIRED_ACKS)
     pending = []
@@ -151,9 +150,9 @@ async def _submit(broker, topic, index, records):
                           f"batch of {h.size} bytes is over max.message.bytes {max_bytes}")
         if h.is_control:
             raise _Reject(ErrorCode.INVALID_RECORD, "clients may not produce control batches")
-        if h.is_transactional:
-            raise _Reject(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                          "transactions are not supported")
+        if h.is_transactional and h.producer_id < 0:
+            raise _Reject(ErrorCode.INVALID_RECORD,
+                          "a transactional batch needs a producer id")
     mv = records if isinstance(records, memoryview) else memoryview(records)
     log_append = topic.config("message.timestamp.type") == "LogAppendTime"
     now = broker.store.clock.now_ms()
@@ -164,6 +163,13 @@ async def _submit(broker, topic, index, records):
                                 window, now)
         if errors:
             raise await _refusal(broker, topic.name, index, errors)
+    for pid, epoch in {(h.producer_id, h.producer_epoch) for _, h in batches
+                       if h.is_transactional}:
+        try:  # (registered as open in the partition before anything is appended)
+            await broker.extensions["txn"].before_produce(topic.name, index, pid, epoch,
+                                                          ErrorCode.INVALID_PRODUCER_EPOCH)
+        except TxnError as e:
+            raise _Reject(e.code, str(e)) from None
     appends: list[AppendRecord] = []
     dupes: dict[int, BatchRecord] = {}
     seq_checks = []

@@ -1,0 +1,27 @@
+"""AddOffsetsToTxn: a transactional producer will commit a group's offsets in its
+transaction (TxnOffsetCommit follows)."""
+from broker.protocol.errors import ErrorCode
+from broker.protocol.messages.add_offsets_to_txn_response import AddOffsetsToTxnResponse
+from broker.transactions import TxnError
+from s2core.errors import S2Error
+
+API_KEY = 25
+VERSIONS = (0, 3)
+
+
+async def handle(broker, conn, header, request):
+    if not request.group_id:
+        code = ErrorCode.INVALID_GROUP_ID
+    else:
+        fenced = ErrorCode.PRODUCER_FENCED if header.request_api_version >= 2 \
+            else ErrorCode.INVALID_PRODUCER_EPOCH
+        try:
+            await broker.extensions["txn"].add_offsets(
+                request.transactional_id, request.producer_id, request.producer_epoch,
+                request.group_id, fenced)
+            code = ErrorCode.NONE
+        except TxnError as e:
+            code = e.code
+        except S2Error:
+            code = ErrorCode.COORDINATOR_NOT_AVAILABLE
+    return AddOffsetsToTxnResponse(throttle_time_ms=0, error_code=code)

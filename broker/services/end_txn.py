@@ -1,0 +1,24 @@
+"""EndTxn: commit or abort a transaction (markers into its partitions, staged offsets
+into its groups on commit)."""
+from broker.protocol.errors import ErrorCode
+from broker.protocol.messages.end_txn_response import EndTxnResponse
+from broker.transactions import TxnError
+from s2core.errors import S2Error
+
+API_KEY = 26
+VERSIONS = (0, 3)
+
+
+async def handle(broker, conn, header, request):
+    fenced = ErrorCode.PRODUCER_FENCED if header.request_api_version >= 2 \
+        else ErrorCode.INVALID_PRODUCER_EPOCH
+    try:
+        await broker.extensions["txn"].end_txn(request.transactional_id, request.producer_id,
+                                               request.producer_epoch, request.committed,
+                                               fenced)
+        code = ErrorCode.NONE
+    except TxnError as e:
+        code = e.code
+    except S2Error:
+        code = ErrorCode.COORDINATOR_NOT_AVAILABLE
+    return EndTxnResponse(throttle_time_ms=0, error_code=code)
