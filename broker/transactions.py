@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MAX_EPOCH = 32767
 MAX_TIMEOUT_MS = 900_000  # Kafka's transaction.max.timeout.ms
+ID_EXPIRATION_MS = 7 * 86_400_000  # Kafka's transactional.id.expiration.ms
 _TXN = "kafka/txn/"
 _PART = "kafka/txn-partition/"
 EMPTY, ONGOING = "Empty", "Ongoing"
@@ -147,10 +148,21 @@ class TransactionCoordinator:
         return self._task
 
     async def abort_expired(self) -> int:
-        """Abort (and fence) transactions open longer than their timeout."""
+        """Abort (and fence) transactions open longer than their timeout; forget the
+        transactional ids unused for ID_EXPIRATION_MS (a producer using one again later
+        starts from a new producer id, as with Kafka)."""
         now = self._now()
         n = 0
         for st in list(self.states.values()):
+            if st.state in (EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT) and \
+                    now - st.updated_ms > ID_EXPIRATION_MS:
+                async with self._lock(st.tid):
+                    if self.states.get(st.tid) is st and now - st.updated_ms > ID_EXPIRATION_MS:
+                        await self.metadata.delete(_TXN + st.tid, st.version)
+                        del self.states[st.tid]
+                        self.by_pid.pop(st.pid, None)
+                        self._locks.pop(st.tid, None)
+                continue
             if st.state == ONGOING and now - st.started_ms > st.timeout_ms:
                 async with self._lock(st.tid):
                     if st.state == ONGOING and now - st.started_ms > st.timeout_ms:

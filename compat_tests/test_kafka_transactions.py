@@ -206,3 +206,31 @@ async def test_aiokafka_transactions(broker):
     finally:
         await c.stop()
     assert values == [b"kept"]
+
+
+def test_kafka_python_transactions(broker):
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import TopicPartition as KTopicPartition
+    create(broker, "kp", partitions=1)
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id="kp-1")
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        p.send("kp", b"kept")
+        p.commit_transaction()
+        p.begin_transaction()
+        p.send("kp", b"dropped")
+        p.flush()
+        p.abort_transaction()
+    finally:
+        p.close()
+    for isolation, expected in (("read_committed", [b"kept"]),
+                                ("read_uncommitted", [b"dropped", b"kept"])):
+        c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None,
+                          isolation_level=isolation, enable_auto_commit=False,
+                          consumer_timeout_ms=3000)
+        tp = KTopicPartition("kp", 0)
+        c.assign([tp])
+        c.seek(tp, 0)
+        assert sorted(m.value for m in c) == expected, isolation
+        c.close()

@@ -34,5 +34,6 @@ async def handle(broker, conn, header, request):
                                                 error_code=e.code, error_message=e.message))
             continue
         broker.producers.forget_topic(name)
+        broker.extensions["txn"].forget_topic(name)
         results.append(DeletableTopicResult(name=name, topic_id=topic.id, error_code=0))
     return DeleteTopicsResponse(throttle_time_ms=0, responses=results)

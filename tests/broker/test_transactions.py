@@ -242,3 +242,19 @@ async def test_offsets_staged_by_an_open_transaction_are_unstable(broker):
     assert await fetch(False) == (0, -1), "not committed yet"
     assert await end(b, "x", pid, epoch, True) == 0
     assert await fetch(True) == (0, 7)
+
+
+async def test_unused_transactional_ids_expire(broker):
+    from broker.transactions import ID_EXPIRATION_MS
+    b = broker
+    now = [1_800_000_000_000]
+    b.store.clock.now_ms = lambda: now[0]
+    _, pid, epoch = await init(b, "old")
+    await add(b, "old", pid, epoch)
+    assert await end(b, "old", pid, epoch, False) == 0
+    now[0] += ID_EXPIRATION_MS + 1
+    await b.extensions["txn"].abort_expired()
+    assert "old" not in b.extensions["txn"].states
+    assert await b.store.metadata.get("kafka/txn/old") is None
+    code, pid2, epoch2 = await init(b, "old")
+    assert code == 0 and epoch2 == 0 and pid2 != pid
