@@ -29,8 +29,11 @@ over a partition whose dirty part is due:
    keep it whole (compaction promises the last value of each key, not only it).
    The rewritten sections replace the old ones in the catalog (`rewrite_offloaded`).
 
-Control batches are kept as they are (transactions are not supported). Offsets, the log
-start offset and the high watermark never move; only the records between them thin out.
+Transactions (broker/transactions.py): nothing at or past the last stable offset is
+cleaned (an open transaction may still abort); records of aborted transactions are
+neither counted in the map nor kept; transaction markers (control batches) are kept.
+Offsets, the log start offset and the high watermark never move; only the records between
+them thin out.
 """
 from __future__ import annotations
 
@@ -115,9 +118,14 @@ class LogCleaner:
             return None
         now = store.clock.now_ms()
         min_lag = int(topic.config("min.compaction.lag.ms"))
+        # nothing at or past the last stable offset: an open transaction's records may
+        # still be aborted (broker/transactions.py)
+        txns = b.extensions["txn"]
+        pt = await txns.partition(topic.name, partition)
+        stable = txns.last_stable(topic.name, partition, sections[-1][1])
         upto = None
         for _, end, newest, _ in sections:
-            if newest > now - min_lag:
+            if newest > now - min_lag or end > stable:
                 break
             upto = end
         if upto is None:
@@ -142,7 +150,7 @@ class LogCleaner:
         slices = Slices(store.clock, quiet=store.quiet)  # (rests only while appends come)
         if dirty:
             offsets, map_end, read = await self._offset_map(
-                name, max(ck, dirty[0][0]), upto, slices)
+                name, max(ck, dirty[0][0]), upto, slices, pt.aborted)
         else:  # only tombstones to remove (or forced): the map is empty
             offsets, map_end, read = {}, ck, 0
         retention = int(topic.config("delete.retention.ms"))
@@ -150,7 +158,7 @@ class LogCleaner:
         producers = await b.producers.state(topic.name, partition)
         protected = {entry.batches[-1].offset for entry in producers.values()
                      if entry.batches and entry.batches[-1].offset >= tail - _REBUILD_SEQS}
-        keep = _Keep(offsets, map_end, now - retention, protected)
+        keep = _Keep(offsets, map_end, now - retention, protected, pt.aborted)
         stats = await store.rewrite_offloaded(b.basin, name, upto, keep,
                                               group_bytes=self.group_bytes, tick=slices.tick)
         if stats.conflict:  # (a purge or another cleaner got there first: the next pass)
@@ -170,10 +178,11 @@ class LogCleaner:
         return CleanResult(saved["upto"], len(offsets), read, stats.records_dropped,
                            stats.records_changed, stats.bytes_before, stats.bytes_after)
 
-    async def _offset_map(self, name: str, start: int, upto: int,
-                          slices: Slices) -> tuple[dict[bytes, int], int, int]:
+    async def _offset_map(self, name: str, start: int, upto: int, slices: Slices,
+                          aborted: list) -> tuple[dict[bytes, int], int, int]:
         """Key -> last offset in [start, upto), whole batches only, until the map is
-        full; also where it ended and how many records it read."""
+        full; also where it ended and how many records it read. Records of aborted
+        transactions are not counted: they never happened."""
         b = self.broker
         offsets: dict[bytes, int] = {}
         budget = self.dedupe_buffer_bytes
@@ -190,10 +199,10 @@ class LogCleaner:
                 if not rec.is_command():
                     try:
                         h = parse_batch_header(rec.body)
-                        if not h.is_control:
-                            records = list(iter_records(rec.body))
-                        else:
+                        if h.is_control or _aborted(h, rec.seq_num, aborted):
                             records = []
+                        else:
+                            records = list(iter_records(rec.body))
                     except DecodeError as e:
                         raise S2Error(f"offset {rec.seq_num}: {e}") from e
                     new = sum(len(r.key) + _ENTRY_BYTES for r in records
@@ -224,10 +233,11 @@ class LogCleaner:
 class _Keep:
     """What becomes of each stored batch of the cleanable part (see the module doc)."""
 
-    __slots__ = ("horizon", "map_end", "offsets", "oldest_tombstone", "protected")
+    __slots__ = ("aborted", "horizon", "map_end", "offsets", "oldest_tombstone", "protected")
 
     def __init__(self, offsets: dict[bytes, int], map_end: int, horizon: int,
-                 protected: set[int]) -> None:
+                 protected: set[int], aborted: list | None = None) -> None:
+        self.aborted = aborted or []
         self.offsets = offsets
         self.map_end = map_end
         self.horizon = horizon
@@ -240,6 +250,10 @@ class _Keep:
         h = parse_batch_header(rec.body)
         if h.is_control:
             return rec
+        if _aborted(h, rec.seq_num, self.aborted):
+            # an aborted transaction's records go (read_committed consumers never saw
+            # them; read_uncommitted ones may, until a clean): its marker stays
+            return rec if rec.seq_num in self.protected else None
         base = rec.seq_num - h.base_offset
         offsets = self.offsets
         map_end = self.map_end
@@ -268,3 +282,11 @@ class _Keep:
         if body is None:
             return rec if rec.seq_num in self.protected else None
         return rec._replace(body=bytes(body))
+
+
+def _aborted(h, offset: int, aborted: list) -> bool:
+    """Whether the batch at `offset` belongs to an aborted transaction."""
+    if not h.is_transactional:
+        return False
+    return any(pid == h.producer_id and first <= offset < last
+               for pid, first, last in aborted)

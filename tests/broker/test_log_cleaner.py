@@ -212,3 +212,45 @@ async def test_a_pass_cleans_compacted_topics_only(broker):
     assert await LogCleaner(b).clean_pass() == 3
     assert len(await records(b, "c", 1)) == 1 and len(await records(b, "cd")) == 1
     assert len(await records(b, "d")) == 10
+
+
+async def test_transactions_aborted_records_go_and_open_ones_wait(broker):
+    from broker.protocol.errors import ErrorCode
+    b = broker
+    await b.topics.create("c", 1, {"cleanup.policy": "compact"})
+    txns = b.extensions["txn"]
+    pid, epoch = await txns.init_producer_id("tx", 60_000, -1, -1, ErrorCode.PRODUCER_FENCED)
+
+    async def txn_batch(pairs):
+        await txns.before_produce("c", 0, pid, epoch, ErrorCode.INVALID_PRODUCER_EPOCH)
+        raw = build_batch([Record(i, b.now, k, v) for i, (k, v) in enumerate(pairs)],
+                          producer_id=pid, producer_epoch=epoch, base_sequence=0,
+                          transactional=True)
+        await b.store.append(BASIN, b.stream("c", 0), [AppendRecord(
+            body=bytes(raw), timestamp=b.now, span=len(pairs))])
+
+    await produce(b, "c", [(b"k", b"committed-1")])
+    await txns.add_partitions("tx", pid, epoch, [("c", 0)], ErrorCode.PRODUCER_FENCED)
+    await txn_batch([(b"k", b"aborted")])
+    await txns.end_txn("tx", pid, epoch, False, ErrorCode.PRODUCER_FENCED)  # marker at 2
+    # (a later batch of the producer: the aborted one is no longer its last, which a
+    # restarted broker would rebuild its sequence from, and so may go)
+    await txns.add_partitions("tx", pid, epoch, [("c", 0)], ErrorCode.PRODUCER_FENCED)
+    await txn_batch([(b"other", b"v")])
+    await txns.end_txn("tx", pid, epoch, True, ErrorCode.PRODUCER_FENCED)  # 3, marker 4
+    await produce(b, "c", [(b"pad", b"x" * 3000)])
+    await offload(b)
+    await LogCleaner(b).clean(b.topics.get("c"), 0, force=True)
+    got = await records(b, "c")
+    assert (0, b"k", b"committed-1") in got, "an aborted record does not shadow its key"
+    assert [r for r in got if r[2] == b"aborted"] == [], "and it is removed"
+    # an open transaction: nothing from its first offset on is cleaned
+    await txns.add_partitions("tx", pid, epoch, [("c", 0)], ErrorCode.PRODUCER_FENCED)
+    await txn_batch([(b"k", b"open")])  # at offset 6
+    await produce(b, "c", [(b"k", b"committed-2")])
+    await produce(b, "c", [(b"pad", b"y" * 3000)])
+    await offload(b)
+    res = await LogCleaner(b).clean(b.topics.get("c"), 0, force=True)
+    assert res.cleaned_upto <= 6
+    got = await records(b, "c")
+    assert (0, b"k", b"committed-1") in got and (6, b"k", b"open") in got
