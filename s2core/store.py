@@ -27,8 +27,8 @@ from s2core.metadata.settle import SettlingMetadataStore
 from s2core.names import validate_basin_name, validate_stream_name
 from s2core.objstore.base import ObjectStore
 from s2core.records import (
-    TS, AppendAck, AppendRecord, ReadBatch, SequencedRecord, StreamPosition, metered_size,
-    parse_command,
+    BODY, HEADERS, TS, AppendAck, AppendRecord, ReadBatch, SequencedRecord, StreamPosition,
+    metered_size, parse_command,
 )
 from s2core.streamconfig import BasinConfig, StreamConfig
 from s2core.streamstate import StreamState, encode_ckpt
@@ -629,6 +629,27 @@ class StreamStore:
         h = await self._handle(basin, name)
         starts, rows = await self.catalog.rows(h.uid)
         return [(start, row["e"], row["t1"], row["n"]) for start, row in zip(starts, rows)]
+
+    def cached_storage_class(self, basin: str, name: str) -> str:
+        """The storage class of a stream whose handle is cached (what an append just
+        used), "standard" otherwise."""
+        h = self._handles.get((basin, name))
+        return h.config.storage_class if h is not None else "standard"
+
+    async def storage_bytes(self, basin: str, name: str) -> int:
+        """What a stream stores: its offloaded sections' bytes plus the metered size of
+        its durable records not offloaded yet (0 for a stream that does not exist)."""
+        try:
+            h = await self._handle(basin, name)
+        except (StreamNotFound, BasinNotFound):
+            return 0
+        _, rows = await self.catalog.rows(h.uid)
+        total = sum(row["n"] for row in rows)
+        st = self._resident(h.uid)
+        if st is not None:
+            total += sum(metered_size(r[HEADERS], r[BODY])
+                         for r in st.records_between(st.offloaded_upto, st.durable_seq))
+        return total
 
     async def trim_and_retain(self, page_size: int = 200) -> int:
         """Remove catalog rows (and unreferenced objects) below each stream's trim point and

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from s2core.http import access_tokens, basins, records, streams
+from s2core.http import access_tokens, basins, metrics_api, records, streams
 from s2core.http.asgi import Receive, Request, Response, Scope, Send, StreamingResponse
 from s2core.http.context import Api, KafkaView, Settings
 from s2core.http.errors import HttpError, from_store_error
@@ -53,8 +53,12 @@ _ROUTES: list[tuple[tuple[str, ...], dict[str, tuple[Handler, bool, str]]]] = [
                                         "issue-access-token")}),
     (("v1", "access-tokens", "*"), {"DELETE": (access_tokens.revoke_token, False,
                                                "revoke-access-token")}),
+    (("v1", "metrics"), {"GET": (metrics_api.account_metrics, False, "account-metrics")}),
+    (("v1", "metrics", "*"), {"GET": (metrics_api.basin_metrics, False, "basin-metrics")}),
+    (("v1", "metrics", "*", "*"), {"GET": (metrics_api.stream_metrics, False,
+                                           "stream-metrics")}),
 ]
-_NOT_OFFERED = ("metrics", "locations")
+_NOT_OFFERED = ("locations",)
 
 
 def _match(segments: list[str]
@@ -120,16 +124,25 @@ class S2App:
         handler, wants_send, op = methods[req.method]
         try:
             p = await self._authorize(req)
+            basin = None
             if segs[1] == "basins":
-                p.check(op, args[0] if args else None)
+                basin = args[0] if args else None
+                p.check(op, basin)
             elif segs[1] == "streams":
                 basin = self.api.basin_of(req)
                 if args:
                     args[0] = p.stream_prefix() + args[0]
                 p.check(op, basin, args[0] if args else None)
+            elif segs[1] == "metrics":
+                if len(args) == 2:
+                    args[1] = p.stream_prefix() + args[1]
+                p.check(op, *args)
             if wants_send:
-                return route, await handler(self.api, req, send, *args)
-            return route, await handler(self.api, req, *args)
+                resp = await handler(self.api, req, send, *args)
+            else:
+                resp = await handler(self.api, req, *args)
+            self.api.usage.op(op, basin)
+            return route, resp
         except HttpError as err:
             # carry the route to the metrics even on errors
             resp = Response.error(err)

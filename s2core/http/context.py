@@ -12,6 +12,7 @@ from s2core.http.asgi import Request, Response
 from s2core.http.errors import bad_request
 from s2core.http.metrics import Metrics
 from s2core.http.tokens import AccessTokens
+from s2core.http.usage import Usage
 from s2core.names import validate_basin_name, validate_stream_name
 from s2core.store import StreamStore
 
@@ -52,10 +53,18 @@ class Api:
         self.settings = settings
         self.kafka_view = kafka_view
         self.tokens = tokens or AccessTokens(store.metadata)
+        self.usage = Usage()  # S2's usage metrics (/v1/metrics)
+        self.storage_cache: dict[str, tuple[int, int]] = {}  # basin -> (hour, bytes)
 
         self.metrics = Metrics()
         self.draining = asyncio.Event()  # set at shutdown: sessions end, clients reconnect
         self._created: OrderedDict[tuple[str, str], tuple[Any, Response]] = OrderedDict()
+
+    def count_append(self, basin: str, name: str, ops: int, nbytes: int) -> None:
+        """Usage of `ops` appends of `nbytes` to a stream, by its storage class."""
+        cls = self.store.cached_storage_class(basin, name)
+        self.usage.add(basin, f"append_ops_{cls}", ops)
+        self.usage.add(basin, f"append_bytes_{cls}", nbytes)
 
     def basin_of(self, req: Request) -> str:
         """The basin of a /v1/streams request: the `s2-basin` header, else the first label

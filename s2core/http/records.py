@@ -57,8 +57,9 @@ async def append(api: Api, req: Request, send: Send, name: str) -> Response | St
     await create_with_header_config(api, req, basin, name, "append")
     ack = await api.store.append(basin, name, inp.records, match_seq_num=inp.match_seq_num,
                                  fencing_token=inp.fencing_token)
-    api.metrics.on_append(len(inp.records),
-                          sum(metered_size(r.headers, r.body) for r in inp.records))
+    nbytes = sum(metered_size(r.headers, r.body) for r in inp.records)
+    api.metrics.on_append(len(inp.records), nbytes)
+    api.count_append(basin, name, 1, nbytes)
     if any(req.accepts(t) for t in PROTO_TYPES):
         return Response(200, proto.encode_append_ack(ack), PROTO_TYPES[0])
     return Response.json(jc.append_ack(ack))
@@ -76,8 +77,10 @@ async def read(api: Api, req: Request, send: Send, name: str) -> Response | Stre
     fmt = "raw" if as_proto else jc.parse_format(req.headers.get("s2-format"))
     await create_with_header_config(api, req, basin, name, "read")
     batch = await unary_read(api, basin, name, params)
-    api.metrics.on_read(len(batch.records),
-                        sum(metered_size(r.headers, r.body) for r in batch.records))
+    nbytes = sum(metered_size(r.headers, r.body) for r in batch.records)
+    api.metrics.on_read(len(batch.records), nbytes)
+    api.usage.add(basin, "read_ops_unary")
+    api.usage.add(basin, "read_bytes", nbytes)
     if as_proto:
         return Response(200, proto.encode_read_batch(batch), PROTO_TYPES[0])
     return Response.json(jc.read_batch(batch, fmt))

@@ -104,12 +104,15 @@ async def _run(api: Api, req: Request, work: Callable[[], Awaitable[None]]) -> b
 
 async def _prepare(api: Api, req: Request, basin: str, name: str, p: ReadParams) -> _Follow:
     await create_with_header_config(api, req, basin, name, "read")
+    api.usage.add(basin, "read_ops_streaming")
     return _Follow(api, basin, name, p)
 
 
-def _count(api: Api, batch: ReadBatch) -> int:
+def _count(api: Api, batch: ReadBatch, basin: str) -> int:
     nbytes = sum(metered_size(r.headers, r.body) for r in batch.records)
     api.metrics.on_read(len(batch.records), nbytes)
+    if nbytes:
+        api.usage.add(basin, "read_bytes", nbytes)
     return nbytes
 
 
@@ -144,7 +147,7 @@ async def sse_read_session(api: Api, req: Request, send: Send, basin: str, name:
                         await body(sse.ping_event(int(time.time() * 1000)))
                         continue
                     done_count += len(batch.records)
-                    done_bytes += _count(api, batch)
+                    done_bytes += _count(api, batch, basin)
                     event_id = sse.LastEventId(batch.records[-1].seq_num, done_count, done_bytes)
                     await body(sse.batch_event(jc.read_batch(batch, fmt), event_id))
             await body(sse.done_event())
@@ -167,7 +170,7 @@ async def s2s_read_session(api: Api, req: Request, send: Send, basin: str, name:
     async def work() -> None:
         try:
             async for batch in follow.batches(first):
-                _count(api, batch)
+                _count(api, batch, basin)
                 msg = s2s.encode_message(proto.encode_read_batch(batch), algo)
                 await send({"type": "http.response.body", "body": msg, "more_body": True})
         except Exception as exc:  # noqa: BLE001 - in-band: the 200 is already sent
@@ -258,8 +261,9 @@ async def append_session(api: Api, req: Request, send: Send, basin: str,
                 except Exception as exc:  # noqa: BLE001 - in-band: the 200 is already sent
                     await _send_terminal(send, _session_error(exc))
                     return
-                api.metrics.on_append(len(group.records), sum(
-                    metered_size(r.headers, r.body) for r in group.records))
+                nbytes = sum(metered_size(r.headers, r.body) for r in group.records)
+                api.metrics.on_append(len(group.records), nbytes)
+                api.count_append(basin, name, n, nbytes)
                 acks = appendgroup.split_ack(ack, [len(x.records) for x in run[:n]])
                 out = b"".join(s2s.encode_message(proto.encode_append_ack(a), algo)
                                for a in acks)

@@ -162,7 +162,7 @@ async def test_wrong_content_types(http):
 async def test_routing_errors(http):
     err(await http.get("/v2/basins"), 404, "not_found")
     err(await http.delete(RECORDS), 405, "method_not_allowed")
-    err(await http.get("/v1/metrics"), 501, "not_implemented")
+    err(await http.get("/v1/locations"), 501, "not_implemented")
     err(await http.get("/v1/access-tokens/x"), 405, "method_not_allowed")
 
 
