@@ -35,6 +35,7 @@ class BrokerConfig:
     # SASL users (name -> password; empty: clients are not authenticated) and mechanisms
     sasl_users: dict[str, str] = field(default_factory=dict)
     sasl_mechanisms: tuple[str, ...] = ALL_MECHANISMS
+    oauthbearer: object | None = None  # an oauth.OAuthBearer: SASL/OAUTHBEARER is offered
 
 
 class Broker:
@@ -46,7 +47,7 @@ class Broker:
         self.basin = config.basin
         self.topics = TopicRegistry(store, config.basin)
         self.producers = ProducerRegistry(self)
-        self.sasl = SaslUsers(config.sasl_users, config.sasl_mechanisms)
+        self.sasl = SaslUsers(config.sasl_users, config.sasl_mechanisms, config.oauthbearer)
         self.services = load_services()
         self.cluster_id = ""
         self.extensions: dict[str, object] = {}

@@ -9,6 +9,7 @@ from typing import Any
 
 from broker import retention as kafka_retention
 from broker.cleaner import LogCleaner
+from broker.oauth import OAuthBearer
 from broker.kafka import Broker, BrokerConfig
 from broker.s2view import KafkaS2View
 from broker.server import KafkaServer
@@ -34,7 +35,19 @@ def broker_config(cfg: dict[str, Any]) -> BrokerConfig:
                         group_initial_rebalance_delay_ms=k["group_initial_rebalance_delay_ms"],
                         sasl_users=dict(str(u).partition(":")[::2]
                                         for u in cfg["server"]["kafka_sasl_users"]),
-                        sasl_mechanisms=tuple(cfg["server"]["kafka_sasl_mechanisms"]))
+                        sasl_mechanisms=tuple(cfg["server"]["kafka_sasl_mechanisms"]),
+                        oauthbearer=oauthbearer(cfg["server"]))
+
+
+def oauthbearer(srv: dict) -> OAuthBearer | None:
+    """The OAUTHBEARER token validator the config asks for (None: not offered)."""
+    if not (srv["kafka_oauthbearer_jwks_url"] or srv["kafka_oauthbearer_unsecured"]):
+        return None
+    return OAuthBearer(srv["kafka_oauthbearer_jwks_url"], srv["kafka_oauthbearer_unsecured"],
+                       srv["kafka_oauthbearer_expected_audience"],
+                       srv["kafka_oauthbearer_expected_issuer"],
+                       srv["kafka_oauthbearer_sub_claim"],
+                       srv["kafka_oauthbearer_clock_skew_s"])
 
 
 async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
@@ -49,6 +62,8 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     bcfg = broker_config(cfg)
     broker = Broker(store, bcfg)
     await broker.start()
+    if bcfg.oauthbearer is not None:
+        await bcfg.oauthbearer.load()
     kafka = KafkaServer(broker)
     k_host, k_port = parse_hostport(cfg["server"]["kafka_listen"], "server.kafka_listen")
     srv = cfg["server"]
@@ -72,6 +87,8 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     expiry = loop.create_task(broker.producers.run_expiry(
         stop, cfg["kafka"]["producer_id_expiration_ms"]))
     txn_timeouts = broker.extensions["txn"].run_expiry(stop)
+    jwks = loop.create_task(bcfg.oauthbearer.run_refresh(stop)) \
+        if bcfg.oauthbearer is not None else None
     cleaner = loop.create_task(LogCleaner(
         broker, cfg["kafka"]["log_cleaner_dedupe_buffer_bytes"]).run(
         stop, cfg["kafka"]["log_cleaner_interval_s"])) \
@@ -92,6 +109,8 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
         retention.cancel()
         expiry.cancel()
         txn_timeouts.cancel()
+        if jwks is not None:
+            jwks.cancel()
         if cleaner is not None:
             cleaner.cancel()
         await close_store(store)

@@ -1,5 +1,6 @@
 """SASL mechanisms of the Kafka listener: PLAIN (RFC 4616) and SCRAM-SHA-256/512 (RFC 5802,
-RFC 7677), as Kafka serves them, for the users of `server.kafka_sasl_users`.
+RFC 7677), as Kafka serves them, for the users of `server.kafka_sasl_users`; and
+OAUTHBEARER (broker/oauth.py) when a token validator is configured.
 
 A connection runs one `Exchange` after its SaslHandshake: each token the client sends
 (a SaslAuthenticate request, or a raw frame after a SaslHandshake v0) gets a reply token,
@@ -20,7 +21,7 @@ from typing import Protocol
 
 from s2core.metadata.base import VersionMismatch
 
-ALL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+ALL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", "OAUTHBEARER")
 ITERATIONS = 4096
 HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}  # hashlib names
 _CLIENT_FIRST = re.compile(r"(?P<gs2>[ny],(?:a=(?P<authzid>[^,]*))?,)"
@@ -66,9 +67,11 @@ _STORED = "kafka/scram/"  # metadata: kafka/scram/<mechanism>/<user> -> a ScramC
 class SaslUsers:
     """The listener's users and enabled mechanisms (empty: no SASL on the listener)."""
 
-    def __init__(self, users: dict[str, str], mechanisms=ALL_MECHANISMS) -> None:
+    def __init__(self, users: dict[str, str], mechanisms=ALL_MECHANISMS, oauth=None) -> None:
         self.passwords = dict(users)
-        self.mechanisms = [m for m in ALL_MECHANISMS if m in mechanisms] if users else []
+        self.oauth = oauth  # an oauth.OAuthBearer: OAUTHBEARER is offered
+        self.mechanisms = [m for m in ALL_MECHANISMS if m in mechanisms and (
+            oauth is not None if m == "OAUTHBEARER" else bool(users))]
         self.scram = {m: {u: scram_credential(p, h) for u, p in users.items()}
                       for m, h in HASHES.items() if m in self.mechanisms}
         # credentials set with AlterUserScramCredentials (kept in metadata), which take
@@ -129,11 +132,14 @@ class SaslUsers:
         self.stored[mechanism].pop(user, None)
 
     def __bool__(self) -> bool:
-        return bool(self.passwords)
+        return bool(self.mechanisms)
 
     def start(self, mechanism: str) -> Exchange:
         if mechanism == "PLAIN":
             return PlainExchange(self)
+        if mechanism == "OAUTHBEARER":
+            from broker.oauth import OAuthExchange
+            return OAuthExchange(self.oauth)
         return ScramExchange(self, mechanism)
 
 

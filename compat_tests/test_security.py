@@ -1,14 +1,15 @@
 """TLS on the Kafka listener (security.protocol=SSL, with and without client certificates)
-and on the S2 HTTP API (https), and SASL/PLAIN users (SASL_PLAINTEXT and SASL_SSL), with
-confluent-kafka, kafka-python, Debian's kcat and httpx: a plaintext client gets no answer
-from a TLS listener, a client without the certificate a mutual-TLS listener asks for is
-refused, and so is a client with a wrong password or none."""
+and on the S2 HTTP API (https), SASL users (SASL_PLAINTEXT and SASL_SSL) and OAUTHBEARER
+tokens, with confluent-kafka, kafka-python, Debian's kcat and httpx: a plaintext client gets
+no answer from a TLS listener, a client without the certificate a mutual-TLS listener asks
+for is refused, and so is a client with a wrong password, a bad token or none."""
 from __future__ import annotations
 
 import datetime
 import ipaddress
 import shutil
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -265,5 +266,74 @@ def test_scram_users_managed_with_the_admin_api(tmp_path):
         gone = AdminClient(carol)
         with pytest.raises(KafkaException):
             gone.list_topics(timeout=4)
+    finally:
+        assert b.stop() == 0
+
+
+def test_oauthbearer_signed_and_unsigned_tokens(tmp_path):
+    """SASL/OAUTHBEARER: librdkafka with a token callback (an RS256 JWT signed by a key of
+    the broker's JWKS file) is served, under the token's subject; a token of another key,
+    an expired one, or an unsigned one is refused; with `kafka_oauthbearer_unsecured`
+    librdkafka's own unsigned tokens (sasl.oauthbearer.config) are taken."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    key, other = (rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                  for _ in range(2))
+    nums = key.public_key().public_numbers()
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{
+        "kty": "RSA", "kid": "k1", "n": b64(nums.n.to_bytes(256, "big")),
+        "e": b64(nums.e.to_bytes(3, "big"))}]}))
+
+    def jwt(signer, exp_in: int = 300) -> tuple[str, float]:
+        exp = int(time.time()) + exp_in
+        head = b64(json.dumps({"alg": "RS256", "kid": "k1"}).encode())
+        body = b64(json.dumps({"sub": "svc-orders", "exp": exp, "aud": "kafka"}).encode())
+        sig = signer.sign(f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
+        # (librdkafka is told a lifetime ahead, or it would not send an expired token)
+        return f"{head}.{body}.{b64(sig)}", time.time() + 300
+
+    b = start_broker(str(tmp_path / "data"), extra=[
+        "--set", f"server.kafka_oauthbearer_jwks_url={jwks}",
+        "--set", "server.kafka_oauthbearer_expected_audience=kafka"])
+    try:
+        conf = {"bootstrap.servers": b.bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanisms": "OAUTHBEARER"}
+        p = Producer({**conf, "oauth_cb": lambda _cfg: jwt(key)})
+        p.produce("oauth", value=b"signed")
+        assert p.flush(20) == 0
+        c = Consumer({**conf, "oauth_cb": lambda _cfg: jwt(key), "group.id": "oauth",
+                      "auto.offset.reset": "earliest"})
+        c.assign([TopicPartition("oauth", 0, 0)])
+        m = c.poll(20)
+        assert m is not None and m.value() == b"signed"
+        c.close()
+        for cb, why in ((lambda _cfg: jwt(other), "signature does not verify"),
+                        (lambda _cfg: jwt(key, exp_in=-600), "has expired")):
+            with pytest.raises(KafkaException):  # (librdkafka: at once or when used)
+                AdminClient({**conf, "oauth_cb": cb}).list_topics(timeout=4)
+            assert why in b.log()
+        with pytest.raises(KafkaException):
+            AdminClient({**conf, "sasl.oauthbearer.config": "principal=dev",
+                         "enable.sasl.oauthbearer.unsecure.jwt": True}).list_topics(timeout=4)
+        assert "unsigned bearer tokens are not accepted" in b.log()
+    finally:
+        assert b.stop() == 0
+    b = start_broker(str(tmp_path / "data2"), extra=[
+        "--set", "server.kafka_oauthbearer_unsecured=true"])
+    try:
+        p = Producer({"bootstrap.servers": b.bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                      "sasl.mechanisms": "OAUTHBEARER",
+                      "sasl.oauthbearer.config": "principal=dev",
+                      "enable.sasl.oauthbearer.unsecure.jwt": True})
+        p.produce("dev", value=b"unsigned")
+        assert p.flush(20) == 0
     finally:
         assert b.stop() == 0

@@ -134,10 +134,12 @@ def _check(cfg: dict) -> None:
         if not sep or not user or not password:
             raise ConfigError("server.kafka_sasl_users: each entry is \"user:password\" "
                               "with both non-empty")
-    mechanisms = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+    mechanisms = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", "OAUTHBEARER")
     if not srv["kafka_sasl_mechanisms"] or \
             any(m not in mechanisms for m in srv["kafka_sasl_mechanisms"]):
         raise ConfigError(f"server.kafka_sasl_mechanisms: one or more of {list(mechanisms)}")
+    if srv["kafka_oauthbearer_clock_skew_s"] < 0:
+        raise ConfigError("server.kafka_oauthbearer_clock_skew_s must be >= 0")
     for side in ("kafka", "http"):  # (unreadable or mismatched files: an error now)
         if srv[f"{side}_tls_cert_file"]:
             tls_server_context(srv[f"{side}_tls_cert_file"], srv[f"{side}_tls_key_file"],
