@@ -5,6 +5,13 @@ import base64
 import json
 from dataclasses import dataclass, field
 
+from broker.acls import (
+    CLUSTER,
+    CLUSTER_NAME,
+    Authorizer,
+    connection_host,
+    connection_principal,
+)
 from broker.groups.coordinator import GroupConfig, GroupCoordinator
 from broker.producers import ProducerRegistry
 from broker.protocol.registry import APIS
@@ -36,6 +43,10 @@ class BrokerConfig:
     sasl_users: dict[str, str] = field(default_factory=dict)
     sasl_mechanisms: tuple[str, ...] = ALL_MECHANISMS
     oauthbearer: object | None = None  # an oauth.OAuthBearer: SASL/OAUTHBEARER is offered
+    # ACLs (broker/acls.py)
+    authorizer: bool = False
+    super_users: tuple[str, ...] = ()
+    allow_everyone_if_no_acl_found: bool = False
 
 
 class Broker:
@@ -48,6 +59,8 @@ class Broker:
         self.topics = TopicRegistry(store, config.basin)
         self.producers = ProducerRegistry(self)
         self.sasl = SaslUsers(config.sasl_users, config.sasl_mechanisms, config.oauthbearer)
+        self.acls = Authorizer(store.metadata, config.authorizer, config.super_users,
+                               config.allow_everyone_if_no_acl_found)
         self.services = load_services()
         self.cluster_id = ""
         self.extensions: dict[str, object] = {}
@@ -61,6 +74,7 @@ class Broker:
         await self.store.ensure_basin(self.basin)
         await self.topics.load()
         await self.sasl.load(self.store.metadata)
+        await self.acls.load()
         self.cluster_id = await self._cluster_id()
         await self.extensions["groups"].start()
         await self.extensions["txn"].start()
@@ -68,6 +82,29 @@ class Broker:
     async def stop(self) -> None:
         """Stop background work (after the listener stopped, before the store closes)."""
         await self.extensions["groups"].stop()
+
+    def allowed(self, conn, operation: int, resource_type: int = CLUSTER,
+                name: str = CLUSTER_NAME) -> bool:
+        """Whether the connection's principal may run `operation` on the resource (always,
+        without an authorizer: broker/acls.py)."""
+        acls = self.acls
+        if not acls.enabled:
+            return True
+        if conn is None:
+            return acls.authorize("User:ANONYMOUS", "", operation, resource_type, name)
+        principal = getattr(conn, "acl_principal", None)
+        if principal is None:
+            principal = conn.acl_principal = connection_principal(conn)
+        return acls.authorize(principal, connection_host(conn), operation, resource_type,
+                              name)
+
+    def allowed_any(self, conn, operation: int, resource_type: int) -> bool:
+        """Whether the connection may run `operation` on some resource of the type."""
+        if not self.acls.enabled:
+            return True
+        principal = connection_principal(conn) if conn is not None else "User:ANONYMOUS"
+        host = connection_host(conn) if conn is not None else ""
+        return self.acls.authorize_any(principal, host, operation, resource_type)
 
     async def _cluster_id(self) -> str:
         key = "kafka/cluster"

@@ -9,8 +9,8 @@ from typing import Any
 
 from broker import retention as kafka_retention
 from broker.cleaner import LogCleaner
-from broker.oauth import OAuthBearer
 from broker.kafka import Broker, BrokerConfig
+from broker.oauth import OAuthBearer
 from broker.s2view import KafkaS2View
 from broker.server import KafkaServer
 from s2core.config import parse_hostport, tls_server_context
@@ -36,7 +36,11 @@ def broker_config(cfg: dict[str, Any]) -> BrokerConfig:
                         sasl_users=dict(str(u).partition(":")[::2]
                                         for u in cfg["server"]["kafka_sasl_users"]),
                         sasl_mechanisms=tuple(cfg["server"]["kafka_sasl_mechanisms"]),
-                        oauthbearer=oauthbearer(cfg["server"]))
+                        oauthbearer=oauthbearer(cfg["server"]),
+                        authorizer=cfg["server"]["kafka_authorizer"],
+                        super_users=tuple(cfg["server"]["kafka_super_users"]),
+                        allow_everyone_if_no_acl_found=cfg["server"][
+                            "kafka_allow_everyone_if_no_acl_found"])
 
 
 def oauthbearer(srv: dict) -> OAuthBearer | None:

@@ -20,10 +20,11 @@ from typing import Any
 
 from broker.kafka import Broker
 from broker.protocol.exceptions import (
-    DecodeError, UnknownApiKeyError, UnsupportedVersionError,
+    DecodeError,
+    UnknownApiKeyError,
+    UnsupportedVersionError,
 )
-from broker.protocol.frames import decode_request, encode_api_versions_unsupported, \
-    encode_response
+from broker.protocol.frames import decode_request, encode_api_versions_unsupported, encode_response
 from broker.protocol.registry import API_VERSIONS_KEY
 from broker.sasl import AuthFailed
 
@@ -109,6 +110,7 @@ class Connection(asyncio.BufferedProtocol):
         # _MAX_UNAUTHENTICATED_FRAME bytes
         self.sasl_exchange = None
         self.principal: str | None = None
+        self.acl_principal: str | None = None  # "User:..." for ACLs, once asked (acls.py)
         self.sasl_raw = False  # after a SaslHandshake v0: the next frame is a raw token
         self.close_after_response = False  # (a failed authentication)
 

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pytest
+from brokerproc import start_broker
 from confluent_kafka import (
     Consumer,
     KafkaError,
@@ -18,8 +19,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
-
-from brokerproc import start_broker
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from brokerproc import start_broker
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -335,5 +335,99 @@ def test_oauthbearer_signed_and_unsigned_tokens(tmp_path):
                       "enable.sasl.oauthbearer.unsecure.jwt": True})
         p.produce("dev", value=b"unsigned")
         assert p.flush(20) == 0
+    finally:
+        assert b.stop() == 0
+
+
+def test_acls_with_the_admin_api(tmp_path):
+    """Kafka ACLs (server.kafka_authorizer): a super user manages bindings with
+    AdminClient.create_acls / describe_acls / delete_acls; a user may then produce and
+    consume exactly what they allow, and gets Kafka's authorization errors elsewhere."""
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+    b = start_broker(str(tmp_path / "data"), extra=[
+        "--set", "server.kafka_sasl_users=admin:admin-secret,alice:alice-secret",
+        "--set", "server.kafka_authorizer=true",
+        "--set", "server.kafka_super_users=User:admin"])
+    base = {"bootstrap.servers": b.bootstrap, "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanisms": "SCRAM-SHA-256"}
+    admin_conf = {**base, "sasl.username": "admin", "sasl.password": "admin-secret"}
+    alice_conf = {**base, "sasl.username": "alice", "sasl.password": "alice-secret"}
+    try:
+        admin = AdminClient(admin_conf)
+        for f in admin.create_topics([NewTopic("team-a", 1), NewTopic("other", 1)]).values():
+            f.result(20)
+        allow = AclPermissionType.ALLOW
+        bindings = [
+            AclBinding(ResourceType.TOPIC, "team-", ResourcePatternType.PREFIXED, "User:alice",
+                       "*", AclOperation.WRITE, allow),
+            AclBinding(ResourceType.TOPIC, "team-", ResourcePatternType.PREFIXED, "User:alice",
+                       "*", AclOperation.READ, allow),
+            AclBinding(ResourceType.GROUP, "team-g", ResourcePatternType.LITERAL, "User:alice",
+                       "*", AclOperation.READ, allow)]
+        for f in admin.create_acls(bindings).values():
+            f.result(20)
+        listed = admin.describe_acls(AclBindingFilter(
+            ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
+            AclPermissionType.ANY)).result(20)
+        assert sorted(x.name for x in listed) == ["team-", "team-", "team-g"]
+
+        alice_admin = AdminClient(alice_conf)
+        with pytest.raises(KafkaException):  # no ALTER on the cluster
+            alice_admin.create_acls(bindings[:1])[bindings[0]].result(20)
+        assert set(alice_admin.list_topics(timeout=10).topics) == {"team-a"}
+
+        results = {}
+
+        def report(err, msg):
+            results[msg.topic()] = err
+        p = Producer({**alice_conf, "linger.ms": 0, "message.timeout.ms": 5000})
+        p.produce("team-a", value=b"allowed", on_delivery=report)
+        p.produce("other", value=b"denied", on_delivery=report)
+        p.flush(15)
+        assert results["team-a"] is None
+        assert results["other"] is not None and \
+            results["other"].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+        c = Consumer({**alice_conf, "group.id": "team-g", "auto.offset.reset": "earliest"})
+        c.subscribe(["team-a"])
+        got = None
+        deadline = time.time() + 30
+        while got is None and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got = m.value()
+        c.commit(asynchronous=False)
+        c.close()
+        assert got == b"allowed"
+        c = Consumer({**alice_conf, "group.id": "not-hers", "auto.offset.reset": "earliest"})
+        c.subscribe(["team-a"])
+        err = None
+        deadline = time.time() + 20
+        while err is None and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error():
+                err = m.error()
+        c.close()
+        assert err is not None and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED
+
+        deleted = admin.delete_acls([AclBindingFilter(
+            ResourceType.TOPIC, "team-", ResourcePatternType.PREFIXED, None, None,
+            AclOperation.ANY, AclPermissionType.ANY)])
+        assert len(list(deleted.values())[0].result(20)) == 2
+        b = b.restart()  # bindings are kept
+        admin = AdminClient({**admin_conf, "bootstrap.servers": b.bootstrap})
+        listed = admin.describe_acls(AclBindingFilter(
+            ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
+            AclPermissionType.ANY)).result(20)
+        assert [x.name for x in listed] == ["team-g"]
+        assert set(AdminClient({**alice_conf, "bootstrap.servers": b.bootstrap}).list_topics(
+            timeout=10).topics) == set()
     finally:
         assert b.stop() == 0

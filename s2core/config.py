@@ -138,6 +138,11 @@ def _check(cfg: dict) -> None:
     if not srv["kafka_sasl_mechanisms"] or \
             any(m not in mechanisms for m in srv["kafka_sasl_mechanisms"]):
         raise ConfigError(f"server.kafka_sasl_mechanisms: one or more of {list(mechanisms)}")
+    for p in srv["kafka_super_users"]:
+        kind, sep, name = str(p).partition(":")
+        if not sep or not kind or not name:
+            raise ConfigError(f"server.kafka_super_users: {p!r} is not a principal "
+                              "(\"User:name\")")
     if srv["kafka_oauthbearer_clock_skew_s"] < 0:
         raise ConfigError("server.kafka_oauthbearer_clock_skew_s must be >= 0")
     for side in ("kafka", "http"):  # (unreadable or mismatched files: an error now)

@@ -19,16 +19,30 @@ from s2core.catalog import RewriteStats, SegmentCatalog
 from s2core.channel import Channel, ChannelConfig
 from s2core.clock import Clock, SystemClock
 from s2core.errors import (
-    AlreadyExists, BasinNotFound, InvalidArgument, LimitExceeded, ReadPastTail, Sealed,
-    StreamNotFound, Unavailable,
+    AlreadyExists,
+    BasinNotFound,
+    InvalidArgument,
+    LimitExceeded,
+    ReadPastTail,
+    Sealed,
+    StreamNotFound,
+    Unavailable,
 )
 from s2core.metadata.base import MetadataStore, Op, VersionMismatch
 from s2core.metadata.settle import SettlingMetadataStore
 from s2core.names import validate_basin_name, validate_stream_name
 from s2core.objstore.base import ObjectStore
 from s2core.records import (
-    BODY, HEADERS, TS, AppendAck, AppendRecord, ReadBatch, SequencedRecord, StreamPosition,
-    metered_size, parse_command,
+    BODY,
+    HEADERS,
+    TS,
+    AppendAck,
+    AppendRecord,
+    ReadBatch,
+    SequencedRecord,
+    StreamPosition,
+    metered_size,
+    parse_command,
 )
 from s2core.streamconfig import BasinConfig, StreamConfig
 from s2core.streamstate import StreamState, encode_ckpt

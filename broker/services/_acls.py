@@ -1,4 +1,8 @@
-"""What DescribeAcls, CreateAcls and DeleteAcls answer: this broker has no authorizer (an
-authenticated SASL user or certificate may do everything, decision 0013), and Kafka without
-one answers every ACL request with SECURITY_DISABLED and this message."""
+"""Shared by DescribeAcls, CreateAcls and DeleteAcls: what they answer without an authorizer
+(`server.kafka_authorizer` off: Kafka answers every ACL request with SECURITY_DISABLED and
+this message), and who may call them (broker/acls.py)."""
+from broker.acls import ALTER, CLUSTER, DESCRIBE
+
 NO_AUTHORIZER = "No Authorizer is configured on the broker"
+DESCRIBE_CLUSTER = (DESCRIBE, CLUSTER)
+ALTER_CLUSTER = (ALTER, CLUSTER)

@@ -96,3 +96,14 @@ def reject_broker_change(broker, resource) -> None:
 def unknown_type(resource) -> TopicError:
     return TopicError(ErrorCode.INVALID_REQUEST,
                       f"Unknown resource type {resource.resource_type}")
+
+
+def authorize(broker, conn, r, operation: int) -> None:
+    """TopicError unless the connection may run `operation` (DESCRIBE_CONFIGS or
+    ALTER_CONFIGS) on the resource: the topic, or the cluster for a broker (acls.py)."""
+    from broker import acls
+    if r.resource_type == TOPIC:
+        if not broker.allowed(conn, operation, acls.TOPIC, r.resource_name):
+            raise TopicError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, "Authorization failed.")
+    elif r.resource_type == BROKER and not broker.allowed(conn, operation):
+        raise TopicError(ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "Authorization failed.")

@@ -1,11 +1,19 @@
 """AlterConfigs (legacy): replace a topic's whole config set; broker configs are read-only."""
 from __future__ import annotations
 
+from broker import acls
 from broker.protocol.messages.alter_configs_response import (
-    AlterConfigsResourceResponse, AlterConfigsResponse,
+    AlterConfigsResourceResponse,
+    AlterConfigsResponse,
 )
 from broker.services._configs import (
-    BROKER, TOPIC, existing_topic, precheck, reject_broker_change, unknown_type,
+    BROKER,
+    TOPIC,
+    authorize,
+    existing_topic,
+    precheck,
+    reject_broker_change,
+    unknown_type,
 )
 from broker.topics import TopicError
 
@@ -20,6 +28,7 @@ async def handle(broker, conn, header, request):
         try:
             if i in errors:
                 raise errors[i]
+            authorize(broker, conn, r, acls.ALTER_CONFIGS)
             await _alter(broker, r, request.validate_only)
         except TopicError as e:
             out.append(AlterConfigsResourceResponse(

@@ -7,6 +7,7 @@ UNSUPPORTED_SASL_MECHANISM, UNACCEPTABLE_CREDENTIAL (empty name, iterations outs
 user: its first error, or success."""
 import hashlib
 
+from broker.acls import ALTER
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.alter_user_scram_credentials_response import (
     AlterUserScramCredentialsResponse,
@@ -25,6 +26,13 @@ VERSIONS = (0, 0)
 
 
 async def handle(broker, conn, header, request):
+    if not broker.allowed(conn, ALTER):
+        names = list(dict.fromkeys(op.name for op in [*request.deletions,
+                                                       *request.upsertions]))
+        return AlterUserScramCredentialsResponse(throttle_time_ms=0, results=[
+            AlterUserScramCredentialsResult(
+                user=u, error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                error_message="Cluster authorization failed.") for u in names])
     errors: dict[str, tuple[int, str]] = {}
     order: list[str] = []
     seen: dict[tuple[str, int], int] = {}

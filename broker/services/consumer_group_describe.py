@@ -1,4 +1,5 @@
 """ConsumerGroupDescribe (KIP-848): epochs, members, assignments and targets."""
+from broker.acls import DESCRIBE, GROUP
 from broker.groups.consumer import ConsumerGroup
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.consumer_group_describe_response import (
@@ -49,4 +50,9 @@ def _describe(broker, coord, gid):
 async def handle(broker, conn, header, request):
     coord = broker.extensions["groups"]
     return ConsumerGroupDescribeResponse(throttle_time_ms=0, groups=[
-        _describe(broker, coord, gid) for gid in request.group_ids])
+        _describe(broker, coord, gid) if broker.allowed(conn, DESCRIBE, GROUP, gid)
+        else DescribedGroup(error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED,
+                            error_message="Group authorization failed.", group_id=gid,
+                            group_state="", group_epoch=-1, assignment_epoch=-1,
+                            assignor_name="", members=[], authorized_operations=NO_AUTH_OPS)
+        for gid in request.group_ids])

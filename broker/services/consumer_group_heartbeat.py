@@ -1,6 +1,7 @@
 """ConsumerGroupHeartbeat (KIP-848): join, stay, reconcile and leave a consumer group."""
 import re
 
+from broker.acls import GROUP, READ
 from broker.groups.assignors import ASSIGNORS
 from broker.groups.consumer import HeartbeatError
 from broker.protocol.errors import ErrorCode
@@ -50,6 +51,9 @@ async def handle(broker, conn, header, request):
     err = _check(request)
     if err is not None:
         return _error(err.code, err.message, request.member_id or None)
+    if not broker.allowed(conn, READ, GROUP, request.group_id):
+        return _error(ErrorCode.GROUP_AUTHORIZATION_FAILED, "Group authorization failed.",
+                      request.member_id or None)
     existed = coord.group(request.group_id) is not None
     group = coord.consumer(request.group_id, create=request.member_epoch == 0)
     if group is None:

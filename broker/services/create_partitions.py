@@ -5,9 +5,11 @@ that node; the new partitions are new streams `kafka/<topic>/<p>`.
 """
 from __future__ import annotations
 
+from broker.acls import ALTER, TOPIC
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.create_partitions_response import (
-    CreatePartitionsResponse, CreatePartitionsTopicResult,
+    CreatePartitionsResponse,
+    CreatePartitionsTopicResult,
 )
 from broker.topics import TopicError
 
@@ -32,6 +34,10 @@ async def handle(broker, conn, header, request):
     for t in request.topics:
         if names.count(t.name) > 1:
             results.append(_result(t.name, ErrorCode.INVALID_REQUEST, "Duplicate topic name."))
+            continue
+        if not broker.allowed(conn, ALTER, TOPIC, t.name):
+            results.append(_result(t.name, ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+                                   "Authorization failed."))
             continue
         try:
             await broker.topics.add_partitions(t.name, t.count, validate_only=True)

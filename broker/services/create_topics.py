@@ -1,9 +1,12 @@
 """CreateTopics: validation (names, partitions, replication, configs), validate_only."""
 from __future__ import annotations
 
+from broker.acls import CREATE, TOPIC
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.create_topics_response import (
-    CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse,
+    CreatableTopicConfigs,
+    CreatableTopicResult,
+    CreateTopicsResponse,
 )
 from broker.topic_configs import TOPIC_CONFIGS
 from broker.topics import TopicError
@@ -28,6 +31,12 @@ async def handle(broker, conn, header, request):
                               f"(at most {MAX_PARTITIONS_PER_REQUEST})",
                 topic_config_error_code=0, num_partitions=-1, replication_factor=-1,
                 configs=None))
+            continue
+        if not (broker.allowed(conn, CREATE) or broker.allowed(conn, CREATE, TOPIC, t.name)):
+            results.append(CreatableTopicResult(
+                name=t.name, error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+                error_message="Authorization failed.", topic_config_error_code=0,
+                num_partitions=-1, replication_factor=-1, configs=None))
             continue
         results.append(await _create(broker, t, names.count(t.name) > 1, request.validate_only))
     return CreateTopicsResponse(throttle_time_ms=0, topics=results)

@@ -6,9 +6,12 @@ reported is the stream's first readable seq_num once the trim is durable.
 """
 from __future__ import annotations
 
+from broker.acls import DELETE, TOPIC
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.delete_records_response import (
-    DeleteRecordsPartitionResult, DeleteRecordsResponse, DeleteRecordsTopicResult,
+    DeleteRecordsPartitionResult,
+    DeleteRecordsResponse,
+    DeleteRecordsTopicResult,
 )
 from broker.services._common import kafka_error
 from s2core.errors import S2Error
@@ -23,8 +26,12 @@ async def handle(broker, conn, header, request):
     topics = []
     for t in request.topics:
         topic = broker.topics.get(t.name)
+        denied = not broker.allowed(conn, DELETE, TOPIC, t.name)
         parts = []
         for p in t.partitions:
+            if denied:
+                parts.append(_result(p.partition_index, ErrorCode.TOPIC_AUTHORIZATION_FAILED))
+                continue
             if topic is None or not 0 <= p.partition_index < topic.partitions:
                 parts.append(_result(p.partition_index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue

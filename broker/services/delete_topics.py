@@ -1,9 +1,11 @@
 """DeleteTopics: by name (v1-v5) or by name or topic id (v6)."""
 from __future__ import annotations
 
+from broker.acls import DELETE, TOPIC
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.delete_topics_response import (
-    DeletableTopicResult, DeleteTopicsResponse,
+    DeletableTopicResult,
+    DeleteTopicsResponse,
 )
 from broker.topics import TopicError
 
@@ -27,6 +29,11 @@ async def handle(broker, conn, header, request):
                                                     error_message="unknown topic id"))
                 continue
             name = topic.name
+        if not broker.allowed(conn, DELETE, TOPIC, name):
+            results.append(DeletableTopicResult(
+                name=name, topic_id=topic_id, error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+                error_message="Authorization failed."))
+            continue
         try:
             topic = await broker.topics.delete(name)
         except TopicError as e:

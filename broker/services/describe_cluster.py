@@ -1,9 +1,11 @@
 """DescribeCluster: this one broker, which is also the controller."""
 from __future__ import annotations
 
+from broker.acls import DESCRIBE
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.describe_cluster_response import (
-    DescribeClusterBroker, DescribeClusterResponse,
+    DescribeClusterBroker,
+    DescribeClusterResponse,
 )
 from broker.services._common import NO_AUTH_OPS
 
@@ -18,6 +20,12 @@ CLUSTER_OPS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))
 async def handle(broker, conn, header, request):
     cfg = broker.config
     endpoint_type = request.endpoint_type if header.request_api_version >= 1 else BROKERS
+    if not broker.allowed(conn, DESCRIBE):
+        return DescribeClusterResponse(
+            throttle_time_ms=0, error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+            endpoint_type=endpoint_type, error_message="Cluster authorization failed.",
+            cluster_id=broker.cluster_id, controller_id=-1, brokers=[],
+            cluster_authorized_operations=NO_AUTH_OPS)
     if endpoint_type != BROKERS:
         code = ErrorCode.UNSUPPORTED_ENDPOINT_TYPE if endpoint_type == CONTROLLERS \
             else ErrorCode.INVALID_REQUEST

@@ -2,13 +2,22 @@
 broker's read-only configs; config sources, synonyms when asked, config types (v3+)."""
 from __future__ import annotations
 
+from broker import acls
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.describe_configs_response import (
-    DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
+    DescribeConfigsResourceResult,
+    DescribeConfigsResponse,
+    DescribeConfigsResult,
     DescribeConfigsSynonym,
 )
 from broker.services._configs import (
-    BROKER, DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, TOPIC, broker_values, check_broker_name,
+    BROKER,
+    DEFAULT_CONFIG,
+    DYNAMIC_TOPIC_CONFIG,
+    TOPIC,
+    authorize,
+    broker_values,
+    check_broker_name,
     existing_topic,
 )
 from broker.topic_configs import BROKER_CONFIGS, CONFIG_TYPE_IDS, TOPIC_CONFIGS, TOPIC_SYNONYMS
@@ -22,6 +31,7 @@ async def handle(broker, conn, header, request):
     results = []
     for r in request.resources:
         try:
+            authorize(broker, conn, r, acls.DESCRIBE_CONFIGS)
             configs = _describe(broker, r, request.include_synonyms)
         except TopicError as e:
             results.append(DescribeConfigsResult(

@@ -1,4 +1,5 @@
 """DescribeGroups: state, protocol and members of groups."""
+from broker.acls import DESCRIBE, GROUP
 from broker.groups.classic import STABLE, ClassicGroup
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.describe_groups_response import (
@@ -38,4 +39,9 @@ def _describe(coord, gid: str, version: int) -> DescribedGroup:
 async def handle(broker, conn, header, request):
     coord = broker.extensions["groups"]
     return DescribeGroupsResponse(throttle_time_ms=0, groups=[
-        _describe(coord, gid, header.request_api_version) for gid in request.groups])
+        _describe(coord, gid, header.request_api_version)
+        if broker.allowed(conn, DESCRIBE, GROUP, gid) else DescribedGroup(
+            error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED, error_message=None, group_id=gid,
+            group_state="", protocol_type="", protocol_data="", members=[],
+            authorized_operations=NO_AUTH_OPS)
+        for gid in request.groups])

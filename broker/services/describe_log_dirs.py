@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 
+from broker.acls import DESCRIBE
+from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.describe_log_dirs_response import (
-    DescribeLogDirsPartition, DescribeLogDirsResponse, DescribeLogDirsResult,
+    DescribeLogDirsPartition,
+    DescribeLogDirsResponse,
+    DescribeLogDirsResult,
     DescribeLogDirsTopic,
 )
 from s2core.errors import S2Error
@@ -20,6 +24,10 @@ VERSIONS = (1, 5)
 
 
 async def handle(broker, conn, header, request):
+    if not broker.allowed(conn, DESCRIBE):
+        return DescribeLogDirsResponse(throttle_time_ms=0,
+                                       error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                                       results=[])
     if request.topics is None:
         wanted = [(t, range(t.partitions)) for _, t in sorted(broker.topics.topics.items())]
     else:

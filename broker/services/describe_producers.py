@@ -2,6 +2,7 @@
 `kafka-transactions.sh describe-producers` shows them: id, epoch, last sequence and the
 broker time of their last batch, and the offset at which a transaction of theirs open in
 the partition starts (broker/transactions.py; -1: none)."""
+from broker.acls import READ, TOPIC
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.describe_producers_response import (
     DescribeProducersResponse,
@@ -18,11 +19,13 @@ async def handle(broker, conn, header, request):
     topics = []
     for t in request.topics:
         topic = broker.topics.get(t.name)
+        denied = not broker.allowed(conn, READ, TOPIC, t.name)
         parts = []
         for index in t.partition_indexes:
-            if topic is None or not 0 <= index < topic.partitions:
+            if denied or topic is None or not 0 <= index < topic.partitions:
                 parts.append(PartitionResponse(
-                    partition_index=index, error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                    partition_index=index, error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED
+                    if denied else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                     error_message=None, active_producers=[]))
                 continue
             st = await broker.producers.state(t.name, index)

@@ -1,4 +1,5 @@
 """DescribeTransactions: the state of transactional ids (kafka-transactions.sh describe)."""
+from broker import acls
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.describe_transactions_response import (
     DescribeTransactionsResponse,
@@ -14,6 +15,12 @@ async def handle(broker, conn, header, request):
     out = []
     for tid in request.transactional_ids:
         st = broker.extensions["txn"].describe(tid)
+        if not broker.allowed(conn, acls.DESCRIBE, acls.TRANSACTIONAL_ID, tid):
+            out.append(TransactionState(
+                error_code=ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                transactional_id=tid, transaction_state="", transaction_timeout_ms=0,
+                transaction_start_time_ms=-1, producer_id=-1, producer_epoch=-1, topics=[]))
+            continue
         if st is None:
             out.append(TransactionState(error_code=ErrorCode.TRANSACTIONAL_ID_NOT_FOUND,
                                         transactional_id=tid, transaction_state="",

@@ -2,6 +2,7 @@
 iterations (never a key or a salt): those of `server.kafka_sasl_users` and those set with
 AlterUserScramCredentials. Kafka's errors: RESOURCE_NOT_FOUND for a user without SCRAM
 credentials, DUPLICATE_RESOURCE for a user asked twice."""
+from broker.acls import DESCRIBE
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.describe_user_scram_credentials_response import (
     CredentialInfo,
@@ -16,6 +17,10 @@ _CODES = {m: c for c, m in MECHANISM_CODES.items()}
 
 
 async def handle(broker, conn, header, request):
+    if not broker.allowed(conn, DESCRIBE):
+        return DescribeUserScramCredentialsResponse(
+            throttle_time_ms=0, error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+            error_message="Cluster authorization failed.", results=[])
     known = broker.sasl.described()
     # (null or empty: every user, as Kafka reads it)
     names = sorted(known) if not request.users else [u.name for u in request.users]

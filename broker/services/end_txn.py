@@ -1,5 +1,6 @@
 """EndTxn: commit or abort a transaction (markers into its partitions, staged offsets
 into its groups on commit)."""
+from broker import acls
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.end_txn_response import EndTxnResponse
 from broker.transactions import TxnError
@@ -10,6 +11,9 @@ VERSIONS = (0, 3)
 
 
 async def handle(broker, conn, header, request):
+    if not broker.allowed(conn, acls.WRITE, acls.TRANSACTIONAL_ID, request.transactional_id):
+        return EndTxnResponse(throttle_time_ms=0,
+                              error_code=ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     fenced = ErrorCode.PRODUCER_FENCED if header.request_api_version >= 2 \
         else ErrorCode.INVALID_PRODUCER_EPOCH
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import struct
 
+from broker.acls import READ, TOPIC
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.fetch_response import (
     AbortedTransaction,
@@ -29,7 +30,7 @@ MAX_WAIT_MS = 30_000
 
 
 async def handle(broker, conn, header, request):
-    return _fetch(broker, header.request_api_version, request)
+    return _fetch(broker, header.request_api_version, request, conn)
 
 
 def _resolve(broker, version, t):
@@ -40,11 +41,11 @@ def _resolve(broker, version, t):
     return topic, (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if topic is None else 0)
 
 
-async def _fetch(broker, version, request) -> FetchResponse:
+async def _fetch(broker, version, request, conn=None) -> FetchResponse:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(max(request.max_wait_ms, 0), MAX_WAIT_MS) / 1000
     while True:
-        result, total, watch = await _read_all(broker, version, request)
+        result, total, watch = await _read_all(broker, version, request, conn)
         left = deadline - loop.time()
         if total >= request.min_bytes or left <= 0 or not watch:
             return result
@@ -54,16 +55,18 @@ async def _fetch(broker, version, request) -> FetchResponse:
         for w in rest:
             w.cancel()
         if not any(not w.cancelled() and w.exception() is None and w.result() for w in done):
-            return (await _read_all(broker, version, request))[0]
+            return (await _read_all(broker, version, request, conn))[0]
 
 
-async def _read_all(broker, version, request):
+async def _read_all(broker, version, request, conn=None):
     budget = request.max_bytes if version >= 3 else 2**31 - 1
     total = 0
     watch = []
     responses = []
     for t in request.topics:
         topic, err = _resolve(broker, version, t)
+        if not err and not broker.allowed(conn, READ, TOPIC, topic.name):
+            err = ErrorCode.TOPIC_AUTHORIZATION_FAILED
         parts = []
         for p in t.partitions:
             if err:

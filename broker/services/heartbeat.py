@@ -1,4 +1,5 @@
 """Heartbeat: a classic member is alive; REBALANCE_IN_PROGRESS tells it to rejoin."""
+from broker.acls import GROUP, READ
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.heartbeat_response import HeartbeatResponse
 
@@ -10,6 +11,9 @@ async def handle(broker, conn, header, request):
     coord = broker.extensions["groups"]
     if not request.group_id:
         return HeartbeatResponse(throttle_time_ms=0, error_code=ErrorCode.INVALID_GROUP_ID)
+    if not broker.allowed(conn, READ, GROUP, request.group_id):
+        return HeartbeatResponse(throttle_time_ms=0,
+                                 error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED)
     group = coord.classic(request.group_id, create=False)
     if group is None or isinstance(group, int):
         return HeartbeatResponse(throttle_time_ms=0, error_code=ErrorCode.UNKNOWN_MEMBER_ID)

@@ -2,12 +2,20 @@
 SUBTRACT only on list-type configs); broker configs are read-only."""
 from __future__ import annotations
 
+from broker import acls
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.incremental_alter_configs_response import (
-    AlterConfigsResourceResponse, IncrementalAlterConfigsResponse,
+    AlterConfigsResourceResponse,
+    IncrementalAlterConfigsResponse,
 )
 from broker.services._configs import (
-    BROKER, TOPIC, existing_topic, precheck, reject_broker_change, unknown_type,
+    BROKER,
+    TOPIC,
+    authorize,
+    existing_topic,
+    precheck,
+    reject_broker_change,
+    unknown_type,
 )
 from broker.topic_configs import TOPIC_CONFIGS
 from broker.topics import TopicError
@@ -24,6 +32,7 @@ async def handle(broker, conn, header, request):
         try:
             if i in errors:
                 raise errors[i]
+            authorize(broker, conn, r, acls.ALTER_CONFIGS)
             await _alter(broker, r, request.validate_only)
         except TopicError as e:
             out.append(AlterConfigsResourceResponse(

@@ -1,5 +1,6 @@
 """InitProducerId: producer ids and epochs for idempotent and transactional producers
 (KIP-98, KIP-360; transactional ids: broker/transactions.py)."""
+from broker import acls
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.init_producer_id_response import InitProducerIdResponse
 from broker.transactions import TxnError
@@ -18,6 +19,8 @@ async def handle(broker, conn, header, request):
     pid = getattr(request, "producer_id", -1)
     epoch = getattr(request, "producer_epoch", -1)
     if request.transactional_id is not None:
+        if not broker.allowed(conn, acls.WRITE, acls.TRANSACTIONAL_ID, request.transactional_id):
+            return reply(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
         fenced = ErrorCode.PRODUCER_FENCED if header.request_api_version >= 4 \
             else ErrorCode.INVALID_PRODUCER_EPOCH
         try:
@@ -28,6 +31,9 @@ async def handle(broker, conn, header, request):
         except S2Error:
             return reply(ErrorCode.COORDINATOR_NOT_AVAILABLE)
         return reply(0, pid, epoch)
+    if not (broker.allowed(conn, acls.IDEMPOTENT_WRITE)
+            or broker.allowed_any(conn, acls.WRITE, acls.TOPIC)):
+        return reply(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
     if pid >= 0 and epoch >= 0 and epoch < MAX_EPOCH - 1:
         # An idempotent producer bumping its epoch after a failed batch (KIP-360).
         return reply(0, pid, epoch + 1)

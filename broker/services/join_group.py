@@ -1,6 +1,7 @@
 """JoinGroup: enter a classic group's rebalance; answered when the join phase completes."""
 import asyncio
 
+from broker.acls import GROUP, READ
 from broker.groups.classic import JoinResult
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.join_group_response import JoinGroupResponse, JoinGroupResponseMember
@@ -31,6 +32,8 @@ async def handle(broker, conn, header, request):
         request.rebalance_timeout_ms = request.session_timeout_ms
     if not request.group_id:
         return _response(JoinResult(ErrorCode.INVALID_GROUP_ID, request.member_id))
+    if not broker.allowed(conn, READ, GROUP, request.group_id):
+        return _response(JoinResult(ErrorCode.GROUP_AUTHORIZATION_FAILED, request.member_id))
     if not coord.check_session_timeout(request.session_timeout_ms):
         return _response(JoinResult(ErrorCode.INVALID_SESSION_TIMEOUT, request.member_id))
     existing = coord.group(request.group_id)

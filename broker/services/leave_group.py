@@ -1,4 +1,5 @@
 """LeaveGroup: members leave a classic group (one by member id, or a batch from v3)."""
+from broker.acls import GROUP, READ
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.leave_group_response import LeaveGroupResponse, MemberResponse
 
@@ -13,6 +14,12 @@ async def handle(broker, conn, header, request):
         leaving = [(request.member_id, None)]
     else:
         leaving = [(m.member_id, m.group_instance_id) for m in request.members]
+    if request.group_id and not broker.allowed(conn, READ, GROUP, request.group_id):
+        if version < 3:
+            return LeaveGroupResponse(throttle_time_ms=0,
+                                      error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED)
+        return LeaveGroupResponse(throttle_time_ms=0,
+                                  error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED, members=[])
     group = coord.classic(request.group_id, create=False) if request.group_id else None
     if group is None or isinstance(group, int):
         code = ErrorCode.INVALID_GROUP_ID if not request.group_id \

@@ -1,4 +1,5 @@
 """ListGroups: every group, filtered by state (v4+) and type (v5+)."""
+from broker.acls import DESCRIBE, GROUP
 from broker.groups.classic import ClassicGroup
 from broker.protocol.messages.list_groups_response import ListedGroup, ListGroupsResponse
 
@@ -12,7 +13,10 @@ async def handle(broker, conn, header, request):
     states = {s.lower() for s in request.states_filter} if version >= 4 else set()
     types = {t.lower() for t in request.types_filter} if version >= 5 else set()
     groups = []
+    everything = broker.allowed(conn, DESCRIBE)  # (else the groups it may describe)
     for gid, group in sorted(coord.groups.items()):
+        if not everything and not broker.allowed(conn, DESCRIBE, GROUP, gid):
+            continue
         classic = isinstance(group, ClassicGroup)
         kind = "classic" if classic else "consumer"
         if states and group.state.lower() not in states:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import struct
 
+from broker.acls import DESCRIBE, TOPIC
 from broker.protocol.errors import ErrorCode
 from broker.protocol.exceptions import DecodeError
 from broker.protocol.messages.list_offsets_response import (
@@ -24,8 +25,12 @@ async def handle(broker, conn, header, request):
     topics = []
     for t in request.topics:
         topic = broker.topics.get(t.name)
+        denied = not broker.allowed(conn, DESCRIBE, TOPIC, t.name)
         parts = []
         for p in t.partitions:
+            if denied:
+                parts.append(_reply(p.partition_index, ErrorCode.TOPIC_AUTHORIZATION_FAILED))
+                continue
             if topic is None or not 0 <= p.partition_index < topic.partitions:
                 parts.append(_reply(p.partition_index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue

@@ -2,6 +2,7 @@
 producer id (v1: by how long they have been open; v2: by id pattern)."""
 import re
 
+from broker import acls
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.list_transactions_response import (
     ListTransactionsResponse,
@@ -34,6 +35,8 @@ async def handle(broker, conn, header, request):
                 st.state != "Ongoing" or now - st.started_ms < duration):
             continue
         if regex is not None and not regex.fullmatch(st.tid):
+            continue
+        if not broker.allowed(conn, acls.DESCRIBE, acls.TRANSACTIONAL_ID, st.tid):
             continue
         out.append(TransactionState(transactional_id=st.tid, producer_id=st.pid,
                                     transaction_state=st.state))

@@ -1,9 +1,13 @@
 """Metadata: this broker is every partition's leader and the controller; auto-creation."""
 from __future__ import annotations
 
+from broker.acls import CREATE, DESCRIBE, TOPIC
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.metadata_response import (
-    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    MetadataResponse,
+    MetadataResponseBroker,
+    MetadataResponsePartition,
+    MetadataResponseTopic,
 )
 from broker.services._common import NO_AUTH_OPS
 from broker.topics import TopicError, check_topic_name
@@ -32,7 +36,8 @@ async def handle(broker, conn, header, request):
     cfg = broker.config
     topics = []
     if request.topics is None or (version == 0 and not request.topics):
-        topics = [topic_entry(broker, t) for _, t in sorted(broker.topics.topics.items())]
+        topics = [topic_entry(broker, t) for _, t in sorted(broker.topics.topics.items())
+                  if broker.allowed(conn, DESCRIBE, TOPIC, t.name)]
     else:
         allow = request.allow_auto_topic_creation if version >= 4 else True
         for req in request.topics:
@@ -44,10 +49,23 @@ async def handle(broker, conn, header, request):
                         error_code=ErrorCode.UNKNOWN_TOPIC_ID, name=None,
                         topic_id=req.topic_id, partitions=[],
                         topic_authorized_operations=NO_AUTH_OPS))
+                elif not broker.allowed(conn, DESCRIBE, TOPIC, t.name):
+                    topics.append(MetadataResponseTopic(
+                        error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED, name=None,
+                        topic_id=req.topic_id, partitions=[],
+                        topic_authorized_operations=NO_AUTH_OPS))
                 else:
                     topics.append(topic_entry(broker, t))
                 continue
-            topics.append(await _named(broker, name, allow and cfg.auto_create_topics))
+            if not broker.allowed(conn, DESCRIBE, TOPIC, name):
+                topics.append(MetadataResponseTopic(
+                    error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED, name=name,
+                    topic_id=ZERO_UUID, partitions=[], topic_authorized_operations=NO_AUTH_OPS))
+                continue
+            # auto-creation needs CREATE on the cluster or on the topic (Kafka's rule)
+            create = allow and cfg.auto_create_topics and (
+                broker.allowed(conn, CREATE) or broker.allowed(conn, CREATE, TOPIC, name))
+            topics.append(await _named(broker, name, create))
     node = MetadataResponseBroker(node_id=cfg.node_id, host=cfg.advertised_host,
                                   port=cfg.advertised_port, rack=None)
     return MetadataResponse(throttle_time_ms=0, brokers=[node], cluster_id=broker.cluster_id,

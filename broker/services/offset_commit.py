@@ -1,4 +1,5 @@
 """OffsetCommit: store a group's offsets (with metadata) durably, after Kafka's checks."""
+from broker.acls import GROUP, READ, TOPIC
 from broker.groups.offsets import MAX_METADATA_BYTES
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.offset_commit_response import (
@@ -27,6 +28,8 @@ async def handle(broker, conn, header, request):
     keys = [(i, p.partition_index) for i, t in enumerate(request.topics) for p in t.partitions]
     if not request.group_id:
         return _reply(request, dict.fromkeys(keys, ErrorCode.INVALID_GROUP_ID))
+    if not broker.allowed(conn, READ, GROUP, request.group_id):
+        return _reply(request, dict.fromkeys(keys, ErrorCode.GROUP_AUTHORIZATION_FAILED))
     code = coord.commit_error(request.group_id, request.generation_id_or_member_epoch,
                               request.member_id, request.group_instance_id, version)
     if code:
@@ -41,7 +44,9 @@ async def handle(broker, conn, header, request):
         for p in t.partitions:
             key = (i, p.partition_index)
             meta = p.committed_metadata
-            if topic is None or not 0 <= p.partition_index < topic.partitions:
+            if topic is not None and not broker.allowed(conn, READ, TOPIC, topic.name):
+                codes[key] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+            elif topic is None or not 0 <= p.partition_index < topic.partitions:
                 codes[key] = missing
             elif meta is not None and len(meta) > MAX_METADATA_BYTES:
                 codes[key] = ErrorCode.OFFSET_METADATA_TOO_LARGE

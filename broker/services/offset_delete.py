@@ -1,4 +1,5 @@
 """OffsetDelete: drop a group's offsets for partitions it does not consume."""
+from broker.acls import DELETE, GROUP, READ, TOPIC
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.offset_delete_response import (
     OffsetDeleteResponse,
@@ -17,6 +18,9 @@ async def handle(broker, conn, header, request):
     if not gid:
         return OffsetDeleteResponse(error_code=ErrorCode.INVALID_GROUP_ID, throttle_time_ms=0,
                                     topics=[])
+    if not broker.allowed(conn, DELETE, GROUP, gid):
+        return OffsetDeleteResponse(error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED,
+                                    throttle_time_ms=0, topics=[])
     if group is None and not coord.offsets.has_group(gid):
         return OffsetDeleteResponse(error_code=ErrorCode.GROUP_ID_NOT_FOUND,
                                     throttle_time_ms=0, topics=[])
@@ -29,7 +33,9 @@ async def handle(broker, conn, header, request):
                                         throttle_time_ms=0, topics=[])
         parts = []
         for p in t.partitions:
-            if subscribed:
+            if not broker.allowed(conn, READ, TOPIC, t.name):
+                code = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+            elif subscribed:
                 code = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC
             elif broker.topics.get(t.name) is None:
                 code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION

@@ -2,6 +2,7 @@
 `require_stable` (v7+, what read_committed consumers send), a partition whose offset an
 open transaction is about to commit answers UNSTABLE_OFFSET_COMMIT (retriable), as Kafka
 does, so that the consumer does not start from the offset before it."""
+from broker.acls import DESCRIBE, GROUP, TOPIC
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.offset_fetch_response import (
     OffsetFetchResponse,
@@ -28,8 +29,10 @@ def _live(broker, coord, group_id):
 
 
 def _group(broker, coord, version, group_id, topics, member_id=None, member_epoch=-1,
-           stable=False):
+           stable=False, conn=None):
     """(error, [(name, topic_id, [(partition, offset, epoch, metadata, error)])])."""
+    if not broker.allowed(conn, DESCRIBE, GROUP, group_id):
+        return ErrorCode.GROUP_AUTHORIZATION_FAILED, []
     code = coord.fetch_error(group_id, member_id, member_epoch)
     if code:
         return code, []
@@ -39,7 +42,9 @@ def _group(broker, coord, version, group_id, topics, member_id=None, member_epoc
     if topics is None:
         by_topic: dict[str, list] = {}
         for (t, p), e in sorted(table.items()):
-            by_topic.setdefault(t, []).append((p, e.offset, e.leader_epoch, e.metadata, 0))
+            if broker.allowed(conn, DESCRIBE, TOPIC, t):  # (the others are left out)
+                by_topic.setdefault(t, []).append((p, e.offset, e.leader_epoch, e.metadata,
+                                                   0))
         for t, parts in by_topic.items():
             out.append((t, broker.topics.get(t).id, parts))
         return ErrorCode.NONE, out
@@ -52,7 +57,9 @@ def _group(broker, coord, version, group_id, topics, member_id=None, member_epoc
         parts = []
         for p in t.partition_indexes:
             e = table.get((name, p)) if name is not None else None
-            if (name, p) in unstable:
+            if name is not None and not broker.allowed(conn, DESCRIBE, TOPIC, name):
+                parts.append((p, -1, -1, "", ErrorCode.TOPIC_AUTHORIZATION_FAILED))
+            elif (name, p) in unstable:
                 parts.append((p, -1, -1, "", ErrorCode.UNSTABLE_OFFSET_COMMIT))
             elif e is None:
                 err = ErrorCode.UNKNOWN_TOPIC_ID if version >= 10 and name is None else 0
@@ -73,7 +80,7 @@ async def handle(broker, conn, header, request):
             code, topics = _group(broker, coord, version, g.group_id, g.topics,
                                   g.member_id if version >= 9 else None,
                                   g.member_epoch if version >= 9 else -1,
-                                  request.require_stable)
+                                  request.require_stable, conn)
             groups.append(OffsetFetchResponseGroup(group_id=g.group_id, error_code=code, topics=[
                 OffsetFetchResponseTopics(name=n, topic_id=tid or bytes(16), partitions=[
                     OffsetFetchResponsePartitions(
@@ -82,7 +89,7 @@ async def handle(broker, conn, header, request):
                 for n, tid, parts in topics]))
         return OffsetFetchResponse(throttle_time_ms=0, groups=groups)
     code, topics = _group(broker, coord, version, request.group_id, request.topics,
-                          stable=version >= 7 and request.require_stable)
+                          stable=version >= 7 and request.require_stable, conn=conn)
     return OffsetFetchResponse(throttle_time_ms=0, error_code=code, topics=[
         OffsetFetchResponseTopic(name=n, partitions=[
             OffsetFetchResponsePartition(partition_index=p, committed_offset=o,

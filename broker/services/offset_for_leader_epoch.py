@@ -2,9 +2,12 @@
 epoch 0 ends at the high watermark and any other epoch is undefined."""
 from __future__ import annotations
 
+from broker.acls import DESCRIBE, TOPIC
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.offset_for_leader_epoch_response import (
-    EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
+    EpochEndOffset,
+    OffsetForLeaderEpochResponse,
+    OffsetForLeaderTopicResult,
 )
 from broker.services._common import kafka_error
 from s2core.errors import S2Error
@@ -19,9 +22,12 @@ async def handle(broker, conn, header, request):
     topics = []
     for t in request.topics:
         topic = broker.topics.get(t.topic)
+        denied = not broker.allowed(conn, DESCRIBE, TOPIC, t.topic)
         parts = []
         for p in t.partitions:
-            if topic is None or not 0 <= p.partition < topic.partitions:
+            if denied:
+                parts.append(_result(p.partition, ErrorCode.TOPIC_AUTHORIZATION_FAILED))
+            elif topic is None or not 0 <= p.partition < topic.partitions:
                 parts.append(_result(p.partition, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
             elif p.current_leader_epoch not in (NO_EPOCH, LEADER_EPOCH):
                 code = ErrorCode.FENCED_LEADER_EPOCH if p.current_leader_epoch < LEADER_EPOCH \

@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import logging
 
+from broker.acls import TOPIC, TRANSACTIONAL_ID, WRITE
 from broker.producers import BatchRecord, ProducerError, check_sequence, record_batch
 from broker.protocol.errors import ErrorCode
 from broker.protocol.exceptions import DecodeError
@@ -58,12 +59,18 @@ async def handle(broker, conn, header, request):
     version = header.request_api_version
     if request.acks not in (-1, 0, 1):
         return _all(request, ErrorCode.INVALID_REQUIRED_ACKS)
+    if request.transactional_id is not None and not broker.allowed(
+            conn, WRITE, TRANSACTIONAL_ID, request.transactional_id):
+        return _all(request, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     pending = []
     for t in request.topic_data:
         topic = broker.topics.get(t.name) if version < 13 else \
             broker.topics.by_id.get(t.topic_id)
         parts = []
         for p in t.partition_data:
+            if topic is not None and not broker.allowed(conn, WRITE, TOPIC, topic.name):
+                parts.append((p.index, _error(p.index, ErrorCode.TOPIC_AUTHORIZATION_FAILED)))
+                continue
             parts.append((p.index, await _partition(broker, topic, t, p)))
         pending.append((t, parts))
     if request.acks == 0:

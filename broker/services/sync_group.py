@@ -1,6 +1,7 @@
 """SyncGroup: the leader hands out the assignment; every member receives its own."""
 import asyncio
 
+from broker.acls import GROUP, READ
 from broker.groups.classic import SyncResult
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.sync_group_response import SyncGroupResponse
@@ -19,6 +20,8 @@ async def handle(broker, conn, header, request):
     coord = broker.extensions["groups"]
     if not request.group_id:
         return _response(SyncResult(ErrorCode.INVALID_GROUP_ID))
+    if not broker.allowed(conn, READ, GROUP, request.group_id):
+        return _response(SyncResult(ErrorCode.GROUP_AUTHORIZATION_FAILED))
     group = coord.classic(request.group_id, create=False)
     if group is None or isinstance(group, int):
         return _response(SyncResult(ErrorCode.UNKNOWN_MEMBER_ID))

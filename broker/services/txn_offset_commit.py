@@ -1,4 +1,5 @@
 """TxnOffsetCommit: offsets a transaction commits to a group (staged until EndTxn)."""
+from broker import acls
 from broker.groups.offsets import MAX_METADATA_BYTES
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.txn_offset_commit_response import (
@@ -27,6 +28,11 @@ async def handle(broker, conn, header, request):
     keys = [(t.name, p.partition_index) for t in request.topics for p in t.partitions]
     if not request.group_id:
         return _reply(request, dict.fromkeys(keys, ErrorCode.INVALID_GROUP_ID))
+    if not broker.allowed(conn, acls.WRITE, acls.TRANSACTIONAL_ID, request.transactional_id):
+        return _reply(request, dict.fromkeys(keys,
+                                             ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
+    if not broker.allowed(conn, acls.READ, acls.GROUP, request.group_id):
+        return _reply(request, dict.fromkeys(keys, ErrorCode.GROUP_AUTHORIZATION_FAILED))
     if version >= 3:  # the consumer's group membership, as OffsetCommit checks it
         code = broker.extensions["groups"].commit_error(
             request.group_id, request.generation_id, request.member_id,
@@ -39,7 +45,9 @@ async def handle(broker, conn, header, request):
         for p in t.partitions:
             key = (t.name, p.partition_index)
             meta = p.committed_metadata
-            if topic is None or not 0 <= p.partition_index < topic.partitions:
+            if not broker.allowed(conn, acls.READ, acls.TOPIC, t.name):
+                codes[key] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+            elif topic is None or not 0 <= p.partition_index < topic.partitions:
                 codes[key] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             elif meta is not None and len(meta) > MAX_METADATA_BYTES:
                 codes[key] = ErrorCode.OFFSET_METADATA_TOO_LARGE
