@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from broker.acls import (
     CLUSTER,
     CLUSTER_NAME,
+    SUPPORTED,
     Authorizer,
     connection_host,
     connection_principal,
@@ -97,6 +98,12 @@ class Broker:
             principal = conn.acl_principal = connection_principal(conn)
         return acls.authorize(principal, connection_host(conn), operation, resource_type,
                               name)
+
+    def authorized_ops(self, conn, resource_type: int, name: str = CLUSTER_NAME) -> int:
+        """The bit field of the operations the connection may run on the resource (the
+        `authorized_operations` of Metadata, DescribeCluster and the group descriptions)."""
+        return sum(1 << op for op in SUPPORTED[resource_type]
+                   if self.allowed(conn, op, resource_type, name))
 
     def allowed_any(self, conn, operation: int, resource_type: int) -> bool:
         """Whether the connection may run `operation` on some resource of the type."""

@@ -49,10 +49,15 @@ def _describe(broker, coord, gid):
 
 async def handle(broker, conn, header, request):
     coord = broker.extensions["groups"]
-    return ConsumerGroupDescribeResponse(throttle_time_ms=0, groups=[
+    groups = [
         _describe(broker, coord, gid) if broker.allowed(conn, DESCRIBE, GROUP, gid)
         else DescribedGroup(error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED,
                             error_message="Group authorization failed.", group_id=gid,
                             group_state="", group_epoch=-1, assignment_epoch=-1,
                             assignor_name="", members=[], authorized_operations=NO_AUTH_OPS)
-        for gid in request.group_ids])
+        for gid in request.group_ids]
+    if request.include_authorized_operations:
+        for g in groups:
+            if g.error_code == 0:
+                g.authorized_operations = broker.authorized_ops(conn, GROUP, g.group_id)
+    return ConsumerGroupDescribeResponse(throttle_time_ms=0, groups=groups)

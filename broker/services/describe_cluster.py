@@ -1,7 +1,7 @@
 """DescribeCluster: this one broker, which is also the controller."""
 from __future__ import annotations
 
-from broker.acls import DESCRIBE
+from broker.acls import CLUSTER, DESCRIBE, SUPPORTED
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.describe_cluster_response import (
     DescribeClusterBroker,
@@ -14,7 +14,7 @@ VERSIONS = (0, 2)
 BROKERS, CONTROLLERS = 1, 2  # endpoint types (v1+)
 # With no authorizer Kafka grants every operation the CLUSTER resource supports: CREATE,
 # ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
-CLUSTER_OPS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))
+CLUSTER_OPS = sum(1 << op for op in SUPPORTED[CLUSTER])
 
 
 async def handle(broker, conn, header, request):
@@ -37,7 +37,8 @@ async def handle(broker, conn, header, request):
             cluster_authorized_operations=NO_AUTH_OPS)
     node = DescribeClusterBroker(broker_id=cfg.node_id, host=cfg.advertised_host,
                                  port=cfg.advertised_port, rack=None, is_fenced=False)
-    ops = CLUSTER_OPS if request.include_cluster_authorized_operations else NO_AUTH_OPS
+    ops = broker.authorized_ops(conn, CLUSTER) if request.include_cluster_authorized_operations \
+        else NO_AUTH_OPS
     return DescribeClusterResponse(throttle_time_ms=0, error_code=0, error_message=None,
                                    endpoint_type=endpoint_type, cluster_id=broker.cluster_id,
                                    controller_id=cfg.node_id, brokers=[node],

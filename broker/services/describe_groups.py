@@ -38,10 +38,15 @@ def _describe(coord, gid: str, version: int) -> DescribedGroup:
 
 async def handle(broker, conn, header, request):
     coord = broker.extensions["groups"]
-    return DescribeGroupsResponse(throttle_time_ms=0, groups=[
+    groups = [
         _describe(coord, gid, header.request_api_version)
         if broker.allowed(conn, DESCRIBE, GROUP, gid) else DescribedGroup(
             error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED, error_message=None, group_id=gid,
             group_state="", protocol_type="", protocol_data="", members=[],
             authorized_operations=NO_AUTH_OPS)
-        for gid in request.groups])
+        for gid in request.groups]
+    if getattr(request, "include_authorized_operations", False):  # (v3+)
+        for g in groups:
+            if g.error_code == 0 and g.group_state != "Dead":
+                g.authorized_operations = broker.authorized_ops(conn, GROUP, g.group_id)
+    return DescribeGroupsResponse(throttle_time_ms=0, groups=groups)

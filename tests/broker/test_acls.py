@@ -181,3 +181,26 @@ async def test_without_an_authorizer_acl_apis_are_disabled(memory_broker):
         resource_type_filter=A.ANY, resource_name_filter=None, pattern_type_filter=A.ANY,
         principal_filter=None, host_filter=None, operation=A.ANY, permission_type=A.ANY), 2)
     assert r.error_code == E.SECURITY_DISABLED
+
+
+async def test_authorized_operations_when_asked(broker):
+    from broker.protocol.messages.describe_cluster_request import DescribeClusterRequest
+    from broker.services import describe_cluster
+    b = broker
+    await b.acls.create([allow(A.TOPIC, "orders", "User:alice", A.READ),
+                         allow(A.CLUSTER, A.CLUSTER_NAME, "User:alice", A.DESCRIBE)])
+    alice = Conn("alice")
+    r = await call(b, alice, metadata, MetadataRequest(
+        topics=None, include_topic_authorized_operations=True,
+        include_cluster_authorized_operations=True), 10)
+    (t,) = r.topics
+    assert t.topic_authorized_operations == (1 << A.READ) | (1 << A.DESCRIBE)
+    assert r.cluster_authorized_operations == 1 << A.DESCRIBE
+    r = await call(b, alice, metadata, MetadataRequest(topics=None), 10)
+    assert r.topics[0].topic_authorized_operations == -2147483648, "not asked"
+    r = await call(b, alice, describe_cluster, DescribeClusterRequest(
+        include_cluster_authorized_operations=True), 1)
+    assert r.cluster_authorized_operations == 1 << A.DESCRIBE
+    r = await call(b, Conn("admin"), describe_cluster, DescribeClusterRequest(
+        include_cluster_authorized_operations=True), 1)
+    assert r.cluster_authorized_operations == sum(1 << op for op in A.SUPPORTED[A.CLUSTER])
