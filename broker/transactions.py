@@ -57,6 +57,18 @@ class TxnError(Exception):
         self.code = code
 
 
+async def error_code(call) -> int:
+    """The Kafka error code of a coordinator call (awaited here): NONE, its TxnError's, or
+    COORDINATOR_NOT_AVAILABLE (retriable) when the store failed under it."""
+    try:
+        await call
+    except TxnError as e:
+        return e.code
+    except S2Error:
+        return E.COORDINATOR_NOT_AVAILABLE
+    return E.NONE
+
+
 @dataclass
 class TxnState:
     tid: str

@@ -3,8 +3,7 @@ transaction (TxnOffsetCommit follows)."""
 from broker import acls
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.add_offsets_to_txn_response import AddOffsetsToTxnResponse
-from broker.transactions import TxnError
-from s2core.errors import S2Error
+from broker.transactions import error_code
 
 API_KEY = 25
 VERSIONS = (0, 3)
@@ -20,13 +19,7 @@ async def handle(broker, conn, header, request):
     else:
         fenced = ErrorCode.PRODUCER_FENCED if header.request_api_version >= 2 \
             else ErrorCode.INVALID_PRODUCER_EPOCH
-        try:
-            await broker.extensions["txn"].add_offsets(
-                request.transactional_id, request.producer_id, request.producer_epoch,
-                request.group_id, fenced)
-            code = ErrorCode.NONE
-        except TxnError as e:
-            code = e.code
-        except S2Error:
-            code = ErrorCode.COORDINATOR_NOT_AVAILABLE
+        code = await error_code(broker.extensions["txn"].add_offsets(
+            request.transactional_id, request.producer_id, request.producer_epoch,
+            request.group_id, fenced))
     return AddOffsetsToTxnResponse(throttle_time_ms=0, error_code=code)

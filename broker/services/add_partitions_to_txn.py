@@ -8,8 +8,7 @@ from broker.protocol.messages.add_partitions_to_txn_response import (
     AddPartitionsToTxnResponse,
     AddPartitionsToTxnTopicResult,
 )
-from broker.transactions import TxnError
-from s2core.errors import S2Error
+from broker.transactions import error_code
 
 API_KEY = 24
 VERSIONS = (0, 3)
@@ -42,13 +41,7 @@ async def handle(broker, conn, header, request):
                                else ErrorCode.OPERATION_NOT_ATTEMPTED for tp in wanted})
     fenced = ErrorCode.PRODUCER_FENCED if header.request_api_version >= 2 \
         else ErrorCode.INVALID_PRODUCER_EPOCH
-    try:
-        await broker.extensions["txn"].add_partitions(
-            request.v3_and_below_transactional_id, request.v3_and_below_producer_id,
-            request.v3_and_below_producer_epoch, wanted, fenced)
-        code = ErrorCode.NONE
-    except TxnError as e:
-        code = e.code
-    except S2Error:
-        code = ErrorCode.COORDINATOR_NOT_AVAILABLE
+    code = await error_code(broker.extensions["txn"].add_partitions(
+        request.v3_and_below_transactional_id, request.v3_and_below_producer_id,
+        request.v3_and_below_producer_epoch, wanted, fenced))
     return _reply(topics, dict.fromkeys(wanted, code))

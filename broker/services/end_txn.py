@@ -3,8 +3,7 @@ into its groups on commit)."""
 from broker import acls
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.end_txn_response import EndTxnResponse
-from broker.transactions import TxnError
-from s2core.errors import S2Error
+from broker.transactions import error_code
 
 API_KEY = 26
 VERSIONS = (0, 3)
@@ -16,13 +15,7 @@ async def handle(broker, conn, header, request):
                               error_code=ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     fenced = ErrorCode.PRODUCER_FENCED if header.request_api_version >= 2 \
         else ErrorCode.INVALID_PRODUCER_EPOCH
-    try:
-        await broker.extensions["txn"].end_txn(request.transactional_id, request.producer_id,
-                                               request.producer_epoch, request.committed,
-                                               fenced)
-        code = ErrorCode.NONE
-    except TxnError as e:
-        code = e.code
-    except S2Error:
-        code = ErrorCode.COORDINATOR_NOT_AVAILABLE
+    code = await error_code(broker.extensions["txn"].end_txn(
+        request.transactional_id, request.producer_id, request.producer_epoch,
+        request.committed, fenced))
     return EndTxnResponse(throttle_time_ms=0, error_code=code)

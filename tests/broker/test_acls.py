@@ -204,3 +204,23 @@ async def test_authorized_operations_when_asked(broker):
     r = await call(b, Conn("admin"), describe_cluster, DescribeClusterRequest(
         include_cluster_authorized_operations=True), 1)
     assert r.cluster_authorized_operations == sum(1 << op for op in A.SUPPORTED[A.CLUSTER])
+
+
+def test_principals_of_connections():
+    from broker.acls import connection_principal
+
+    class Transport:
+        def __init__(self, cert):
+            self.cert = cert
+
+        def get_extra_info(self, name):
+            return self.cert if name == "peercert" else None
+
+    c = Conn("alice")
+    assert connection_principal(c) == "User:alice"
+    c = Conn(None)
+    assert connection_principal(c) == "User:ANONYMOUS"
+    c.transport = Transport({"subject": ((("countryName", "US"),), (("organizationName",
+                                                                      "Acme"),),
+                                         (("commonName", "orders-svc"),))})
+    assert connection_principal(c) == "User:CN=orders-svc,O=Acme,C=US", "RFC 2253 order"
