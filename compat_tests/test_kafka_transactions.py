@@ -233,3 +233,57 @@ def test_kafka_python_transactions(broker):
         c.seek(tp, 0)
         assert sorted(m.value for m in c) == expected, isolation
         c.close()
+
+
+def test_sigkill_mid_transactions(tmp_path):
+    """SIGKILL while a producer commits transactions in a loop: after the restart, a
+    read_committed consumer sees every committed transaction whole and nothing of the
+    others, and is not held back for good by the one that was open (its timeout aborts
+    it)."""
+    import signal
+    import threading
+
+    b = start_broker(str(tmp_path / "data"))
+    try:
+        create(b, "crash", partitions=2)
+        committed: list[int] = []
+        stop = threading.Event()
+
+        def run():
+            p = Producer({"bootstrap.servers": b.bootstrap, "transactional.id": "crash-1",
+                          "transaction.timeout.ms": 3000, "linger.ms": 2,
+                          "message.timeout.ms": 3000})
+            p.init_transactions(20)
+            n = 0
+            while not stop.is_set():
+                try:
+                    p.begin_transaction()
+                    for i in range(4):
+                        p.produce("crash", value=b"%d-%d" % (n, i), partition=i % 2)
+                    p.commit_transaction(5)
+                except KafkaException:
+                    return  # the broker is gone: this transaction's outcome is open
+                committed.append(n)
+                n += 1
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(2.5)
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait()
+        stop.set()
+        t.join(30)
+        assert committed, "some transactions committed before the kill"
+        b = start_broker(b.data_dir, extra=b.args)
+        time.sleep(4.5)  # the open transaction's timeout (3 s) passes; the broker aborts it
+        got = read_all(b, "crash", "read_committed", timeout=30)
+        by_txn: dict[int, int] = {}
+        for v in got:
+            n = int(v.split(b"-")[0])
+            by_txn[n] = by_txn.get(n, 0) + 1
+        assert all(c == 4 for c in by_txn.values()), "whole transactions only"
+        assert set(committed) <= set(by_txn), "every acknowledged commit survives"
+        assert len(by_txn) <= len(committed) + 1  # (+ the one whose commit reply was lost)
+        assert len(got) == len(set(got)), "exactly once"
+    finally:
+        b.stop()
