@@ -31,7 +31,9 @@ over a partition whose dirty part is due:
 
 Transactions (broker/transactions.py): nothing at or past the last stable offset is
 cleaned (an open transaction may still abort); records of aborted transactions are
-neither counted in the map nor kept; transaction markers (control batches) are kept.
+neither counted in the map nor kept; a transaction marker (control batch) goes once
+its transaction has no record left and its timestamp is older than delete.retention.ms,
+as Kafka drops it.
 Offsets, the log start offset and the high watermark never move; only the records between
 them thin out.
 """
@@ -233,7 +235,8 @@ class LogCleaner:
 class _Keep:
     """What becomes of each stored batch of the cleanable part (see the module doc)."""
 
-    __slots__ = ("aborted", "horizon", "map_end", "offsets", "oldest_tombstone", "protected")
+    __slots__ = ("aborted", "horizon", "map_end", "offsets", "oldest_tombstone", "protected",
+                 "txn_kept")
 
     def __init__(self, offsets: dict[bytes, int], map_end: int, horizon: int,
                  protected: set[int], aborted: list | None = None) -> None:
@@ -243,16 +246,32 @@ class _Keep:
         self.horizon = horizon
         self.protected = protected  # offsets of batches never dropped whole
         self.oldest_tombstone: int | None = None  # timestamp of the oldest one kept
+        # producer id -> whether a record of its transaction under way (in log order) was
+        # kept: a marker whose transaction kept none can go, once delete.retention.ms
+        # has passed (Kafka's rule: consumers no longer need it to end that transaction)
+        self.txn_kept: dict[int, bool] = {}
 
     def __call__(self, rec: SequencedRecord) -> SequencedRecord | None:
-        if rec.is_command() or rec.seq_num >= self.map_end:
+        if rec.is_command():
             return rec
         h = parse_batch_header(rec.body)
         if h.is_control:
+            kept = self.txn_kept.pop(h.producer_id, False)
+            if kept or rec.seq_num >= self.map_end or rec.timestamp >= self.horizon:
+                return rec
+            return None
+        out = self._batch(rec, h)
+        if h.is_transactional:
+            self.txn_kept[h.producer_id] = self.txn_kept.get(h.producer_id, False) or \
+                out is not None
+        return out
+
+    def _batch(self, rec: SequencedRecord, h) -> SequencedRecord | None:
+        if rec.seq_num >= self.map_end:
             return rec
         if _aborted(h, rec.seq_num, self.aborted):
             # an aborted transaction's records go (read_committed consumers never saw
-            # them; read_uncommitted ones may, until a clean): its marker stays
+            # them; read_uncommitted ones may, until a clean)
             return rec if rec.seq_num in self.protected else None
         base = rec.seq_num - h.base_offset
         offsets = self.offsets

@@ -254,3 +254,43 @@ async def test_transactions_aborted_records_go_and_open_ones_wait(broker):
     assert res.cleaned_upto <= 6
     got = await records(b, "c")
     assert (0, b"k", b"committed-1") in got and (6, b"k", b"open") in got
+
+
+async def test_markers_go_with_the_last_record_of_their_transaction(broker):
+    from broker.protocol.errors import ErrorCode
+    from broker.protocol.records import parse_batch_header
+    b = broker
+    await b.topics.create("c", 1, {"cleanup.policy": "compact", "delete.retention.ms": "0"})
+    txns = b.extensions["txn"]
+    pid, epoch = await txns.init_producer_id("tx", 60_000, -1, -1, ErrorCode.PRODUCER_FENCED)
+    fenced = ErrorCode.PRODUCER_FENCED
+
+    async def txn(pairs, commit):
+        await txns.add_partitions("tx", pid, epoch, [("c", 0)], fenced)
+        await txns.before_produce("c", 0, pid, epoch, ErrorCode.INVALID_PRODUCER_EPOCH)
+        raw = build_batch([Record(i, b.now, k, v) for i, (k, v) in enumerate(pairs)],
+                          producer_id=pid, producer_epoch=epoch, base_sequence=0,
+                          transactional=True)
+        await b.store.append(BASIN, b.stream("c", 0), [AppendRecord(
+            body=bytes(raw), timestamp=b.now, span=len(pairs))])
+        await txns.end_txn("tx", pid, epoch, commit, fenced)
+
+    await txn([(b"k", b"v1")], True)      # 0, marker 1: superseded below
+    await txn([(b"k", b"aborted")], False)  # 2, marker 3: aborted
+    await txn([(b"k", b"v2")], True)      # 4, marker 5: stays with its record
+    await txn([(b"pad", b"x" * 3000)], True)  # 6, marker 7
+    await produce(b, "c", [(b"pad2", b"y" * 3000)])
+    await offload(b)
+    b.now += 1000  # past delete.retention.ms (0)
+    await LogCleaner(b).clean(b.topics.get("c"), 0, force=True)
+    seqs, markers = [], []
+    seq = 0
+    while True:
+        batch = await b.store.read(BASIN, b.stream("c", 0), seq_num=seq, clamp=True)
+        if not batch.records:
+            break
+        for rec in batch.records:
+            (markers if parse_batch_header(rec.body).is_control else seqs).append(rec.seq_num)
+        seq = batch.records[-1].end_seq
+    assert markers == [5, 7], "the markers of transactions with no record left are gone"
+    assert seqs == [4, 6, 8]
