@@ -57,6 +57,12 @@ class TxnError(Exception):
         self.code = code
 
 
+def fenced_code(version: int, since: int) -> int:
+    """What a stale producer gets: PRODUCER_FENCED from the API version `since` which knows
+    it (KIP-588), INVALID_PRODUCER_EPOCH before."""
+    return E.PRODUCER_FENCED if version >= since else E.INVALID_PRODUCER_EPOCH
+
+
 async def error_code(call) -> int:
     """The Kafka error code of a coordinator call (awaited here): NONE, its TxnError's, or
     COORDINATOR_NOT_AVAILABLE (retriable) when the store failed under it."""

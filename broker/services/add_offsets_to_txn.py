@@ -3,7 +3,7 @@ transaction (TxnOffsetCommit follows)."""
 from broker import acls
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.add_offsets_to_txn_response import AddOffsetsToTxnResponse
-from broker.transactions import error_code
+from broker.transactions import error_code, fenced_code
 
 API_KEY = 25
 VERSIONS = (0, 3)
@@ -17,8 +17,7 @@ async def handle(broker, conn, header, request):
     elif not broker.allowed(conn, acls.READ, acls.GROUP, request.group_id):
         code = ErrorCode.GROUP_AUTHORIZATION_FAILED
     else:
-        fenced = ErrorCode.PRODUCER_FENCED if header.request_api_version >= 2 \
-            else ErrorCode.INVALID_PRODUCER_EPOCH
+        fenced = fenced_code(header.request_api_version, 2)
         code = await error_code(broker.extensions["txn"].add_offsets(
             request.transactional_id, request.producer_id, request.producer_epoch,
             request.group_id, fenced))

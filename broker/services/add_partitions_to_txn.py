@@ -8,7 +8,7 @@ from broker.protocol.messages.add_partitions_to_txn_response import (
     AddPartitionsToTxnResponse,
     AddPartitionsToTxnTopicResult,
 )
-from broker.transactions import error_code
+from broker.transactions import error_code, fenced_code
 
 API_KEY = 24
 VERSIONS = (0, 3)
@@ -39,8 +39,7 @@ async def handle(broker, conn, header, request):
     if unknown:  # none is added: the unknown ones say why, the others were not attempted
         return _reply(topics, {tp: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if tp in unknown
                                else ErrorCode.OPERATION_NOT_ATTEMPTED for tp in wanted})
-    fenced = ErrorCode.PRODUCER_FENCED if header.request_api_version >= 2 \
-        else ErrorCode.INVALID_PRODUCER_EPOCH
+    fenced = fenced_code(header.request_api_version, 2)
     code = await error_code(broker.extensions["txn"].add_partitions(
         request.v3_and_below_transactional_id, request.v3_and_below_producer_id,
         request.v3_and_below_producer_epoch, wanted, fenced))

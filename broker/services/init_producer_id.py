@@ -3,7 +3,7 @@
 from broker import acls
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.init_producer_id_response import InitProducerIdResponse
-from broker.transactions import TxnError
+from broker.transactions import TxnError, fenced_code
 from s2core.errors import S2Error
 
 API_KEY = 22
@@ -21,8 +21,7 @@ async def handle(broker, conn, header, request):
     if request.transactional_id is not None:
         if not broker.allowed(conn, acls.WRITE, acls.TRANSACTIONAL_ID, request.transactional_id):
             return reply(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-        fenced = ErrorCode.PRODUCER_FENCED if header.request_api_version >= 4 \
-            else ErrorCode.INVALID_PRODUCER_EPOCH
+        fenced = fenced_code(header.request_api_version, 4)
         try:
             pid, epoch = await broker.extensions["txn"].init_producer_id(
                 request.transactional_id, request.transaction_timeout_ms, pid, epoch, fenced)

@@ -7,7 +7,7 @@ from broker.protocol.messages.txn_offset_commit_response import (
     TxnOffsetCommitResponsePartition,
     TxnOffsetCommitResponseTopic,
 )
-from broker.transactions import TxnError
+from broker.transactions import TxnError, fenced_code
 from s2core.errors import S2Error
 
 API_KEY = 28
@@ -57,7 +57,7 @@ async def handle(broker, conn, header, request):
                 rows.append([t.name, p.partition_index, p.committed_offset,
                              -1 if epoch is None else epoch, meta or ""])
     if rows:
-        fenced = ErrorCode.PRODUCER_FENCED if version >= 2 else ErrorCode.INVALID_PRODUCER_EPOCH
+        fenced = fenced_code(version, 2)
         try:
             await broker.extensions["txn"].stage_offsets(
                 request.transactional_id, request.producer_id, request.producer_epoch,

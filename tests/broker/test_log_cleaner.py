@@ -65,6 +65,18 @@ async def records(b, topic: str, partition: int = 0) -> list[tuple[int, bytes, b
         seq = batch.records[-1].end_seq
 
 
+async def txn_append(b, pid: int, epoch: int, pairs) -> None:
+    """A transactional batch of `pid`, registered and appended as Produce does it."""
+    from broker.protocol.errors import ErrorCode
+    await b.extensions["txn"].before_produce("c", 0, pid, epoch,
+                                             ErrorCode.INVALID_PRODUCER_EPOCH)
+    raw = build_batch([Record(i, b.now, k, v) for i, (k, v) in enumerate(pairs)],
+                      producer_id=pid, producer_epoch=epoch, base_sequence=0,
+                      transactional=True)
+    await b.store.append(BASIN, b.stream("c", 0), [AppendRecord(
+        body=bytes(raw), timestamp=b.now, span=len(pairs))])
+
+
 def latest(history: list[tuple[int, bytes, bytes]]) -> list[tuple[int, bytes, bytes]]:
     last = {}
     for off, k, v in history:
@@ -222,12 +234,7 @@ async def test_transactions_aborted_records_go_and_open_ones_wait(broker):
     pid, epoch = await txns.init_producer_id("tx", 60_000, -1, -1, ErrorCode.PRODUCER_FENCED)
 
     async def txn_batch(pairs):
-        await txns.before_produce("c", 0, pid, epoch, ErrorCode.INVALID_PRODUCER_EPOCH)
-        raw = build_batch([Record(i, b.now, k, v) for i, (k, v) in enumerate(pairs)],
-                          producer_id=pid, producer_epoch=epoch, base_sequence=0,
-                          transactional=True)
-        await b.store.append(BASIN, b.stream("c", 0), [AppendRecord(
-            body=bytes(raw), timestamp=b.now, span=len(pairs))])
+        await txn_append(b, pid, epoch, pairs)
 
     await produce(b, "c", [(b"k", b"committed-1")])
     await txns.add_partitions("tx", pid, epoch, [("c", 0)], ErrorCode.PRODUCER_FENCED)
@@ -267,12 +274,7 @@ async def test_markers_go_with_the_last_record_of_their_transaction(broker):
 
     async def txn(pairs, commit):
         await txns.add_partitions("tx", pid, epoch, [("c", 0)], fenced)
-        await txns.before_produce("c", 0, pid, epoch, ErrorCode.INVALID_PRODUCER_EPOCH)
-        raw = build_batch([Record(i, b.now, k, v) for i, (k, v) in enumerate(pairs)],
-                          producer_id=pid, producer_epoch=epoch, base_sequence=0,
-                          transactional=True)
-        await b.store.append(BASIN, b.stream("c", 0), [AppendRecord(
-            body=bytes(raw), timestamp=b.now, span=len(pairs))])
+        await txn_append(b, pid, epoch, pairs)
         await txns.end_txn("tx", pid, epoch, commit, fenced)
 
     await txn([(b"k", b"v1")], True)      # 0, marker 1: superseded below
