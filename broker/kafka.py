@@ -15,6 +15,7 @@ from broker.acls import (
 )
 from broker.groups.coordinator import GroupConfig, GroupCoordinator
 from broker.producers import ProducerRegistry
+from broker.quotas import QuotaManager
 from broker.protocol.registry import APIS
 from broker.sasl import ALL_MECHANISMS, SaslUsers
 from broker.services import load_services
@@ -48,6 +49,9 @@ class BrokerConfig:
     authorizer: bool = False
     super_users: tuple[str, ...] = ()
     allow_everyone_if_no_acl_found: bool = False
+    # client quotas (broker/quotas.py): Kafka's quota.window.size.seconds and .num
+    quota_window_s: float = 1.0
+    quota_window_num: int = 11
 
 
 class Broker:
@@ -62,6 +66,8 @@ class Broker:
         self.sasl = SaslUsers(config.sasl_users, config.sasl_mechanisms, config.oauthbearer)
         self.acls = Authorizer(store.metadata, config.authorizer, config.super_users,
                                config.allow_everyone_if_no_acl_found)
+        self.quotas = QuotaManager(store.metadata, config.quota_window_s,
+                                   config.quota_window_num)
         self.services = load_services()
         self.cluster_id = ""
         self.extensions: dict[str, object] = {}
@@ -76,6 +82,7 @@ class Broker:
         await self.topics.load()
         await self.sasl.load(self.store.metadata)
         await self.acls.load()
+        await self.quotas.load()
         self.cluster_id = await self._cluster_id()
         await self.extensions["groups"].start()
         await self.extensions["txn"].start()

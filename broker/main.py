@@ -40,7 +40,9 @@ def broker_config(cfg: dict[str, Any]) -> BrokerConfig:
                         authorizer=cfg["server"]["kafka_authorizer"],
                         super_users=tuple(cfg["server"]["kafka_super_users"]),
                         allow_everyone_if_no_acl_found=cfg["server"][
-                            "kafka_allow_everyone_if_no_acl_found"])
+                            "kafka_allow_everyone_if_no_acl_found"],
+                        quota_window_s=k["quota_window_size_s"],
+                        quota_window_num=k["quota_window_num"])
 
 
 def oauthbearer(srv: dict) -> OAuthBearer | None:

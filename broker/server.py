@@ -26,6 +26,8 @@ from broker.protocol.exceptions import (
 )
 from broker.protocol.frames import decode_request, encode_api_versions_unsupported, encode_response
 from broker.protocol.registry import API_VERSIONS_KEY
+from broker.quotas import PRODUCE as PRODUCER_BYTE_RATE
+from broker.quotas import client_throttles, quota_user
 from broker.sasl import AuthFailed
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,8 @@ class Connection(asyncio.BufferedProtocol):
         self.acl_principal: str | None = None  # "User:..." for ACLs, once asked (acls.py)
         self.sasl_raw = False  # after a SaslHandshake v0: the next frame is a raw token
         self.close_after_response = False  # (a failed authentication)
+        self.quota_user: str | None = None  # (broker/quotas.py)
+        self._muted_until = 0.0  # quota throttling: muted until then (monotonic; 0: not)
 
     # -- asyncio protocol ------------------------------------------------------------
 
@@ -123,6 +127,14 @@ class Connection(asyncio.BufferedProtocol):
         self._tasks = [loop.create_task(self._dispatch_loop()),
                        loop.create_task(self._write_loop())]
         self.server.connections.add(self)
+        if self.broker.quotas.ip_quotas and self.peer:
+            ms = self.broker.quotas.connection(self.peer[0])
+            if ms:  # over the IP's connection_creation_rate: held unread, then closed
+                log.info("closing %s after %d ms: connection_creation_rate exceeded",
+                         self.peer, ms)
+                transport.pause_reading()
+                self._muted_until = time.monotonic() + ms / 1000 + 1  # (closed first)
+                loop.call_later(ms / 1000, self.close)
 
     def connection_lost(self, exc) -> None:
         self._closed = True
@@ -188,8 +200,26 @@ class Connection(asyncio.BufferedProtocol):
         self._inflight -= 1
         if self._paused and self._inflight < self.cfg.max_inflight_requests // 2:
             self._paused = False
-            if not self._closed:
+            if not self._closed and time.monotonic() >= self._muted_until:
                 self.transport.resume_reading()
+
+    def _mute(self, ms: int) -> None:
+        """Read nothing more for `ms` milliseconds (a quota's throttle, KIP-219)."""
+        until = time.monotonic() + ms / 1000
+        if until <= self._muted_until or self._closed:
+            return
+        self._muted_until = until
+        self.transport.pause_reading()
+        asyncio.get_running_loop().call_later(ms / 1000, self._unmute, until)
+
+    def _unmute(self, armed_for: float) -> None:
+        # whether the mute is over is told by which one this timer was armed for, not by
+        # the clock: uvloop's timers may fire a little before the time asked
+        if self._muted_until != armed_for:
+            return  # a longer one came since: its own timer ends it
+        self._muted_until = 0.0
+        if not self._closed and not self._paused:
+            self.transport.resume_reading()
 
     def close(self) -> None:
         if not self._closed and self.transport is not None:
@@ -203,6 +233,10 @@ class Connection(asyncio.BufferedProtocol):
             frame = await self._requests.get()
             if frame is None:
                 return
+            if self._muted_until:  # throttled by a quota: nothing starts before its end
+                wait = self._muted_until - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             try:
                 item = await self._dispatch(memoryview(frame))
             except Exception:  # noqa: BLE001 - a bug in one handler must not kill the broker
@@ -249,11 +283,19 @@ class Connection(asyncio.BufferedProtocol):
             return _Close()
         if header.client_id is not None:
             self.client_id = header.client_id
+        throttle = 0
+        if api_key == 0 and self.broker.quotas.client_quotas:
+            # a produce counts when it is read (Kafka's channel is muted from then on)
+            throttle = self.broker.quotas.record(quota_user(self), self.client_id or "",
+                                                 PRODUCER_BYTE_RATE, len(frame))
+            if throttle:
+                self._mute(throttle)
+        t0 = time.perf_counter()
         if svc is not None and not svc.VERSIONS[0] <= version <= svc.VERSIONS[1]:
             result = svc.unsupported_version(self.broker, header, request)
         else:
             result = await svc.handle(self.broker, self, header, request)
-        return (header, result)
+        return (header, result, throttle, time.perf_counter() - t0)
 
     def _raw_sasl(self, frame: memoryview) -> Any:
         """A SASL token after a SaslHandshake v0, without a Kafka header: the reply token
@@ -280,20 +322,54 @@ class Connection(asyncio.BufferedProtocol):
                 if isinstance(item, list):  # pre-encoded
                     self._write(item)
                     continue
-                header, result = item
+                header, result, throttle, handler_s = item
                 if inspect.isawaitable(result):
                     result = await result
-                if result is None:
-                    continue  # acks=0
-                parts = encode_response(header.correlation_id, result,
-                                        header.request_api_key, header.request_api_version)
-                self._write(_flatten(parts))
+                if not self.broker.quotas.client_quotas:
+                    if result is None:
+                        continue  # acks=0
+                    parts = encode_response(header.correlation_id, result,
+                                            header.request_api_key, header.request_api_version)
+                    self._write(_flatten(parts))
+                else:
+                    await self._write_throttled(header, result, throttle, handler_s)
             except Exception:  # noqa: BLE001
                 log.exception("response to %s failed; closing the connection", self.peer)
                 self.close()
                 return
             finally:
                 self._done_one()
+
+    async def _write_throttled(self, header, result, throttle: int,
+                               handler_s: float) -> None:
+        """Write a response with the client's quotas applied (broker/quotas.py): the
+        request is counted (a produce's bytes were when it was read: their `throttle`),
+        and if that earns a throttle the response says so and the connection is muted for
+        that long: no request is read or started meanwhile. The response goes out at once
+        to clients that back off by themselves (KIP-219), after the throttle to older
+        request versions."""
+        key, version = header.request_api_key, header.request_api_version
+        t0 = time.perf_counter()
+        parts = None
+        response_bytes = 0
+        if result is not None:
+            parts = _flatten(encode_response(header.correlation_id, result, key, version))
+            response_bytes = sum(len(p) for p in parts)
+        handler_s += time.perf_counter() - t0
+        ms = self.broker.quotas.throttle_request(quota_user(self), self.client_id or "", key,
+                                                 response_bytes, handler_s)
+        ms = max(ms, throttle)
+        said = getattr(result, "throttle_time_ms", None) or 0  # (a mutation quota's)
+        if ms > said and result is not None and hasattr(result, "throttle_time_ms"):
+            result.throttle_time_ms = ms
+            parts = _flatten(encode_response(header.correlation_id, result, key, version))
+        ms = max(ms, said)
+        if ms:
+            self._mute(ms)
+            if parts is not None and not client_throttles(key, version):
+                await asyncio.sleep(ms / 1000)  # (muted meanwhile: nothing else is read)
+        if parts is not None:
+            self._write(parts)
 
     def _write(self, parts: list) -> None:
         if not self._closed:

@@ -16,6 +16,7 @@ from broker.topics import TopicError
 API_KEY = 37
 VERSIONS = (0, 3)
 MAX_PARTITIONS_PER_REQUEST = 10_000  # Kafka's controller refuses bigger batches the same way
+STRICT_QUOTA_FROM = 3  # THROTTLING_QUOTA_EXCEEDED per topic (KIP-599)
 
 
 async def handle(broker, conn, header, request):
@@ -31,6 +32,7 @@ async def handle(broker, conn, header, request):
                     "Excessively large number of partitions per request.")
             for t in request.topics])
     results = []
+    throttle = 0  # controller_mutation_rate (broker/quotas.py)
     for t in request.topics:
         if names.count(t.name) > 1:
             results.append(_result(t.name, ErrorCode.INVALID_REQUEST, "Duplicate topic name."))
@@ -39,16 +41,25 @@ async def handle(broker, conn, header, request):
             results.append(_result(t.name, ErrorCode.TOPIC_AUTHORIZATION_FAILED,
                                    "Authorization failed."))
             continue
+        if not request.validate_only and header.request_api_version >= STRICT_QUOTA_FROM \
+                and (wait := broker.quotas.mutation_refused(conn)):
+            throttle = max(throttle, wait)
+            results.append(_result(t.name, ErrorCode.THROTTLING_QUOTA_EXCEEDED,
+                                   "The throttling quota has been exceeded."))
+            continue
         try:
             await broker.topics.add_partitions(t.name, t.count, validate_only=True)
             _check_assignments(broker, t)
             if not request.validate_only:
+                before = broker.topics.get(t.name).partitions
                 await broker.topics.add_partitions(t.name, t.count)
+                throttle = max(throttle,
+                               broker.quotas.record_mutation(conn, t.count - before))
         except TopicError as e:
             results.append(_result(t.name, e.code, e.message))
             continue
         results.append(_result(t.name, ErrorCode.NONE, None))
-    return CreatePartitionsResponse(throttle_time_ms=0, results=results)
+    return CreatePartitionsResponse(throttle_time_ms=throttle, results=results)
 
 
 def _result(name, code, message) -> CreatePartitionsTopicResult:

@@ -17,12 +17,14 @@ SOURCE_DYNAMIC_TOPIC, SOURCE_DEFAULT = 1, 5
 
 
 MAX_PARTITIONS_PER_REQUEST = 10_000  # as Kafka's controller
+STRICT_QUOTA_FROM = 6  # THROTTLING_QUOTA_EXCEEDED per topic (KIP-599)
 
 
 async def handle(broker, conn, header, request):
     names = [t.name for t in request.topics]
     total = sum(max(t.num_partitions, len(t.assignments or ()), 1) for t in request.topics)
     results = []
+    throttle = 0  # controller_mutation_rate (broker/quotas.py)
     for t in request.topics:
         if total > MAX_PARTITIONS_PER_REQUEST:
             results.append(CreatableTopicResult(
@@ -38,8 +40,20 @@ async def handle(broker, conn, header, request):
                 error_message="Authorization failed.", topic_config_error_code=0,
                 num_partitions=-1, replication_factor=-1, configs=None))
             continue
-        results.append(await _create(broker, t, names.count(t.name) > 1, request.validate_only))
-    return CreateTopicsResponse(throttle_time_ms=0, topics=results)
+        if not request.validate_only and header.request_api_version >= STRICT_QUOTA_FROM \
+                and (wait := broker.quotas.mutation_refused(conn)):
+            throttle = max(throttle, wait)
+            results.append(CreatableTopicResult(
+                name=t.name, error_code=ErrorCode.THROTTLING_QUOTA_EXCEEDED,
+                error_message="The throttling quota has been exceeded.",
+                topic_config_error_code=0, num_partitions=-1, replication_factor=-1,
+                configs=None))
+            continue
+        result = await _create(broker, t, names.count(t.name) > 1, request.validate_only)
+        if not request.validate_only and result.error_code == 0:
+            throttle = max(throttle, broker.quotas.record_mutation(conn, result.num_partitions))
+        results.append(result)
+    return CreateTopicsResponse(throttle_time_ms=throttle, topics=results)
 
 
 async def _create(broker, t, duplicated: bool, validate_only: bool) -> CreatableTopicResult:

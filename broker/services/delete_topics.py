@@ -12,6 +12,7 @@ from broker.topics import TopicError
 API_KEY = 20
 VERSIONS = (1, 6)
 ZERO_UUID = bytes(16)
+STRICT_QUOTA_FROM = 5  # THROTTLING_QUOTA_EXCEEDED per topic (KIP-599)
 
 
 async def handle(broker, conn, header, request):
@@ -20,6 +21,7 @@ async def handle(broker, conn, header, request):
     else:
         wanted = [(n, ZERO_UUID) for n in request.topic_names]
     results = []
+    throttle = 0  # controller_mutation_rate (broker/quotas.py)
     for name, topic_id in wanted:
         if name is None:
             topic = broker.topics.by_id.get(topic_id)
@@ -34,6 +36,13 @@ async def handle(broker, conn, header, request):
                 name=name, topic_id=topic_id, error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED,
                 error_message="Authorization failed."))
             continue
+        if header.request_api_version >= STRICT_QUOTA_FROM and \
+                (wait := broker.quotas.mutation_refused(conn)):
+            throttle = max(throttle, wait)
+            results.append(DeletableTopicResult(
+                name=name, topic_id=topic_id, error_code=ErrorCode.THROTTLING_QUOTA_EXCEEDED,
+                error_message="The throttling quota has been exceeded."))
+            continue
         try:
             topic = await broker.topics.delete(name)
         except TopicError as e:
@@ -42,5 +51,6 @@ async def handle(broker, conn, header, request):
             continue
         broker.producers.forget_topic(name)
         broker.extensions["txn"].forget_topic(name)
+        throttle = max(throttle, broker.quotas.record_mutation(conn, topic.partitions))
         results.append(DeletableTopicResult(name=name, topic_id=topic.id, error_code=0))
-    return DeleteTopicsResponse(throttle_time_ms=0, responses=results)
+    return DeleteTopicsResponse(throttle_time_ms=throttle, responses=results)

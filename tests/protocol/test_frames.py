@@ -36,7 +36,8 @@ SERVED = {
     "CreatePartitions", "DeleteRecords", "DescribeConfigs", "AlterConfigs",
     "IncrementalAlterConfigs", "DescribeCluster", "DescribeLogDirs", "SaslHandshake",
     "SaslAuthenticate", "DescribeAcls", "CreateAcls", "DeleteAcls",
-    "DescribeUserScramCredentials", "AlterUserScramCredentials",
+    "DescribeUserScramCredentials", "AlterUserScramCredentials", "DescribeClientQuotas",
+    "AlterClientQuotas",
 }
 
 

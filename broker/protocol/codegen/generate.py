@@ -18,7 +18,8 @@ API_NAMES: tuple[str, ...] = (
     "SaslAuthenticate", "CreatePartitions", "DeleteGroups", "IncrementalAlterConfigs",
     "OffsetDelete", "DescribeUserScramCredentials", "AlterUserScramCredentials",
     "DescribeCluster", "DescribeProducers", "DescribeTransactions", "ListTransactions",
-    "ConsumerGroupHeartbeat", "ConsumerGroupDescribe",
+    "ConsumerGroupHeartbeat", "ConsumerGroupDescribe", "DescribeClientQuotas",
+    "AlterClientQuotas",
 )
 
 #: Versions below validVersions that we still decode and answer. Produce v0-v2 were removed

@@ -8,6 +8,8 @@ from broker.protocol.messages import add_offsets_to_txn_request
 from broker.protocol.messages import add_offsets_to_txn_response
 from broker.protocol.messages import add_partitions_to_txn_request
 from broker.protocol.messages import add_partitions_to_txn_response
+from broker.protocol.messages import alter_client_quotas_request
+from broker.protocol.messages import alter_client_quotas_response
 from broker.protocol.messages import alter_configs_request
 from broker.protocol.messages import alter_configs_response
 from broker.protocol.messages import alter_user_scram_credentials_request
@@ -34,6 +36,8 @@ from broker.protocol.messages import delete_topics_request
 from broker.protocol.messages import delete_topics_response
 from broker.protocol.messages import describe_acls_request
 from broker.protocol.messages import describe_acls_response
+from broker.protocol.messages import describe_client_quotas_request
+from broker.protocol.messages import describe_client_quotas_response
 from broker.protocol.messages import describe_cluster_request
 from broker.protocol.messages import describe_cluster_response
 from broker.protocol.messages import describe_configs_request
@@ -132,6 +136,8 @@ APIS = (
     (42, 'DeleteGroups', delete_groups_request, delete_groups_response),
     (44, 'IncrementalAlterConfigs', incremental_alter_configs_request, incremental_alter_configs_response),
     (47, 'OffsetDelete', offset_delete_request, offset_delete_response),
+    (48, 'DescribeClientQuotas', describe_client_quotas_request, describe_client_quotas_response),
+    (49, 'AlterClientQuotas', alter_client_quotas_request, alter_client_quotas_response),
     (50, 'DescribeUserScramCredentials', describe_user_scram_credentials_request, describe_user_scram_credentials_response),
     (51, 'AlterUserScramCredentials', alter_user_scram_credentials_request, alter_user_scram_credentials_response),
     (60, 'DescribeCluster', describe_cluster_request, describe_cluster_response),
