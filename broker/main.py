@@ -87,7 +87,8 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     http = loop.create_task(serve_http(app, h_host, h_port, stop, sock=sock,
                                        certfile=srv["http_tls_cert_file"] or None,
                                        keyfile=srv["http_tls_key_file"] or None))
-    sweeper = loop.create_task(maintenance(store, stop))
+    sweeper = loop.create_task(maintenance(store, stop,
+                                           cfg["segments"]["orphan_sweep_interval_s"]))
     retention = loop.create_task(kafka_retention.run(
         broker, stop, cfg["kafka"]["retention_check_interval_s"]))
     expiry = loop.create_task(broker.producers.run_expiry(

@@ -19,6 +19,7 @@ from s2core.metadata.base import MetadataStore, Op, VersionMismatch
 from s2core.objstore.base import ObjectNotFound, ObjectStore
 from s2core.records import SequencedRecord
 from s2core.segment import Section, SectionBuilder, parse_section
+from s2core.sweep import ObjectsInFlight
 
 
 class _Missing(Corrupt):
@@ -55,6 +56,8 @@ class SegmentCatalog:
         self.max_streams = max_streams
         self.max_cached_bytes = max_cached_bytes
         self.read_attempts = 4
+        # keys being written, for the orphan sweep (s2core/sweep.py); the store shares one
+        self.in_flight = ObjectsInFlight()
 
     async def rows(self, uid: bytes) -> tuple[list[int], list[dict]]:
         hit = self._rows.get(uid)
@@ -230,7 +233,7 @@ class SegmentCatalog:
     async def rewrite(self, uid: bytes, upto: int,
                       rewrite: Callable[[SequencedRecord], SequencedRecord | None], *,
                       object_prefix: str, group_bytes: int, tick=None,
-                      pace=None) -> RewriteStats:
+                      pace=None, writer: tuple[str, int] | None = None) -> RewriteStats:
         """Rewrite the sections of `uid` that end at or below `upto`, in order: `rewrite`
         gets each record and returns it (kept as it is), another record with the same
         seq_num, span and timestamp (its headers and body replaced), or None (dropped:
@@ -245,6 +248,8 @@ class SegmentCatalog:
         stops. Objects left with no live section are deleted once the batch is in.
         `tick` (awaited after each record) lets the loop run between slices; `pace()`
         gives the pace of each new object's put (see LocalDirObjectStore.put).
+        `writer` (channel, lease epoch) is named in the new objects' keys, for the orphan
+        sweep (s2core/sweep.py).
 
         The caller serializes rewrites and purges of one stream (both lower live
         counts)."""
@@ -285,16 +290,29 @@ class SegmentCatalog:
                         await tick()
             if not changed:
                 continue
-            if not await self._replace(uid, group, out, object_prefix, stats, tick, pace):
+            if not await self._replace(uid, group, out, object_prefix, stats, tick, pace,
+                                       writer):
                 stats.conflict = True
                 break
         return stats
 
     async def _replace(self, uid: bytes, group: list[tuple[int, dict]],
                        records: list[SequencedRecord], object_prefix: str,
-                       stats: RewriteStats, tick=None, pace=None) -> bool:
+                       stats: RewriteStats, tick=None, pace=None, writer=None) -> bool:
         """Put `records` in place of the sections of `group` (see `rewrite`)."""
-        new_key = None
+        if not records:
+            return await self._replace_with(uid, group, records, None, stats, tick, pace)
+        first = records[0].seq_num
+        new_key = (f"{object_prefix}/{uid.hex()}/{first:020d}-{group[-1][1]['e']:020d}-"
+                   f"{self.rng.getrandbits(48):012x}")
+        if writer is not None:
+            new_key += f"-{writer[1]:010d}-{writer[0]}"
+        with self.in_flight.writing([new_key]):  # (the orphan sweep leaves it alone)
+            return await self._replace_with(uid, group, records, new_key, stats, tick, pace)
+
+    async def _replace_with(self, uid: bytes, group: list[tuple[int, dict]],
+                            records: list[SequencedRecord], new_key: str | None,
+                            stats: RewriteStats, tick=None, pace=None) -> bool:
         new_row = None
         if records:
             b = SectionBuilder(uid)
@@ -304,9 +322,6 @@ class SegmentCatalog:
                     await tick()
             parts = b.finish()
             blob = b"".join(parts)
-            first = records[0].seq_num
-            new_key = (f"{object_prefix}/{uid.hex()}/{first:020d}-{group[-1][1]['e']:020d}-"
-                       f"{self.rng.getrandbits(48):012x}")
             paced = pace() if pace is not None else None
             await self.segments.put(new_key, blob, **({"pace": paced} if paced else {}))
             new_row = {"k": new_key, "o": 0, "n": len(blob), "e": records[-1].end_seq,

@@ -168,6 +168,8 @@ def _check(cfg: dict) -> None:
         raise ConfigError("kafka.producer_id_expiration_ms must be >= 1")
     if cfg["kafka"]["log_cleaner_interval_s"] <= 0:
         raise ConfigError("kafka.log_cleaner_interval_s must be > 0")
+    if cfg["segments"]["orphan_sweep_interval_s"] < 0:
+        raise ConfigError("segments.orphan_sweep_interval_s must be >= 0 (0: never)")
     if cfg["kafka"]["quota_window_num"] < 2:
         raise ConfigError("kafka.quota_window_num must be >= 2")
     if cfg["kafka"]["quota_window_size_s"] <= 0:

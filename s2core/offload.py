@@ -22,6 +22,8 @@ from s2core.metadata.base import Op, VersionMismatch
 from s2core.objstore.base import ObjectExists, ObjectStore
 from s2core.records import BODY, SEQ, SPAN, TS
 from s2core.segment import SectionBuilder
+from s2core.sweep import ObjectsInFlight, offload_key
+from s2core.sweep import shared_key as shared_object_key
 
 if TYPE_CHECKING:
     from s2core.channel import Channel, MemChunk
@@ -49,6 +51,8 @@ class Offloader:
         self._queued_streams: dict = {}  # stream state -> queued chunks holding its records
         self._lock = asyncio.Lock()  # one offload at a time: sections must not overlap
         self.catalog_listeners: list = []
+        # keys being written, for the orphan sweep (s2core/sweep.py); the store shares one
+        self.in_flight = ObjectsInFlight()
         self._noted = 0  # bytes of all chunks noted so far (for the ingest rate)
         self._noted_at = channel.clock.monotonic()  # when the last chunk was noted
         self._noted_wall = time.monotonic()  # (the same, on the clock segment puts pace by)
@@ -227,19 +231,26 @@ class Offloader:
                 await slices.tick()  # 10,000 streams: 10,000 sections, rows, checkpoints
             if size >= ch.config.own_segment_bytes:
                 self._object_n += 1
-                key = (f"segments/{st.uid.hex()}/{first:020d}-"
-                       f"{ch.log.epoch:010d}-{self._object_n:06d}")
+                key = offload_key(st.uid.hex(), first, ch.log.epoch, self._object_n,
+                                  ch.name)
                 objects[key] = list(parts)
                 placed.append((st, first, end, first_ts, last_ts, key, 0, size))
                 continue
             if shared_key is None:
                 self._object_n += 1
-                shared_key = (f"segments/shared/{ch.name}/{ch.log.epoch:010d}-"
-                              f"{ch.log.next_seq:012d}-{self._object_n:06d}")
+                shared_key = shared_object_key(ch.name, ch.log.epoch, ch.log.next_seq,
+                                               self._object_n)
                 objects[shared_key] = []
             placed.append((st, first, end, first_ts, last_ts, shared_key, shared_size, size))
             objects[shared_key].extend(parts)
             shared_size += size
+        # (registered before they are put: the orphan sweep never takes them meanwhile)
+        with self.in_flight.writing(objects):
+            await self._put_and_publish(objects, placed, floor, touched, slices)
+
+    async def _put_and_publish(self, objects: dict, placed: list, floor, touched: list,
+                               slices: Slices) -> None:
+        ch = self.channel
         vectored = getattr(self.segments, "accepts_parts", False)
         pace = self._segment_pace() if getattr(self.segments, "paces_writes", False) else None
         if pace is not None:

@@ -13,7 +13,9 @@ from s2core import background
 from s2core.channel import ChannelConfig
 from s2core.metadata import open_metadata_store
 from s2core.objstore import open_object_store
+from s2core.clock import Slices
 from s2core.store import ChannelSpec, Limits, StreamStore
+from s2core.sweep import OrphanSweeper
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +97,18 @@ async def close_store(store: StreamStore) -> None:
     await store.metadata.close()
 
 
-async def maintenance(store: StreamStore, stop: asyncio.Event) -> None:
+async def maintenance(store: StreamStore, stop: asyncio.Event,
+                      orphan_sweep_interval_s: float = 600.0) -> None:
     """Periodic retention and trim sweeps until `stop` is set; the next one starts 60 s
-    after the previous one ended, so sweeps never overlap however long one takes."""
+    after the previous one ended, so sweeps never overlap however long one takes. Every
+    `orphan_sweep_interval_s` (0: never) one also looks for segment objects nothing
+    references (s2core/sweep.py), which it deletes when the next one finds them unused
+    still."""
+    orphans = OrphanSweeper(store)
+    next_orphan_sweep = store.clock.monotonic() + orphan_sweep_interval_s
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), 60)
+            await asyncio.wait_for(stop.wait(), min(60.0, orphan_sweep_interval_s or 60.0))
         except TimeoutError:
             started = store.clock.monotonic()
             try:
@@ -110,3 +118,9 @@ async def maintenance(store: StreamStore, stop: asyncio.Event) -> None:
             else:
                 log.debug("retention sweep removed %d sections in %.1f s", removed,
                           store.clock.monotonic() - started)
+            if orphan_sweep_interval_s and store.clock.monotonic() >= next_orphan_sweep:
+                try:
+                    await orphans.sweep(Slices(store.clock, quiet=store.quiet).tick)
+                except Exception:
+                    log.exception("orphan segment sweep failed")
+                next_orphan_sweep = store.clock.monotonic() + orphan_sweep_interval_s

@@ -115,6 +115,8 @@ class StreamStore:
         self.limits = limits or Limits()
         self.owner = owner
         self.catalog = SegmentCatalog(self.metadata, segments, rng=self.rng)
+        # segment objects being written (by offloads and compactions): s2core/sweep.py
+        self.in_flight = self.catalog.in_flight
         self.channels: dict[str, Channel] = {}
         self.class_channel: dict[str, str] = {}
         self.default_channel = ""
@@ -138,6 +140,7 @@ class StreamStore:
                 ch = Channel(spec.name, clog, store.metadata, segments, store.clock,
                              spec.config)
                 ch.offloader.catalog_listeners.append(store.catalog.on_new_section)
+                ch.offloader.in_flight = store.in_flight
                 await ch.open(owns=store._owned_by(spec.name))
                 store.channels[spec.name] = ch
         except BaseException:
@@ -823,11 +826,13 @@ class StreamStore:
         reads see the rewritten sections from then on."""
         h = await self._handle(basin, name)
         offloader = self._channel(h).offloader  # (its writes' pace leaves the WAL its disk)
+        writer = self.channels[self.default_channel].log
         async with self._exclusive(h.uid):
             stats = await self.catalog.rewrite(h.uid, upto, rewrite,
                                                object_prefix="segments/compacted",
                                                group_bytes=group_bytes, tick=tick,
-                                               pace=offloader.background_pace)
+                                               pace=offloader.background_pace,
+                                               writer=(writer.channel, writer.epoch))
         st = self._resident(h.uid)
         if st is not None:
             st.evict_below(min(upto, st.offloaded_upto))
