@@ -85,7 +85,7 @@ class S2App:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -163,14 +163,22 @@ class S2App:
         return req.principal
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif msg["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """Startup reads the saved usage counts back and starts saving them; shutdown
+        saves them a last time (usage.py)."""
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.api.usage.load()
+                except Exception:  # noqa: BLE001 - the metrics start afresh, no more
+                    log.exception("reading the saved S2 usage counts failed")
+                self.api.usage.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.api.usage.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 def create_app(store: StreamStore, auth_tokens: list[str] | None = None,

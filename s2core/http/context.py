@@ -53,7 +53,7 @@ class Api:
         self.settings = settings
         self.kafka_view = kafka_view
         self.tokens = tokens or AccessTokens(store.metadata)
-        self.usage = Usage()  # S2's usage metrics (/v1/metrics)
+        self.usage = Usage(metadata=store.metadata)  # S2's usage metrics (/v1/metrics)
         self.storage_cache: dict[str, tuple[int, int]] = {}  # basin -> (hour, bytes)
 
         self.metrics = Metrics()

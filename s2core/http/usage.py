@@ -3,8 +3,11 @@
 The HTTP API counts, per basin, in minute and hour buckets: successful operations by name
 (account and basin operations), appends and appended bytes by storage class, reads by kind
 (unary, streaming) and bytes read. Minute buckets are kept for a day, hour buckets for 31
-days (S2 answers ranges of up to 30 days), in memory: a restart starts the series afresh.
-Storage is a gauge computed when asked (offloaded sections plus the tail not yet
+days (S2 answers ranges of up to 30 days). They are kept in metadata too, one row per
+minute with any activity (`usage/<minute>`: every basin's counters of that minute, added
+to at each save), saved every SAVE_S seconds and at shutdown and read back at startup,
+so a restart loses at most the counts of the last SAVE_S seconds (a crash) or none (a
+clean stop); rows older than 31 days are deleted. Storage is a gauge computed when asked (offloaded sections plus the tail not yet
 offloaded), one point at the current hour (basins) or minute (streams).
 
 What is served, as S2 serves it:
@@ -21,9 +24,17 @@ or day. A basin or stream that does not exist has no data (200), not a 404.
 """
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import time
 
 from s2core.http.errors import invalid
+from s2core.metadata.base import VersionMismatch
+
+log = logging.getLogger(__name__)
+PREFIX = "usage/"
+SAVE_S = 10.0
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
 _STEPS = {"minute": MINUTE, "hour": HOUR, "day": DAY}
@@ -42,22 +53,124 @@ ACCOUNT = ""  # the "basin" account operations are counted under
 class Usage:
     """Minute and hour buckets of counters per basin (see the module doc)."""
 
-    def __init__(self, clock=time) -> None:
+    def __init__(self, clock=time, metadata=None) -> None:
         self.clock = clock
+        self.metadata = metadata  # where the counts are kept (None: in memory only)
         self._minutes: dict[str, dict[int, dict[str, float]]] = {}
         self._hours: dict[str, dict[int, dict[str, float]]] = {}
+        self._unsaved: dict[int, dict[str, dict[str, float]]] = {}  # minute -> basin -> ..
         self._pruned_at = 0
+        self._saver: asyncio.Task | None = None
 
     def add(self, basin: str, name: str, value: float = 1.0) -> None:
         now = int(self.clock.time())
-        minute, hour = now - now % MINUTE, now - now % HOUR
-        b = self._minutes.setdefault(basin, {}).setdefault(minute, {})
-        b[name] = b.get(name, 0.0) + value
-        b = self._hours.setdefault(basin, {}).setdefault(hour, {})
-        b[name] = b.get(name, 0.0) + value
+        minute = now - now % MINUTE
+        self._count(basin, name, value, minute)
+        if self.metadata is not None:
+            b = self._unsaved.setdefault(minute, {}).setdefault(basin, {})
+            b[name] = b.get(name, 0.0) + value
         if minute != self._pruned_at:
             self._pruned_at = minute
             self._prune(now)
+
+    def _count(self, basin: str, name: str, value: float, minute: int) -> None:
+        b = self._minutes.setdefault(basin, {}).setdefault(minute, {})
+        b[name] = b.get(name, 0.0) + value
+        hour = minute - minute % HOUR
+        b = self._hours.setdefault(basin, {}).setdefault(hour, {})
+        b[name] = b.get(name, 0.0) + value
+
+    # -- kept in metadata ------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read back the saved minutes of the last 31 days (before serving)."""
+        if self.metadata is None:
+            return
+        now = int(self.clock.time())
+        after = f"{PREFIX}{now - _KEEP_HOURS_S:012d}"
+        while True:
+            rows = await self.metadata.list_prefix(PREFIX, start_after=after, limit=1000)
+            for key, v in rows:
+                try:
+                    minute = int(key[len(PREFIX):])
+                    basins = json.loads(v.value)
+                except ValueError:
+                    continue
+                for basin, counters in basins.items():
+                    for name, value in counters.items():
+                        self._count(basin, name, value, minute)
+            if len(rows) < 1000:
+                break
+            after = rows[-1][0]
+        self._prune(now)
+
+    def start(self) -> None:
+        """Save every SAVE_S seconds from now on (on the running loop)."""
+        if self.metadata is not None and self._saver is None:
+            self._saver = asyncio.get_running_loop().create_task(self._save_loop())
+
+    async def stop(self) -> None:
+        """Stop saving periodically, after one last save."""
+        if self._saver is not None:
+            self._saver.cancel()
+            self._saver = None
+        try:
+            await self.save()
+        except Exception:  # noqa: BLE001 - the counts of this process are lost, not more
+            log.exception("saving the S2 usage counts failed")
+
+    async def _save_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SAVE_S)
+            try:
+                await self.save()
+            except Exception:  # noqa: BLE001 - kept, and tried again at the next save
+                log.exception("saving the S2 usage counts failed")
+
+    async def save(self) -> None:
+        """Add the counts since the last save to their minutes' rows."""
+        if self.metadata is None:
+            return
+        unsaved, self._unsaved = self._unsaved, {}
+        try:
+            for minute in sorted(unsaved):
+                await self._merge(minute, unsaved[minute])
+                del unsaved[minute]
+        finally:
+            for minute, basins in unsaved.items():  # (not saved: the next save retries)
+                mine = self._unsaved.setdefault(minute, {})
+                for basin, counters in basins.items():
+                    b = mine.setdefault(basin, {})
+                    for name, value in counters.items():
+                        b[name] = b.get(name, 0.0) + value
+        await self._drop_old()
+
+    async def _merge(self, minute: int, basins: dict) -> None:
+        key = f"{PREFIX}{minute:012d}"
+        while True:
+            row = await self.metadata.get(key)
+            have = json.loads(row.value) if row is not None else {}
+            for basin, counters in basins.items():
+                b = have.setdefault(basin, {})
+                for name, value in counters.items():
+                    b[name] = b.get(name, 0.0) + value
+            body = json.dumps(have, separators=(",", ":")).encode()
+            try:
+                if row is None:
+                    await self.metadata.create(key, body)
+                else:
+                    await self.metadata.put(key, body, row.version)
+                return
+            except VersionMismatch:
+                continue  # (another writer of the same minute came first: add to it)
+
+    async def _drop_old(self) -> None:
+        cutoff = f"{PREFIX}{int(self.clock.time()) - _KEEP_HOURS_S:012d}"
+        rows = await self.metadata.list_prefix(PREFIX, limit=100)
+        for key, v in rows:
+            if key >= cutoff:
+                break
+            await self.metadata.delete(key, v.version)
 
     def op(self, op: str, basin: str | None) -> None:
         if op in ACCOUNT_OPS:

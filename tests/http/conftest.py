@@ -32,9 +32,10 @@ class Server:
         return S2(token, endpoints=Endpoints(account=self.url, basin=self.url), **kw)
 
 
-async def start_server(auth_tokens=None, settings: Settings | None = None, kafka_view=None):
+async def start_server(auth_tokens=None, settings: Settings | None = None, kafka_view=None,
+                       metadata=None):
     store = await StreamStore.open(
-        MemoryMetadataStore(), MemoryObjectStore("segments"),
+        metadata or MemoryMetadataStore(), MemoryObjectStore("segments"),
         [ChannelSpec("ch0", [MemoryObjectStore(f"r{i}") for i in range(3)], 2,
                      ChannelConfig())])
     await store.ensure_basin(BASIN)

@@ -133,3 +133,75 @@ async def test_metrics_follow_the_token_scope(make_server):
             with pytest.raises(S2ServerError) as e:
                 await call()
             assert e.value.status_code == 403
+
+
+async def test_usage_survives_a_restart(make_server):
+    """The counts are kept in metadata: a server started on the same metadata serves the
+    series the last one counted (saved at its shutdown)."""
+    from s2core.metadata.memory import MemoryMetadataStore
+
+    md = MemoryMetadataStore()
+    first = await make_server(metadata=md)
+    async with first.sdk() as s2:
+        stream = s2.basin(BASIN).stream("kept")
+        await s2.basin(BASIN).create_stream("kept")
+        for _ in range(4):
+            await stream.append(AppendInput(records=[Record(body=b"y" * 10)]))
+    await first.stop()
+    assert [k for k, _ in await md.list_prefix("usage/")]
+    second = await make_server(metadata=md)
+    async with second.sdk() as s2:
+        start, end = window()
+        appends = await s2.basin_metrics(BASIN, set=BasinMetricSet.APPEND_OPS, start=start,
+                                         end=end, interval=TimeseriesInterval.MINUTE)
+        assert {m.name: sum(v for _, v in m.values) for m in appends}[
+            "append_ops_express"] == 4
+        ops = await s2.basin_metrics(BASIN, set=BasinMetricSet.BASIN_OPS, start=start,
+                                     end=end)
+        assert sum(v for m in ops if m.name == "create-stream" for _, v in m.values) == 1
+
+
+async def test_usage_rows_merge_and_expire() -> None:
+    from s2core.http.usage import HOUR, Usage
+    from s2core.metadata.memory import MemoryMetadataStore
+
+    class Clock:
+        t = 1_000_000_020.0
+
+        def time(self):
+            return self.t
+
+    clock, md = Clock(), MemoryMetadataStore()
+    a = Usage(clock, md)
+    a.add("b1", "read_bytes", 10)
+    await a.save()
+    b = Usage(clock, md)  # another process counting the same minute
+    b.add("b1", "read_bytes", 5)
+    b.add("b2", "read_bytes", 1)
+    await b.save()
+    c = Usage(clock, md)
+    await c.load()
+    minute = 1_000_000_020 - 1_000_000_020 % 60
+    assert c.series("b1", "read_bytes", minute, minute, "minute") == [[minute, 15.0]]
+    assert c.series("b2", "read_bytes", minute, minute, "minute") == [[minute, 1.0]]
+    # a save that fails keeps its counts for the next one
+    real = md.create
+
+    async def down(*a, **k):
+        raise OSError("metadata unreachable")
+
+    clock.t += 60
+    c.add("b1", "read_bytes", 7)
+    md.create = down
+    with pytest.raises(OSError):
+        await c.save()
+    md.create = real
+    await c.save()
+    d = Usage(clock, md)
+    await d.load()
+    assert sum(v for _, v in d.series("b1", "read_bytes", 0, 2**40, "hour")) == 22
+    # rows older than 31 days are dropped by a save
+    clock.t += 32 * 24 * HOUR
+    d.add("b1", "read_bytes", 1)
+    await d.save()
+    assert len(await md.list_prefix("usage/")) == 1
