@@ -49,7 +49,7 @@ from broker.producers import _REBUILD_SEQS
 from broker.protocol.exceptions import DecodeError
 from broker.protocol.records import filter_batch, iter_records, parse_batch_header
 from s2core.clock import Slices
-from s2core.errors import S2Error, StreamNotFound
+from s2core.errors import NotServed, S2Error, StreamNotFound
 from s2core.metadata.base import VersionMismatch
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class LogCleaner:
                 try:
                     if await self.clean(topic, p) is not None:
                         cleaned += 1
-                except StreamNotFound:
+                except (StreamNotFound, NotServed):  # (another broker's: its job)
                     continue
                 except (S2Error, VersionMismatch) as e:
                     log.warning("cleaning %s-%d failed: %s", topic.name, p, e)

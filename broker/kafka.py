@@ -13,10 +13,11 @@ from broker.acls import (
     connection_host,
     connection_principal,
 )
+from broker.cluster import Cluster
 from broker.groups.coordinator import GroupConfig, GroupCoordinator
 from broker.producers import ProducerRegistry
-from broker.quotas import QuotaManager
 from broker.protocol.registry import APIS
+from broker.quotas import QuotaManager
 from broker.sasl import ALL_MECHANISMS, SaslUsers
 from broker.services import load_services
 from broker.topics import TopicRegistry, stream_name
@@ -52,6 +53,11 @@ class BrokerConfig:
     # client quotas (broker/quotas.py): Kafka's quota.window.size.seconds and .num
     quota_window_s: float = 1.0
     quota_window_num: int = 11
+    # several brokers (broker/cluster.py)
+    cluster: bool = False
+    rack: str | None = None
+    cluster_heartbeat_s: float = 1.0
+    cluster_session_timeout_s: float = 6.0
 
 
 class Broker:
@@ -69,6 +75,11 @@ class Broker:
         self.quotas = QuotaManager(store.metadata, config.quota_window_s,
                                    config.quota_window_num)
         self.services = load_services()
+        # several brokers (broker/cluster.py): off unless serve() configures it
+        self.cluster = Cluster(self, config.cluster, heartbeat_s=config.cluster_heartbeat_s,
+                               session_timeout_s=config.cluster_session_timeout_s,
+                               rack=config.rack)
+        self.topics.place = self.cluster.place
         self.cluster_id = ""
         self.extensions: dict[str, object] = {}
         # consumer groups (broker/groups): the coordinator, started and stopped here
@@ -79,6 +90,7 @@ class Broker:
 
     async def start(self) -> None:
         await self.store.ensure_basin(self.basin)
+        await self.cluster.register()
         await self.topics.load()
         await self.sasl.load(self.store.metadata)
         await self.acls.load()
@@ -89,7 +101,19 @@ class Broker:
 
     async def stop(self) -> None:
         """Stop background work (after the listener stopped, before the store closes)."""
+        await self.cluster.stop()
         await self.extensions["groups"].stop()
+
+    async def channels_changed(self, adopted: str | None = None,
+                               released: str | None = None) -> None:
+        """This broker took over a channel, or let one go (broker/cluster.py): the
+        partitions and groups on it are served here, or no longer."""
+        self.producers.forget_all()  # (rebuilt from the streams when next needed)
+        groups = self.extensions["groups"]
+        if released is not None:
+            groups.release_channel(released)
+        if adopted is not None:
+            await groups.adopt_channel(adopted)
 
     def allowed(self, conn, operation: int, resource_type: int = CLUSTER,
                 name: str = CLUSTER_NAME) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 from broker import retention as kafka_retention
 from broker.cleaner import LogCleaner
+from broker.cluster import claim_node_id
 from broker.kafka import Broker, BrokerConfig
 from broker.oauth import OAuthBearer
 from broker.s2view import KafkaS2View
@@ -16,7 +17,17 @@ from broker.server import KafkaServer
 from s2core.config import parse_hostport, tls_server_context
 from s2core.http import create_app, serve_http
 from s2core.http.server import bind_socket
-from s2core.server import close_store, maintenance, open_store, tune_runtime
+from s2core.server import (
+    channel_config,
+    close_store,
+    maintenance,
+    open_replica,
+    open_store,
+    server_owner,
+    tune_runtime,
+)
+from s2core.metadata import open_metadata_store
+from s2core.store import ChannelSpec
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +53,12 @@ def broker_config(cfg: dict[str, Any]) -> BrokerConfig:
                         allow_everyone_if_no_acl_found=cfg["server"][
                             "kafka_allow_everyone_if_no_acl_found"],
                         quota_window_s=k["quota_window_size_s"],
-                        quota_window_num=k["quota_window_num"])
+                        quota_window_num=k["quota_window_num"],
+                        node_id=cfg["server"]["node_id"], cluster=cfg["server"]["cluster"],
+                        rack=cfg["server"]["rack"] or None,
+                        cluster_heartbeat_s=cfg["server"]["cluster_heartbeat_interval_s"],
+                        cluster_session_timeout_s=cfg["server"][
+                            "cluster_session_timeout_s"])
 
 
 def oauthbearer(srv: dict) -> OAuthBearer | None:
@@ -64,9 +80,22 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     # else: embedded in a thread (signals reach only the main thread); `stop` ends it
+    if cfg["server"]["cluster"]:  # before its channel is opened (which fences its holder)
+        md = open_metadata_store(cfg["metadata"]["url"])
+        try:
+            await claim_node_id(md, cfg["server"]["node_id"], server_owner(cfg),
+                                cfg["server"]["cluster_heartbeat_interval_s"],
+                                cfg["server"]["cluster_session_timeout_s"])
+        finally:
+            await md.close()
     store = await open_store(cfg)
     bcfg = broker_config(cfg)
     broker = Broker(store, bcfg)
+    cluster = broker.cluster
+    cluster.wal, cluster.write_quorum = list(cfg["wal"]["replicas"]), cfg["wal"]["write_quorum"]
+    cluster.open_channel = lambda node: ChannelSpec(
+        node.channel, [open_replica(url, cfg["wal"]["log_file_bytes"]) for url in node.wal],
+        node.write_quorum, channel_config(cfg))
     await broker.start()
     if bcfg.oauthbearer is not None:
         await bcfg.oauthbearer.load()
@@ -79,6 +108,8 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     k_addr = await kafka.start(k_host, k_port, ssl=k_tls)
     if bcfg.advertised_port == 0:  # an ephemeral listener advertises what it got
         bcfg.advertised_port = k_addr[1]
+    await cluster.beat()  # (the others see this address from now on)
+    cluster.start()
     h_host, h_port = parse_hostport(cfg["server"]["http_listen"], "server.http_listen")
     sock = bind_socket(h_host, h_port)
     h_addr = sock.getsockname()[:2]

@@ -167,6 +167,12 @@ class ProducerRegistry:
             del self.partitions[key]
             self._rebuilt.discard(key)
 
+    def forget_all(self) -> None:
+        """Drop every partition's state: it is rebuilt from its stream when next needed
+        (the partitions this broker leads changed)."""
+        self.partitions.clear()
+        self._rebuilt.clear()
+
 
 def check_sequence(st: dict[int, ProducerEntry], pid: int, epoch: int, first_seq: int,
                    last_seq: int) -> BatchRecord | None:

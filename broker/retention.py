@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from s2core.errors import S2Error, StreamNotFound
+from s2core.errors import NotServed, S2Error, StreamNotFound
 from s2core.records import trim_record
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ async def enforce(broker: Broker) -> int:
                     rec.span = 0
                     await broker.store.append(broker.basin, name, [rec])
                     trimmed += 1
-            except StreamNotFound:
+            except (StreamNotFound, NotServed):  # (another broker's partition: its job)
                 continue
             except S2Error as e:
                 log.warning("retention of %s failed: %s", name, e)

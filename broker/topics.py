@@ -81,6 +81,9 @@ class TopicRegistry:
         self.basin = basin
         self.topics: dict[str, Topic] = {}
         self.by_id: dict[bytes, Topic] = {}
+        # (topic, partition) -> the channel of a new partition's stream (None: the store's
+        # default); a cluster places partitions on its brokers (broker/cluster.py)
+        self.place = None
 
     async def load(self) -> None:
         self.topics.clear()
@@ -109,7 +112,10 @@ class TopicRegistry:
         return self.topics.get(name)
 
     async def create(self, name: str, partitions: int, configs: dict[str, str | None], *,
-                     validate_only: bool = False) -> Topic:
+                     validate_only: bool = False,
+                     channels: list[str] | None = None) -> Topic:
+        """Create a topic (`channels`: each partition's channel, chosen by `place` if
+        not given)."""
         check_topic_name(name)
         if partitions < 1:
             raise TopicError(ErrorCode.INVALID_PARTITIONS,
@@ -133,13 +139,16 @@ class TopicRegistry:
         self.topics[name] = topic
         self.by_id[topic.id] = topic
         for p in range(partitions):
-            await self.ensure_partition(topic, p)
+            await self.ensure_partition(topic, p, channels[p] if channels else None)
         return topic
 
-    async def ensure_partition(self, topic: Topic, partition: int) -> None:
+    async def ensure_partition(self, topic: Topic, partition: int,
+                               channel: str | None = None) -> None:
+        if channel is None and self.place is not None:
+            channel = self.place(topic.name, partition)
         try:
             await self.store.create_stream(self.basin, stream_name(topic.name, partition),
-                                           stream_config(topic.configs))
+                                           stream_config(topic.configs), channel=channel)
         except AlreadyExists:
             pass
 

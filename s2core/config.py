@@ -168,6 +168,17 @@ def _check(cfg: dict) -> None:
         raise ConfigError("kafka.producer_id_expiration_ms must be >= 1")
     if cfg["kafka"]["log_cleaner_interval_s"] <= 0:
         raise ConfigError("kafka.log_cleaner_interval_s must be > 0")
+    srv = cfg["server"]
+    if not 0 <= srv["node_id"] <= 2**31 - 1:
+        raise ConfigError("server.node_id must be between 0 and 2147483647")
+    if srv["cluster_heartbeat_interval_s"] <= 0:
+        raise ConfigError("server.cluster_heartbeat_interval_s must be > 0")
+    if srv["cluster_session_timeout_s"] < 2 * srv["cluster_heartbeat_interval_s"]:
+        raise ConfigError("server.cluster_session_timeout_s must be at least twice "
+                          "server.cluster_heartbeat_interval_s")
+    if srv["cluster"] and cfg["metadata"]["url"].startswith("memory:"):
+        raise ConfigError("server.cluster needs a metadata.url the brokers share "
+                          "(sqlite:// on one host, or postgresql://)")
     if cfg["segments"]["orphan_sweep_interval_s"] < 0:
         raise ConfigError("segments.orphan_sweep_interval_s must be >= 0 (0: never)")
     if cfg["kafka"]["quota_window_num"] < 2:

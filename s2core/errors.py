@@ -105,6 +105,13 @@ class Unavailable(S2Error):
     retriable = True
 
 
+class NotServed(Unavailable):
+    """The stream's current streamlet is on a channel another process serves (or none
+    does, for now): ask the one that does. Retriable."""
+
+    code = "unavailable"
+
+
 class Indeterminate(S2Error):
     """The operation may or may not have taken effect (e.g. a response was lost)."""
 

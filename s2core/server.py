@@ -70,15 +70,22 @@ def tune_runtime() -> None:
     gc.set_threshold(700, 10, 1000)
 
 
+def server_owner(cfg: dict[str, Any]) -> str:
+    """Who this process is, in the leases it takes: `server.owner`, else host:pid."""
+    return cfg["server"]["owner"] or f"{socket.gethostname()}:{os.getpid()}"
+
+
 async def open_store(cfg: dict[str, Any]) -> StreamStore:
     """Open the stream store described by `cfg` (see config/s2kafka.toml)."""
     os.makedirs(cfg["server"]["data_dir"], exist_ok=True)
     background.set_priority(cfg["server"]["background_cpu_priority"])
-    owner = cfg["server"]["owner"] or f"{socket.gethostname()}:{os.getpid()}"
+    owner = server_owner(cfg)
     metadata = open_metadata_store(cfg["metadata"]["url"])
     segments = open_object_store(cfg["segments"]["url"])
     replicas = [open_replica(url, cfg["wal"]["log_file_bytes"]) for url in cfg["wal"]["replicas"]]
-    spec = ChannelSpec("ch0", replicas, cfg["wal"]["write_quorum"], channel_config(cfg))
+    # alone: "ch0"; in a cluster, each broker's own (broker/cluster.py)
+    channel = f"ch{cfg['server']['node_id']}" if cfg["server"]["cluster"] else "ch0"
+    spec = ChannelSpec(channel, replicas, cfg["wal"]["write_quorum"], channel_config(cfg))
     limits = Limits(max_append_records=cfg["limits"]["max_append_records"],
                     max_append_bytes=cfg["limits"]["max_append_bytes"])
     store = await StreamStore.open(metadata, segments, [spec], limits=limits, owner=owner)

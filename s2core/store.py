@@ -23,10 +23,10 @@ from s2core.errors import (
     BasinNotFound,
     InvalidArgument,
     LimitExceeded,
+    NotServed,
     ReadPastTail,
     Sealed,
     StreamNotFound,
-    Unavailable,
 )
 from s2core.metadata.base import MetadataStore, Op, VersionMismatch
 from s2core.metadata.settle import SettlingMetadataStore
@@ -135,14 +135,7 @@ class StreamStore:
         store = cls(metadata, segments, clock, rng, limits, owner)
         try:
             for spec in channels:
-                clog = ChunkLog(spec.name, spec.replicas, spec.write_quorum, store.metadata,
-                                store.clock, store.rng, owner)
-                ch = Channel(spec.name, clog, store.metadata, segments, store.clock,
-                             spec.config)
-                ch.offloader.catalog_listeners.append(store.catalog.on_new_section)
-                ch.offloader.in_flight = store.in_flight
-                await ch.open(owns=store._owned_by(spec.name))
-                store.channels[spec.name] = ch
+                await store.adopt_channel(spec)
         except BaseException:
             # a channel that did not recover fails the open: stop those that did (their
             # offloaders would otherwise keep running, fenced by the next open)
@@ -153,6 +146,33 @@ class StreamStore:
         store.default_channel = channels[0].name
         store.class_channel = dict(storage_classes or {})
         return store
+
+    async def adopt_channel(self, spec: ChannelSpec) -> Channel:
+        """Serve the channel `spec` describes from now on: take its lease (fencing the
+        process that had it) and recover its log, as `open` does for each channel. Its
+        streams are then served here, from the records its log held on."""
+        if spec.name in self.channels:
+            raise InvalidArgument(f"channel {spec.name!r} is served already")
+        clog = ChunkLog(spec.name, spec.replicas, spec.write_quorum, self.metadata,
+                        self.clock, self.rng, self.owner)
+        ch = Channel(spec.name, clog, self.metadata, self.segments, self.clock, spec.config)
+        ch.offloader.catalog_listeners.append(self.catalog.on_new_section)
+        ch.offloader.in_flight = self.in_flight
+        await ch.open(owns=self._owned_by(spec.name))
+        self.channels[spec.name] = ch
+        return ch
+
+    async def release_channel(self, name: str) -> None:
+        """Stop serving channel `name` (another process took it over, or is to): flush
+        what is open and close it. Its streams answer NotServed here from then on."""
+        ch = self.channels.pop(name, None)
+        if ch is None:
+            return
+        try:
+            await asyncio.wait_for(ch.close(), 30)
+        except Exception:  # fenced, most likely (TimeoutError included)
+            log.warning("closing released channel %s did not finish cleanly", name,
+                        exc_info=True)
 
     def _owned_by(self, channel: str):
         async def owns(st: StreamState) -> bool:
@@ -238,13 +258,18 @@ class StreamStore:
     # --------------------------------------------------------------- streams
 
     async def create_stream(self, basin: str, name: str,
-                            config: dict | None = None) -> StreamInfo:
+                            config: dict | None = None, *,
+                            channel: str | None = None) -> StreamInfo:
+        """Create a stream; its first streamlet is on `channel` (a channel of this store or
+        of another process sharing its metadata), by default the one of its storage
+        class."""
         validate_stream_name(name)
         brow, _ = await self._basin(basin)
         cfg = BasinConfig.from_json(brow["config"]).default_stream_config.merged(config)
         uid = uuid.UUID(int=self.rng.getrandbits(128)).bytes
         now = self.clock.now_ms()
-        channel = self.class_channel.get(cfg.storage_class, self.default_channel)
+        if channel is None:
+            channel = self.class_channel.get(cfg.storage_class, self.default_channel)
         row = {"uid": uid.hex(), "created_at": now, "config": cfg.to_json(),
                "chain": [{"channel": channel, "start": 0, "sealed_at": None}]}
         try:
@@ -346,7 +371,7 @@ class StreamStore:
         link = h.chain[-1]
         ch = self.channels.get(link["channel"])
         if ch is None:
-            raise Unavailable(f"channel {link['channel']!r} is not served by this process")
+            raise NotServed(f"channel {link['channel']!r} is not served by this process")
         return ch
 
     async def _state(self, h: _Handle) -> tuple[Channel, StreamState]:

@@ -62,7 +62,10 @@ class GroupCoordinator:
 
     async def start(self) -> None:
         t0 = self.clock.monotonic()
-        n = await self.journal.replay(self.apply)
+        cluster = self.broker.cluster
+        n = await self.journal.replay(
+            self.apply, (lambda i: cluster.place("group-journal", i)) if cluster.enabled
+            else None)
         log.info("group coordinator loaded %d records, %d groups, %d offsets in %.3fs", n,
                  len(self.groups), sum(len(v) for v in self.offsets.groups.values()),
                  self.clock.monotonic() - t0)
@@ -81,6 +84,39 @@ class GroupCoordinator:
 
     def now(self) -> float:
         return self.clock.monotonic()
+
+    # ----------------------------------------------------------------- cluster
+
+    def not_here(self, gid: str) -> bool:
+        """Another broker coordinates `gid` (in a cluster): NOT_COORDINATOR."""
+        return not self.journal.parts[partition_of(gid)].local
+
+    async def coordinator_of(self, gid: str) -> int | None:
+        """The node that coordinates `gid` (None: nobody right now)."""
+        part = self.journal.parts[partition_of(gid)]
+        return await self.broker.cluster.stream_leader(part.stream)
+
+    async def adopt_channel(self, channel: str) -> None:
+        """Load the groups whose journal streams are on `channel` (just adopted)."""
+        done = await self.journal.replay_channel(channel, self.apply)
+        if done:
+            log.info("coordinating the groups of journal partitions %s now", done)
+
+    def release_channel(self, channel: str) -> None:
+        """Forget the groups whose journal streams are on `channel` (served elsewhere)."""
+        parts = set(self.journal.release_channel(channel))
+        if not parts:
+            return
+        gone = [g for g in set(self.groups) | set(self.offsets.groups)
+                if partition_of(g) in parts]
+        for gid in gone:
+            self.groups.pop(gid, None)
+            self._stored.pop(gid, None)
+            self._live.discard(gid)
+            self._dirty.discard(gid)
+            self.offsets.drop_group(gid)
+        log.info("no longer coordinating the groups of journal partitions %s (%d groups)",
+                 sorted(parts), len(gone))
 
     def new_member_id(self, prefix: str) -> str:
         return f"{prefix}-{uuid.UUID(int=self.broker.store.rng.getrandbits(128))}"

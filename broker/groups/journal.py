@@ -52,6 +52,8 @@ class _Partition:
     tail: int = 0
     live: int = 0           # live records at the last replay or compaction
     compacting: bool = False
+    channel: str = ""       # the channel of its stream, and whether this store serves it
+    local: bool = True
 
 
 @dataclass(eq=False)
@@ -77,33 +79,65 @@ class Journal:
         self.parts = [_Partition(i, f"{STREAM_PREFIX}{i}") for i in range(PARTITIONS)]
         self._bg: set[asyncio.Task] = set()
 
-    async def replay(self, apply: Callable[[dict], None]) -> int:
-        """Create missing streams and apply every stored record in order; returns the count."""
+    async def replay(self, apply: Callable[[dict], None], place=None) -> int:
+        """Create missing streams (on the channel `place(index)` names, if given) and apply
+        every stored record of the streams this store serves, in order; returns the
+        count. (In a cluster, the other streams are other brokers': see `replay_channel`.)"""
         n = 0
         for part in self.parts:
             try:
-                await self.store.create_stream(self.basin, part.stream, STREAM_CONFIG)
+                await self.store.create_stream(self.basin, part.stream, STREAM_CONFIG,
+                                               channel=place(part.index) if place else None)
             except AlreadyExists:
                 pass
-            seq = part.first_seq = await self.store.first_seq(self.basin, part.stream)
-            part.tail = (await self.store.check_tail(self.basin, part.stream)).seq_num
-            while seq < part.tail:
-                batch = await self.store.read(self.basin, part.stream, seq_num=seq,
-                                              count=1000, max_bytes=4 * 1024 * 1024)
-                if not batch.records:
-                    break
-                for rec in batch.records:
-                    if not rec.is_command():
-                        try:
-                            apply(json.loads(rec.body))
-                        except (ValueError, KeyError, TypeError):
-                            # not ours (the stream is reachable over the S2 API): skip it
-                            log.warning("group journal %s: skipping unreadable record at "
-                                        "seq %d", part.stream, rec.seq_num)
-                        n += 1
-                    seq = rec.end_seq
+            if await self.served(part):
+                n += await self._replay(part, apply)
+        return n
+
+    async def served(self, part: _Partition) -> bool:
+        h = await self.store._handle(self.basin, part.stream)
+        part.channel = h.chain[-1]["channel"]
+        part.local = part.channel in self.store.channels
+        return part.local
+
+    async def replay_channel(self, channel: str, apply: Callable[[dict], None]) -> list[int]:
+        """Apply the records of the streams on `channel` (just adopted); their indexes."""
+        out = []
         for part in self.parts:
-            part.live = len(self.live_records(part.index))
+            if part.channel == channel and await self.served(part):
+                await self._replay(part, apply)
+                out.append(part.index)
+        return out
+
+    def release_channel(self, channel: str) -> list[int]:
+        """The streams on `channel` are served elsewhere now: their indexes."""
+        out = []
+        for part in self.parts:
+            if part.channel == channel:
+                part.local = False
+                out.append(part.index)
+        return out
+
+    async def _replay(self, part: _Partition, apply: Callable[[dict], None]) -> int:
+        n = 0
+        seq = part.first_seq = await self.store.first_seq(self.basin, part.stream)
+        part.tail = (await self.store.check_tail(self.basin, part.stream)).seq_num
+        while seq < part.tail:
+            batch = await self.store.read(self.basin, part.stream, seq_num=seq,
+                                          count=1000, max_bytes=4 * 1024 * 1024)
+            if not batch.records:
+                break
+            for rec in batch.records:
+                if not rec.is_command():
+                    try:
+                        apply(json.loads(rec.body))
+                    except (ValueError, KeyError, TypeError):
+                        # not ours (the stream is reachable over the S2 API): skip it
+                        log.warning("group journal %s: skipping unreadable record at "
+                                    "seq %d", part.stream, rec.seq_num)
+                    n += 1
+                seq = rec.end_seq
+        part.live = len(self.live_records(part.index))
         return n
 
     async def write(self, group_id: str, records: list[dict],

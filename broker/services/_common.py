@@ -13,7 +13,7 @@ def kafka_error(e: Exception) -> ErrorCode:
         return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     if isinstance(e, s2.LimitExceeded):
         return ErrorCode.MESSAGE_TOO_LARGE
-    if isinstance(e, s2.Sealed | s2.Fenced | s2.Closed):
+    if isinstance(e, s2.Sealed | s2.Fenced | s2.Closed | s2.NotServed):
         return ErrorCode.NOT_LEADER_OR_FOLLOWER
     if isinstance(e, s2.Indeterminate | s2.Backpressure | s2.Unavailable):
         return ErrorCode.REQUEST_TIMED_OUT

@@ -26,6 +26,12 @@ def _assignment(broker, parts) -> Assignment:
 
 
 def _describe(broker, coord, gid):
+    if coord.not_here(gid):
+        return DescribedGroup(error_code=ErrorCode.NOT_COORDINATOR,
+                              error_message="This is not the group's coordinator.",
+                              group_id=gid, group_state="", group_epoch=-1,
+                              assignment_epoch=-1, assignor_name="", members=[],
+                              authorized_operations=NO_AUTH_OPS)
     group = coord.group(gid)
     if not isinstance(group, ConsumerGroup):
         msg = f"Group {gid} not found." if group is None \

@@ -54,6 +54,9 @@ async def handle(broker, conn, header, request):
     if not broker.allowed(conn, READ, GROUP, request.group_id):
         return _error(ErrorCode.GROUP_AUTHORIZATION_FAILED, "Group authorization failed.",
                       request.member_id or None)
+    if coord.not_here(request.group_id):
+        return _error(ErrorCode.NOT_COORDINATOR, "This is not the group's coordinator.",
+                      request.member_id or None)
     existed = coord.group(request.group_id) is not None
     group = coord.consumer(request.group_id, create=request.member_epoch == 0)
     if group is None:

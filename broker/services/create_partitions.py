@@ -1,7 +1,9 @@
 """CreatePartitions: grow a topic (never shrink), validate_only, manual assignments.
 
-Every partition lives on this broker (node_id), so a manual assignment must name exactly
-that node; the new partitions are new streams `kafka/<topic>/<p>`.
+The new partitions are new streams `kafka/<topic>/<p>`, placed as new topics' are (on this
+broker, or in a cluster on the live brokers in turn: broker/cluster.py). A manual
+assignment must name live brokers (this one alone when not in a cluster); in a cluster it
+is checked but not followed.
 """
 from __future__ import annotations
 
@@ -76,18 +78,18 @@ def _check_assignments(broker, t) -> None:
         raise TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                          f"Attempted to add {added} additional partition(s), but only "
                          f"{len(t.assignments)} assignment(s) were specified.")
-    node = broker.config.node_id
+    live = {n.node_id for n in broker.cluster.live_nodes()}
     for a in t.assignments:
         ids = list(a.broker_ids)
         if not ids:
             raise TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                              "The manual partition assignment includes an empty replica list.")
         for b in ids:
-            if b != node:
+            if b not in live:
                 raise TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                                  f"The manual partition assignment includes broker {b}, but "
                                  "no such broker is registered.")
-        if len(ids) > 1:
+        if len(ids) > 1 and (not broker.cluster.enabled or len(set(ids)) != len(ids)):
             raise TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                              f"The manual partition assignment includes the partition replica "
                              f"assignment {ids} which contains duplicate broker IDs.")

@@ -65,27 +65,40 @@ async def _create(broker, t, duplicated: bool, validate_only: bool) -> Creatable
     if duplicated:
         return fail(ErrorCode.INVALID_REQUEST, "Duplicate topic name in the request.")
     partitions = t.num_partitions
+    cluster = broker.cluster
+    live = {n.node_id: n for n in cluster.live_nodes()}
+    channels = None
     if t.assignments:
         if partitions != -1 or t.replication_factor != -1:
             return fail(ErrorCode.INVALID_REQUEST, "Both numPartitions or replicationFactor "
                         "and replicasAssignments were set.")
+        channels = []
         for a in t.assignments:
-            if list(a.broker_ids) != [broker.config.node_id]:
+            ids = list(a.broker_ids)
+            if not cluster.enabled and ids != [broker.config.node_id]:
                 return fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
-                            f"Replica assignment {list(a.broker_ids)} is not this broker.")
+                            f"Replica assignment {ids} is not this broker.")
+            if not ids or len(set(ids)) != len(ids) or any(i not in live for i in ids):
+                return fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                            f"Replica assignment {ids} does not name distinct live brokers.")
+            channels.append(live[ids[0]].channel)  # the first is the leader
         partitions = len(t.assignments)
+        if not cluster.enabled:
+            channels = None
     elif partitions == -1:
         partitions = broker.config.auto_create_partitions
-    if t.replication_factor not in (-1, 1) and not t.assignments:
+    if t.replication_factor not in (-1, 1) and not t.assignments and \
+            not 1 <= t.replication_factor <= len(live):
         return fail(ErrorCode.INVALID_REPLICATION_FACTOR,
                     f"Replication factor {t.replication_factor} is larger than the number of "
-                    "available brokers (1); every write is already on a storage quorum.")
+                    f"available brokers ({len(live)}); every write is already on a storage "
+                    "quorum.")
     configs: dict[str, str | None] = {}
     for c in t.configs or ():
         configs[c.name] = c.value
     try:
         topic = await broker.topics.create(t.name, partitions, configs,
-                                           validate_only=validate_only)
+                                           validate_only=validate_only, channels=channels)
     except TopicError as e:
         return fail(e.code, e.message)
     return CreatableTopicResult(

@@ -13,9 +13,12 @@ VERSIONS = (0, 2)
 
 async def handle(broker, conn, header, request):
     names = list(request.groups_names)
+    coord = broker.extensions["groups"]
     denied = [g for g in names if not broker.allowed(conn, DELETE, GROUP, g)]
-    results = dict(await broker.extensions["groups"].delete_groups(
-        [g for g in names if g not in denied])) if len(denied) < len(names) else {}
+    elsewhere = [g for g in names if g not in denied and coord.not_here(g)]
+    here = [g for g in names if g not in denied and g not in elsewhere]
+    results = dict(await coord.delete_groups(here)) if here else {}
+    results.update(dict.fromkeys(denied, ErrorCode.GROUP_AUTHORIZATION_FAILED))
+    results.update(dict.fromkeys(elsewhere, ErrorCode.NOT_COORDINATOR))
     return DeleteGroupsResponse(throttle_time_ms=0, results=[
-        DeletableGroupResult(group_id=g, error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED
-                             if g in denied else results[g]) for g in names])
+        DeletableGroupResult(group_id=g, error_code=results[g]) for g in names])

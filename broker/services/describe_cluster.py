@@ -1,4 +1,5 @@
-"""DescribeCluster: this one broker, which is also the controller."""
+"""DescribeCluster: the live brokers (this one alone, unless in a cluster:
+broker/cluster.py); the lowest node id stands for the controller."""
 from __future__ import annotations
 
 from broker.acls import CLUSTER, DESCRIBE, SUPPORTED
@@ -18,7 +19,6 @@ CLUSTER_OPS = sum(1 << op for op in SUPPORTED[CLUSTER])
 
 
 async def handle(broker, conn, header, request):
-    cfg = broker.config
     endpoint_type = request.endpoint_type if header.request_api_version >= 1 else BROKERS
     if not broker.allowed(conn, DESCRIBE):
         return DescribeClusterResponse(
@@ -35,11 +35,12 @@ async def handle(broker, conn, header, request):
                           f"{endpoint_type}; ask for brokers (1).",
             cluster_id=broker.cluster_id, controller_id=-1, brokers=[],
             cluster_authorized_operations=NO_AUTH_OPS)
-    node = DescribeClusterBroker(broker_id=cfg.node_id, host=cfg.advertised_host,
-                                 port=cfg.advertised_port, rack=None, is_fenced=False)
+    nodes = [DescribeClusterBroker(broker_id=n.node_id, host=n.host, port=n.port,
+                                   rack=n.rack, is_fenced=False)
+             for n in broker.cluster.live_nodes()]
     ops = broker.authorized_ops(conn, CLUSTER) if request.include_cluster_authorized_operations \
         else NO_AUTH_OPS
     return DescribeClusterResponse(throttle_time_ms=0, error_code=0, error_message=None,
                                    endpoint_type=endpoint_type, cluster_id=broker.cluster_id,
-                                   controller_id=cfg.node_id, brokers=[node],
+                                   controller_id=broker.cluster.controller(), brokers=nodes,
                                    cluster_authorized_operations=ops)

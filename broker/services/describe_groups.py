@@ -14,6 +14,11 @@ VERSIONS = (0, 6)
 
 
 def _describe(coord, gid: str, version: int) -> DescribedGroup:
+    if coord.not_here(gid):
+        return DescribedGroup(error_code=ErrorCode.NOT_COORDINATOR, error_message=None,
+                              group_id=gid, group_state="", protocol_type="",
+                              protocol_data="", members=[],
+                              authorized_operations=NO_AUTH_OPS)
     group = coord.group(gid)
     if not isinstance(group, ClassicGroup):
         # Unknown, or a KIP-848 group (described by ConsumerGroupDescribe).

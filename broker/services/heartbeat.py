@@ -14,6 +14,8 @@ async def handle(broker, conn, header, request):
     if not broker.allowed(conn, READ, GROUP, request.group_id):
         return HeartbeatResponse(throttle_time_ms=0,
                                  error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED)
+    if coord.not_here(request.group_id):
+        return HeartbeatResponse(throttle_time_ms=0, error_code=ErrorCode.NOT_COORDINATOR)
     group = coord.classic(request.group_id, create=False)
     if group is None or isinstance(group, int):
         return HeartbeatResponse(throttle_time_ms=0, error_code=ErrorCode.UNKNOWN_MEMBER_ID)

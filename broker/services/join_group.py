@@ -34,6 +34,8 @@ async def handle(broker, conn, header, request):
         return _response(JoinResult(ErrorCode.INVALID_GROUP_ID, request.member_id))
     if not broker.allowed(conn, READ, GROUP, request.group_id):
         return _response(JoinResult(ErrorCode.GROUP_AUTHORIZATION_FAILED, request.member_id))
+    if coord.not_here(request.group_id):
+        return _response(JoinResult(ErrorCode.NOT_COORDINATOR, request.member_id))
     if not coord.check_session_timeout(request.session_timeout_ms):
         return _response(JoinResult(ErrorCode.INVALID_SESSION_TIMEOUT, request.member_id))
     existing = coord.group(request.group_id)

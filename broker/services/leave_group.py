@@ -20,6 +20,11 @@ async def handle(broker, conn, header, request):
                                       error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED)
         return LeaveGroupResponse(throttle_time_ms=0,
                                   error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED, members=[])
+    if request.group_id and coord.not_here(request.group_id):
+        if version < 3:
+            return LeaveGroupResponse(throttle_time_ms=0, error_code=ErrorCode.NOT_COORDINATOR)
+        return LeaveGroupResponse(throttle_time_ms=0, error_code=ErrorCode.NOT_COORDINATOR,
+                                  members=[])
     group = coord.classic(request.group_id, create=False) if request.group_id else None
     if group is None or isinstance(group, int):
         code = ErrorCode.INVALID_GROUP_ID if not request.group_id \

@@ -1,4 +1,5 @@
-"""Metadata: this broker is every partition's leader and the controller; auto-creation."""
+"""Metadata: the live brokers, each partition's leader (this broker for all of them, unless
+in a cluster: broker/cluster.py) and the controller; auto-creation."""
 from __future__ import annotations
 
 from broker.acls import CLUSTER, CREATE, DESCRIBE, TOPIC
@@ -10,24 +11,39 @@ from broker.protocol.messages.metadata_response import (
     MetadataResponseTopic,
 )
 from broker.services._common import NO_AUTH_OPS
-from broker.topics import TopicError, check_topic_name
+from broker.topics import TopicError, check_topic_name, stream_name
+from s2core.errors import S2Error
 
 API_KEY = 3
 VERSIONS = (0, 13)
 ZERO_UUID = bytes(16)
 
 
-def partitions_of(broker, topic) -> list[MetadataResponsePartition]:
-    node = broker.config.node_id
-    return [MetadataResponsePartition(error_code=0, partition_index=p, leader_id=node,
-                                      leader_epoch=0, replica_nodes=[node], isr_nodes=[node],
-                                      offline_replicas=[])
-            for p in range(topic.partitions)]
+async def partitions_of(broker, topic) -> list[MetadataResponsePartition]:
+    cluster = broker.cluster
+    out = []
+    for p in range(topic.partitions):
+        node = cluster.node_id
+        if cluster.enabled:
+            try:
+                node = await cluster.stream_leader(stream_name(topic.name, p))
+            except S2Error:  # (its stream is not there yet: auto-created on produce)
+                node = None
+        if node is None:  # its broker is gone and no other has taken over yet
+            out.append(MetadataResponsePartition(
+                error_code=ErrorCode.LEADER_NOT_AVAILABLE, partition_index=p, leader_id=-1,
+                leader_epoch=-1, replica_nodes=[], isr_nodes=[], offline_replicas=[]))
+            continue
+        out.append(MetadataResponsePartition(error_code=0, partition_index=p, leader_id=node,
+                                             leader_epoch=0, replica_nodes=[node],
+                                             isr_nodes=[node], offline_replicas=[]))
+    return out
 
 
-def topic_entry(broker, topic, ops: int = NO_AUTH_OPS) -> MetadataResponseTopic:
+async def topic_entry(broker, topic, ops: int = NO_AUTH_OPS) -> MetadataResponseTopic:
     return MetadataResponseTopic(error_code=0, name=topic.name, topic_id=topic.id,
-                                 is_internal=False, partitions=partitions_of(broker, topic),
+                                 is_internal=False,
+                                 partitions=await partitions_of(broker, topic),
                                  topic_authorized_operations=ops)
 
 
@@ -40,7 +56,7 @@ async def handle(broker, conn, header, request):
         return broker.authorized_ops(conn, TOPIC, t.name) \
             if version >= 8 and request.include_topic_authorized_operations else NO_AUTH_OPS
     if request.topics is None or (version == 0 and not request.topics):
-        topics = [topic_entry(broker, t, ops(t))
+        topics = [await topic_entry(broker, t, ops(t))
                   for _, t in sorted(broker.topics.topics.items())
                   if broker.allowed(conn, DESCRIBE, TOPIC, t.name)]
     else:
@@ -60,7 +76,7 @@ async def handle(broker, conn, header, request):
                         topic_id=req.topic_id, partitions=[],
                         topic_authorized_operations=NO_AUTH_OPS))
                 else:
-                    topics.append(topic_entry(broker, t, ops(t)))
+                    topics.append(await topic_entry(broker, t, ops(t)))
                 continue
             if not broker.allowed(conn, DESCRIBE, TOPIC, name):
                 topics.append(MetadataResponseTopic(
@@ -74,10 +90,10 @@ async def handle(broker, conn, header, request):
             if entry.error_code == 0:
                 entry.topic_authorized_operations = ops(entry)
             topics.append(entry)
-    node = MetadataResponseBroker(node_id=cfg.node_id, host=cfg.advertised_host,
-                                  port=cfg.advertised_port, rack=None)
-    return MetadataResponse(throttle_time_ms=0, brokers=[node], cluster_id=broker.cluster_id,
-                            controller_id=cfg.node_id, topics=topics,
+    nodes = [MetadataResponseBroker(node_id=n.node_id, host=n.host, port=n.port, rack=n.rack)
+             for n in broker.cluster.live_nodes()]
+    return MetadataResponse(throttle_time_ms=0, brokers=nodes, cluster_id=broker.cluster_id,
+                            controller_id=broker.cluster.controller(), topics=topics,
                             cluster_authorized_operations=broker.authorized_ops(conn, CLUSTER)
                             if 8 <= version <= 10 and request.include_cluster_authorized_operations
                             else NO_AUTH_OPS, error_code=0)
@@ -102,4 +118,4 @@ async def _named(broker, name, auto_create: bool) -> MetadataResponseTopic:
             t = broker.topics.get(name)
     if t is None:
         return error(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-    return topic_entry(broker, t)
+    return await topic_entry(broker, t)

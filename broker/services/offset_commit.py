@@ -30,6 +30,8 @@ async def handle(broker, conn, header, request):
         return _reply(request, dict.fromkeys(keys, ErrorCode.INVALID_GROUP_ID))
     if not broker.allowed(conn, READ, GROUP, request.group_id):
         return _reply(request, dict.fromkeys(keys, ErrorCode.GROUP_AUTHORIZATION_FAILED))
+    if coord.not_here(request.group_id):
+        return _reply(request, dict.fromkeys(keys, ErrorCode.NOT_COORDINATOR))
     code = coord.commit_error(request.group_id, request.generation_id_or_member_epoch,
                               request.member_id, request.group_instance_id, version)
     if code:

@@ -21,6 +21,9 @@ async def handle(broker, conn, header, request):
     if not broker.allowed(conn, DELETE, GROUP, gid):
         return OffsetDeleteResponse(error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED,
                                     throttle_time_ms=0, topics=[])
+    if coord.not_here(gid):
+        return OffsetDeleteResponse(error_code=ErrorCode.NOT_COORDINATOR,
+                                    throttle_time_ms=0, topics=[])
     if group is None and not coord.offsets.has_group(gid):
         return OffsetDeleteResponse(error_code=ErrorCode.GROUP_ID_NOT_FOUND,
                                     throttle_time_ms=0, topics=[])

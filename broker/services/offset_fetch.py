@@ -33,6 +33,13 @@ def _group(broker, coord, version, group_id, topics, member_id=None, member_epoc
     """(error, [(name, topic_id, [(partition, offset, epoch, metadata, error)])])."""
     if not broker.allowed(conn, DESCRIBE, GROUP, group_id):
         return ErrorCode.GROUP_AUTHORIZATION_FAILED, []
+    if coord.not_here(group_id):
+        if version >= 2 or topics is None:
+            return ErrorCode.NOT_COORDINATOR, []
+        # (v1 has no group error: each partition says it)
+        return ErrorCode.NONE, [(t.name, None, [(p, -1, -1, "", ErrorCode.NOT_COORDINATOR)
+                                                for p in t.partition_indexes])
+                                for t in topics]
     code = coord.fetch_error(group_id, member_id, member_epoch)
     if code:
         return code, []

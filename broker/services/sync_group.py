@@ -22,6 +22,8 @@ async def handle(broker, conn, header, request):
         return _response(SyncResult(ErrorCode.INVALID_GROUP_ID))
     if not broker.allowed(conn, READ, GROUP, request.group_id):
         return _response(SyncResult(ErrorCode.GROUP_AUTHORIZATION_FAILED))
+    if coord.not_here(request.group_id):
+        return _response(SyncResult(ErrorCode.NOT_COORDINATOR))
     group = coord.classic(request.group_id, create=False)
     if group is None or isinstance(group, int):
         return _response(SyncResult(ErrorCode.UNKNOWN_MEMBER_ID))

@@ -33,6 +33,8 @@ async def handle(broker, conn, header, request):
                                              ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
     if not broker.allowed(conn, acls.READ, acls.GROUP, request.group_id):
         return _reply(request, dict.fromkeys(keys, ErrorCode.GROUP_AUTHORIZATION_FAILED))
+    if broker.extensions["groups"].not_here(request.group_id):
+        return _reply(request, dict.fromkeys(keys, ErrorCode.NOT_COORDINATOR))
     if version >= 3:  # the consumer's group membership, as OffsetCommit checks it
         code = broker.extensions["groups"].commit_error(
             request.group_id, request.generation_id, request.member_id,
