@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import zlib
 from dataclasses import dataclass
@@ -74,11 +75,51 @@ class ClusterError(Exception):
 
 
 async def claim_node_id(metadata, node_id: int, owner: str, heartbeat_s: float,
-                        session_timeout_s: float) -> None:
-    """Before a broker opens its channel: make sure no live broker has `node_id`. A row
-    whose heartbeat is recent may be this broker's previous run (killed a moment ago):
-    wait until its heartbeat stops (at most the session timeout). ClusterError if it goes
-    on beating: another live broker has the id (opening the channel would fence it)."""
+                        session_timeout_s: float, wal_dirs: list[str] = ()) -> None:
+    """Before a broker opens its channel: make sure no live broker has `node_id` (see
+    `_wait_for_silence`), then say it is back (a fresh heartbeat in its row, so that a
+    broker that adopted its channel lets it go) and wait until its local WAL directories
+    are free (that broker closes them), beating meanwhile. ClusterError if another live
+    broker has the id, or the directories stay in use."""
+    await _wait_for_silence(metadata, node_id, owner, heartbeat_s, session_timeout_s)
+    key = f"{PREFIX}{node_id}"
+    deadline = time.monotonic() + 4 * session_timeout_s
+    while True:
+        row = await metadata.get(key)
+        if row is not None:
+            node = Node.from_json(row.value)
+            node.owner, node.heartbeat_ms = owner, int(time.time() * 1000)
+            try:
+                await metadata.put(key, node.to_json(), row.version)
+            except VersionMismatch:
+                pass  # (read again next round)
+        busy = [d for d in wal_dirs if not _dir_free(d)]
+        if not busy:
+            return
+        if time.monotonic() > deadline:
+            raise ClusterError(f"the WAL directories {busy} stay in use by another process")
+        await asyncio.sleep(heartbeat_s)
+
+
+def _dir_free(root: str) -> bool:
+    from s2core.errors import Unavailable
+    from s2core.wal.locallog import _lock_dir
+
+    if not os.path.isdir(root):
+        return True
+    try:
+        os.close(_lock_dir(root))
+    except Unavailable:
+        return False
+    return True
+
+
+async def _wait_for_silence(metadata, node_id: int, owner: str, heartbeat_s: float,
+                            session_timeout_s: float) -> None:
+    """A row for `node_id` whose heartbeat is recent may be this broker's previous run
+    (killed a moment ago): wait until its heartbeat stops (at most the session timeout).
+    ClusterError if it goes on beating: another live broker has the id (opening the
+    channel would fence it)."""
     key = f"{PREFIX}{node_id}"
     row = await metadata.get(key)
     if row is None:
@@ -227,8 +268,15 @@ class Cluster:
         """Adopt the channels of dead brokers (the lowest live node id does), let go of
         adopted channels whose lease went to someone else, take our own back."""
         async with self._changing:
+            homes = {n.channel: n for n in self.nodes.values()}
             mine = {ch for ch in self.store.channels}
             for ch in sorted(mine):
+                home = homes.get(ch)
+                if ch != self.home and home is not None and home.live:
+                    log.warning("node %d is back: letting its channel %s go",
+                                home.node_id, ch)
+                    await self._release(ch)
+                    continue
                 lease = await self.store.metadata.get(f"channel/{ch}")
                 owner = json.loads(lease.value).get("owner", "") if lease else ""
                 if owner == self.store.owner:

@@ -85,7 +85,9 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
         try:
             await claim_node_id(md, cfg["server"]["node_id"], server_owner(cfg),
                                 cfg["server"]["cluster_heartbeat_interval_s"],
-                                cfg["server"]["cluster_session_timeout_s"])
+                                cfg["server"]["cluster_session_timeout_s"],
+                                [u[len("log://"):] for u in cfg["wal"]["replicas"]
+                                 if u.startswith("log://")])
         finally:
             await md.close()
     store = await open_store(cfg)

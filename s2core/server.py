@@ -44,9 +44,10 @@ def open_replica(url: str, log_file_bytes: int | None = None):
         path = url[len("log://"):]
         if not path.startswith("/"):
             raise ValueError(f"log replica URL needs an absolute path: {url!r}")
+        # exclusive: no other process may write the directory while this one has it open
         if log_file_bytes is None:
-            return LocalLogReplica(path)
-        return LocalLogReplica(path, file_bytes=log_file_bytes)
+            return LocalLogReplica(path, exclusive=True)
+        return LocalLogReplica(path, file_bytes=log_file_bytes, exclusive=True)
     return open_object_store(url)
 
 

@@ -164,7 +164,9 @@ class StreamStore:
 
     async def release_channel(self, name: str) -> None:
         """Stop serving channel `name` (another process took it over, or is to): flush
-        what is open and close it. Its streams answer NotServed here from then on."""
+        what is open and close it, and the replicas its spec gave (a local log's
+        directory is free for another process then). Its streams answer NotServed here
+        from then on."""
         ch = self.channels.pop(name, None)
         if ch is None:
             return
@@ -173,6 +175,12 @@ class StreamStore:
         except Exception:  # fenced, most likely (TimeoutError included)
             log.warning("closing released channel %s did not finish cleanly", name,
                         exc_info=True)
+        for replica in ch.log.replicas:
+            try:
+                await replica.close()
+            except Exception:  # noqa: BLE001 - what it held is released with it anyway
+                log.warning("closing a replica of released channel %s failed", name,
+                            exc_info=True)
 
     def _owned_by(self, channel: str):
         async def owns(st: StreamState) -> bool:

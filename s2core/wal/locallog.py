@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import os
 import socket
@@ -64,7 +65,7 @@ from s2core.diskio import (
     sync_file_range,
     sync_file_range_fn,
 )
-from s2core.errors import Closed, InvalidArgument
+from s2core.errors import Closed, InvalidArgument, Unavailable
 from s2core.objstore.base import ObjectExists, ObjectNotFound
 from s2core.wal import syncer
 
@@ -504,10 +505,16 @@ class LocalLogReplica:
     groups_writes = True
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True,
-                 file_bytes: int = FILE_BYTES, spare_files: int = SPARE_FILES) -> None:
+                 file_bytes: int = FILE_BYTES, spare_files: int = SPARE_FILES,
+                 exclusive: bool = False) -> None:
+        """`exclusive`: hold a lock on the directory (`lock`, flock) while open, so that
+        no other process writes its files meanwhile (a broker that adopted another one's
+        WAL, and that broker come back: broker/cluster.py); Unavailable if another
+        process holds it."""
         self.root = os.path.abspath(os.fspath(root))
         os.makedirs(self.root, exist_ok=True)
         self.name = f"log://{self.root}"
+        self._lockfd = _lock_dir(self.root) if exclusive else None
         self._fsync = fsync
         self._file_bytes = file_bytes
         self._spare_files = spare_files
@@ -827,6 +834,9 @@ class LocalLogReplica:
         os.close(self._fd)
         if self._next is not None:
             os.close(self._next[1])
+        if self._lockfd is not None:
+            os.close(self._lockfd)  # (releases the lock)
+            self._lockfd = None
 
     # -- called by the device writer, on the loop -------------------------------------------------
 
@@ -999,6 +1009,17 @@ def _zero_fill(fd: int, size: int, stop) -> int:
         done += n
         time.sleep(_ZERO_PAUSE_S)
     return done
+
+
+def _lock_dir(root: str) -> int:
+    """An exclusive lock on `root`'s lock file, held by the returned descriptor."""
+    fd = os.open(os.path.join(root, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Unavailable(f"the WAL directory {root} is in use by another process") from None
+    return fd
 
 
 def _fsync_dir(path: str) -> None:

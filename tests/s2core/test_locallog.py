@@ -286,3 +286,16 @@ async def test_rotations_wake_one_preparer_thread_which_retires_the_old_files(
         raise AssertionError("the file a rotation left empty was not retired")
     await r.close()
     assert not preparer.is_alive()
+
+
+async def test_an_exclusive_log_directory_refuses_a_second_opener(tmp_path):
+    """A server holds its WAL directories (flock): another process (or opener) cannot
+    write them meanwhile; closing lets go."""
+    from s2core.errors import Unavailable
+
+    first = LocalLogReplica(tmp_path / "wal", exclusive=True)
+    with pytest.raises(Unavailable, match="in use by another process"):
+        LocalLogReplica(tmp_path / "wal", exclusive=True)
+    await first.close()
+    second = LocalLogReplica(tmp_path / "wal", exclusive=True)
+    await second.close()

@@ -459,3 +459,29 @@ async def test_the_in_memory_tail_costs_the_garbage_collector_nothing(store):
         [(990 + i, b"h%d" % (990 + i), ((b"k", b"v"),)) for i in range(5)]
     batch = await store.read(B, "gc", seq_num=0)
     assert [r.seq_num for r in batch.records] == list(range(1000))
+
+
+async def test_a_channel_adopted_then_released(env):
+    """A store can take over a channel another process served (adopt_channel: its lease,
+    its log) and serve its streams, then let it go again (release_channel): NotServed."""
+    from s2core.errors import NotServed
+
+    env.extra_channels = ["ch-b"]
+    other = await env.open()
+    await other.create_stream(B, "moved", channel="ch-b")
+    await other.append(B, "moved", recs(b"one", b"two"))
+    b_spec = [s for s in env.specs() if s.name == "ch-b"][0]
+    env.extra_channels = []
+    mine = await env.open()  # serves ch0 only (and fences `other`'s ch0)
+    with pytest.raises(NotServed):
+        await mine.append(B, "moved", recs(b"x"))
+    await mine.adopt_channel(b_spec)  # `other` is fenced on ch-b from now on
+    ack = await mine.append(B, "moved", recs(b"three"))
+    assert ack.start.seq_num == 2
+    batch = await mine.read(B, "moved", seq_num=0, count=10)
+    assert [r.body for r in batch.records] == [b"one", b"two", b"three"]
+    await mine.release_channel("ch-b")
+    with pytest.raises(NotServed):
+        await mine.check_tail(B, "moved")
+    await mine.close()
+    await asyncio.wait_for(other.close(), 10)  # (fenced on both channels: it just stops)
