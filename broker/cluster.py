@@ -205,10 +205,21 @@ class Cluster:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        """Stop beating, and say so (a heartbeat of 0), so that another broker takes the
+        channel over at its next beat rather than after the session timeout (it can once
+        this process has closed the channel's WAL)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+            me = self._me()
+            me.heartbeat_ms = 0
+            try:
+                await self.store.metadata.put(f"{PREFIX}{self.node_id}", me.to_json(),
+                                              self._version)
+            except Exception:
+                log.warning("could not tell the cluster this broker is leaving",
+                            exc_info=True)
 
     async def _run(self) -> None:
         while True:

@@ -173,3 +173,25 @@ def test_transactions_are_refused_clearly(cluster):
     with pytest.raises(KafkaException) as e:
         p.init_transactions(10)
     assert "uthoriz" in str(e.value)
+
+
+def test_a_broker_stopped_cleanly_hands_over_and_back(cluster):
+    """SIGTERM: the broker says it leaves, another takes its WAL over at its next beat
+    (well within the session timeout), and everything acked is there."""
+    c = cluster
+    topic = f"cl-stop-{uuid.uuid4().hex[:6]}"
+    create(c, topic)
+    leaders = c.leaders(topic)
+    acked: list = []
+    produce(c, topic, 0, 200, acked)
+    assert c.brokers[1].stop() == 0
+    t0 = time.monotonic()
+    c.wait_for(lambda: 1 not in c.leaders(topic).values() and -1 not in
+               c.leaders(topic).values())
+    taken = time.monotonic() - t0
+    produce(c, topic, 200, 200, acked)
+    c.restart(1)
+    c.wait_for(lambda: c.leaders(topic) == leaders)
+    got = consume(c, topic, "cl-stop-readers", len(acked))
+    assert sorted(got) == sorted(acked) and len(set(got)) == 400
+    assert taken < SESSION + 1.0, taken
