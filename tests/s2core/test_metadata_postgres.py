@@ -46,7 +46,7 @@ from s2core.errors import Closed, Indeterminate, InvalidArgument, Unavailable
 from s2core.metadata import Op, Versioned, VersionMismatch, open_metadata_store
 from s2core.metadata.postgres import PostgresMetadataStore
 from s2core.records import AppendRecord
-from s2core.server import open_store
+from s2core.server import close_store, open_store
 
 PASSWORD = "pg-test-s3cret"
 DATABASE = "s2core"
@@ -479,8 +479,7 @@ async def test_stream_store_on_postgres_metadata(pg_server: PgServer, tmp_path: 
     bodies = [b"event-%03d" % i for i in range(30)]
     for body in bodies:
         await store.append(basin, "events", [AppendRecord(body)])
-    await store.close()
-    await store.metadata.close()
+    await close_store(store)  # (its WAL directory too: a server holds it while open)
 
     probe = PostgresMetadataStore(pg_server.url(), table=table)
     assert [k for k, _ in await probe.list_prefix(f"stream/{basin}/")] == [
@@ -491,5 +490,4 @@ async def test_stream_store_on_postgres_metadata(pg_server: PgServer, tmp_path: 
     batch = await store.read(basin, "events", seq_num=0, count=1000)
     assert [r.body for r in batch.records] == bodies
     assert (await store.append(basin, "events", [AppendRecord(b"after")])).start.seq_num == 30
-    await store.close()
-    await store.metadata.close()
+    await close_store(store)
