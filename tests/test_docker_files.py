@@ -206,3 +206,22 @@ def test_compose_broker_environment_is_valid_config(compose):
     s3env = compose["services"]["s3"]["environment"]
     assert env["AWS_ACCESS_KEY_ID"] == s3env["MINIO_ROOT_USER"]
     assert env["AWS_SECRET_ACCESS_KEY"] == s3env["MINIO_ROOT_PASSWORD"]
+
+
+def test_compose_brokers_form_one_cluster(compose):
+    """Every broker service is in cluster mode with its own node id, advertised port and
+    data volume, on the same metadata and bucket."""
+    load_config = _repo_module("s2core.config").load_config
+    brokers = {n: svc for n, svc in compose["services"].items() if n.startswith("broker")}
+    assert len(brokers) >= 2
+    cfgs = []
+    for svc in brokers.values():
+        env = {k: str(v) for k, v in svc["environment"].items() if k.startswith("S2KAFKA_")}
+        cfgs.append(load_config(None, env=env, overrides={"server.data_dir": "/data"}))
+    assert all(c["server"]["cluster"] for c in cfgs)
+    assert len({c["server"]["node_id"] for c in cfgs}) == len(cfgs)
+    assert len({c["server"]["kafka_advertised"] for c in cfgs}) == len(cfgs)
+    assert len({c["metadata"]["url"] for c in cfgs}) == 1
+    assert len({c["segments"]["url"] for c in cfgs}) == 1
+    volumes = [str(v).split(":", 1)[0] for svc in brokers.values() for v in svc["volumes"]]
+    assert len(set(volumes)) == len(volumes)
