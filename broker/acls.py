@@ -20,6 +20,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from s2core.metadata import list_all
 from s2core.metadata.base import VersionMismatch
 
 # Kafka's codes: resource types, pattern types, operations, permissions
@@ -131,14 +132,9 @@ class Authorizer:
         self._by_type: dict[int, list[Binding]] = {}
 
     async def load(self) -> None:
-        after = ""
-        while True:
-            rows = await self.metadata.list_prefix(_KEY, start_after=after, limit=1000)
-            for key, v in rows:
-                self.bindings[key] = Binding(**json.loads(v.value))
-            if len(rows) < 1000:
-                break
-            after = rows[-1][0]
+        """(Again: a cluster's brokers read what the others changed: broker/cluster.py.)"""
+        self.bindings = {key: Binding(**json.loads(v.value))
+                         for key, v in await list_all(self.metadata, _KEY)}
         self._index()
 
     def _index(self) -> None:

@@ -31,6 +31,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
+from s2core.metadata import list_all
 from s2core.metadata.base import VersionMismatch
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ class Cluster:
             try:
                 await self.store.metadata.put(f"{PREFIX}{self.node_id}", me.to_json(),
                                               self._version)
-            except Exception:
+            except Exception:  # then the others wait out the session timeout
                 log.warning("could not tell the cluster this broker is leaving",
                             exc_info=True)
 
@@ -231,7 +232,7 @@ class Cluster:
                 await self._reload_caches()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception:  # metadata unreachable: the next beat retries
                 log.exception("cluster heartbeat failed")
 
     async def _heartbeat(self) -> None:
@@ -251,17 +252,10 @@ class Cluster:
         """Read the registry and the leases of the brokers' channels."""
         now = int(time.time() * 1000)
         nodes: dict[int, Node] = {}
-        after = ""
-        while True:
-            rows = await self.store.metadata.list_prefix(PREFIX, start_after=after,
-                                                         limit=1000)
-            for _, v in rows:
-                n = Node.from_json(v.value)
-                n.live = now - n.heartbeat_ms <= self.session_timeout_ms
-                nodes[n.node_id] = n
-            if len(rows) < 1000:
-                break
-            after = rows[-1][0]
+        for _, v in await list_all(self.store.metadata, PREFIX):
+            n = Node.from_json(v.value)
+            n.live = now - n.heartbeat_ms <= self.session_timeout_ms
+            nodes[n.node_id] = n
         nodes[self.node_id] = self._me()
         by_owner = {n.owner: n.node_id for n in nodes.values() if n.live}
         channel_node: dict[str, int] = {}
@@ -314,7 +308,7 @@ class Cluster:
         try:
             spec = self.open_channel(n)
             await self.store.adopt_channel(spec)
-        except Exception:
+        except Exception:  # its WAL unreachable from here: tried again later
             log.exception("adopting channel %s failed", n.channel)
             return
         self.channel_node[n.channel] = self.node_id

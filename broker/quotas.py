@@ -39,6 +39,7 @@ from collections import deque
 from urllib.parse import quote
 
 from broker.protocol.errors import ErrorCode
+from s2core.metadata import list_all
 from s2core.metadata.base import VersionMismatch
 
 USER, CLIENT_ID, IP = "user", "client-id", "ip"
@@ -145,7 +146,6 @@ class QuotaManager:
         self.samples = samples
         self.clock = clock
         self.entities: dict[Entity, dict[str, float]] = {}
-        self._versions: dict[Entity, int] = {}
         self._rates: dict[tuple, Rate] = {}
         self._buckets: dict[tuple, TokenBucket] = {}
         self.client_quotas = False  # any user or client-id quota: requests are measured
@@ -153,19 +153,12 @@ class QuotaManager:
         self._sweep_at = 0.0
 
     async def load(self) -> None:
-        self.entities.clear()
-        self._versions.clear()
-        after = ""
-        while True:
-            rows = await self.metadata.list_prefix(PREFIX, start_after=after, limit=1000)
-            for _, v in rows:
-                d = json.loads(v.value)
-                entity = tuple((t, n) for t, n in d["entity"])
-                self.entities[entity] = d["values"]
-                self._versions[entity] = v.version
-            if len(rows) < 1000:
-                break
-            after = rows[-1][0]
+        """(Again: a cluster's brokers read what the others changed: broker/cluster.py.)"""
+        entities = {}
+        for _, v in await list_all(self.metadata, PREFIX):
+            d = json.loads(v.value)
+            entities[tuple((t, n) for t, n in d["entity"])] = d["values"]
+        self.entities = entities
         self._note_kinds()
 
     def _note_kinds(self) -> None:
@@ -425,7 +418,7 @@ class QuotaManager:
     def _debt_ms(self, debt: float, rate: float) -> int:
         if rate <= 0:
             return int(self.window * self.samples * 1000)
-        return int(math.ceil(debt / rate * 1000))
+        return math.ceil(debt / rate * 1000)
 
     def connection(self, ip: str) -> int:
         """Count a new connection from `ip`; its throttle time (ms) if that exceeds the

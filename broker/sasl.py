@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
+from s2core.metadata import list_all
 from s2core.metadata.base import VersionMismatch
 
 ALL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", "OAUTHBEARER")
@@ -93,19 +94,15 @@ class SaslUsers:
 
     async def load(self, metadata) -> None:
         """The stored credentials, from metadata (at startup)."""
-        after = ""
-        while True:
-            rows = await metadata.list_prefix(_STORED, start_after=after, limit=1000)
-            for key, v in rows:
-                mech, _, user = key[len(_STORED):].partition("/")
-                if mech in self.stored:
-                    d = json.loads(v.value)
-                    self.stored[mech][user] = ScramCredential(
-                        base64.b64decode(d["salt"]), d["iterations"],
-                        base64.b64decode(d["stored_key"]), base64.b64decode(d["server_key"]))
-            if len(rows) < 1000:
-                return
-            after = rows[-1][0]
+        stored: dict[str, dict[str, ScramCredential]] = {m: {} for m in self.stored}
+        for key, v in await list_all(metadata, _STORED):
+            mech, _, user = key[len(_STORED):].partition("/")
+            if mech in stored:
+                d = json.loads(v.value)
+                stored[mech][user] = ScramCredential(
+                    base64.b64decode(d["salt"]), d["iterations"],
+                    base64.b64decode(d["stored_key"]), base64.b64decode(d["server_key"]))
+        self.stored = stored
 
     async def store(self, metadata, mechanism: str, user: str,
                     cred: ScramCredential) -> None:

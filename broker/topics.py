@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from broker.protocol.errors import ErrorCode
 from broker.topic_configs import ConfigError, effective, validate_topic_configs
 from s2core.errors import AlreadyExists, StreamNotFound
+from s2core.metadata import list_all
 from s2core.metadata.base import VersionMismatch
 from s2core.store import StreamStore
 
@@ -86,16 +87,12 @@ class TopicRegistry:
         self.place = None
 
     async def load(self) -> None:
-        self.topics.clear()
-        self.by_id.clear()
-        after = ""
-        while True:
-            rows = await self.metadata.list_prefix(PREFIX, start_after=after, limit=1000)
-            for key, v in rows:
-                self._cache(key[len(PREFIX):], v.value, v.version)
-            if len(rows) < 1000:
-                return
-            after = rows[-1][0]
+        """(Again: a cluster's brokers read what the others changed: broker/cluster.py.
+        The new tables are swapped in whole.)"""
+        rows = await list_all(self.metadata, PREFIX)
+        self.topics, self.by_id = {}, {}
+        for key, v in rows:
+            self._cache(key[len(PREFIX):], v.value, v.version)
 
     def _cache(self, name: str, raw: bytes, version: int) -> Topic:
         d = json.loads(raw)

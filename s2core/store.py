@@ -178,7 +178,7 @@ class StreamStore:
         for replica in ch.log.replicas:
             try:
                 await replica.close()
-            except Exception:  # noqa: BLE001 - what it held is released with it anyway
+            except Exception:  # what it held goes with it anyway
                 log.warning("closing a replica of released channel %s failed", name,
                             exc_info=True)
 

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Iterable
 
 from s2core.errors import S2Error
+from s2core.metadata import list_all
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +101,7 @@ class OrphanSweeper:
         store = self.store
         metadata = store.metadata
         listed = await store.segments.list(PREFIX)
-        referenced: set[str] = set()
-        after = ""
-        while True:
-            rows = await metadata.list_prefix("obj/" + PREFIX, start_after=after, limit=1000)
-            referenced.update(k[len("obj/"):] for k, _ in rows)
-            if tick is not None:
-                await tick()
-            if len(rows) < 1000:
-                break
-            after = rows[-1][0]
+        referenced = {k[len("obj/"):] for k, _ in await list_all(metadata, "obj/" + PREFIX)}
         in_flight = store.in_flight.keys
         epochs: dict[str, int | None] = {}
         found: set[str] = set()

@@ -30,6 +30,7 @@ import logging
 import time
 
 from s2core.http.errors import invalid
+from s2core.metadata import list_all
 from s2core.metadata.base import VersionMismatch
 
 log = logging.getLogger(__name__)
@@ -87,21 +88,16 @@ class Usage:
         if self.metadata is None:
             return
         now = int(self.clock.time())
-        after = f"{PREFIX}{now - _KEEP_HOURS_S:012d}"
-        while True:
-            rows = await self.metadata.list_prefix(PREFIX, start_after=after, limit=1000)
-            for key, v in rows:
-                try:
-                    minute = int(key[len(PREFIX):])
-                    basins = json.loads(v.value)
-                except ValueError:
-                    continue
-                for basin, counters in basins.items():
-                    for name, value in counters.items():
-                        self._count(basin, name, value, minute)
-            if len(rows) < 1000:
-                break
-            after = rows[-1][0]
+        for key, v in await list_all(self.metadata, PREFIX,
+                                     f"{PREFIX}{now - _KEEP_HOURS_S:012d}"):
+            try:
+                minute = int(key[len(PREFIX):])
+                basins = json.loads(v.value)
+            except ValueError:
+                continue
+            for basin, counters in basins.items():
+                for name, value in counters.items():
+                    self._count(basin, name, value, minute)
         self._prune(now)
 
     def start(self) -> None:
@@ -116,7 +112,7 @@ class Usage:
             self._saver = None
         try:
             await self.save()
-        except Exception:  # noqa: BLE001 - the counts of this process are lost, not more
+        except Exception:  # the counts of this process are lost, not more
             log.exception("saving the S2 usage counts failed")
 
     async def _save_loop(self) -> None:
@@ -124,7 +120,7 @@ class Usage:
             await asyncio.sleep(SAVE_S)
             try:
                 await self.save()
-            except Exception:  # noqa: BLE001 - kept, and tried again at the next save
+            except Exception:  # kept, and tried again at the next save
                 log.exception("saving the S2 usage counts failed")
 
     async def save(self) -> None:

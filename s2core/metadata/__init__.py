@@ -18,7 +18,21 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from s2core.errors import InvalidArgument
 from s2core.metadata.base import MetadataStore, Op, Versioned, VersionMismatch
 
-__all__ = ["MetadataStore", "Op", "VersionMismatch", "Versioned", "open_metadata_store"]
+__all__ = ["MetadataStore", "Op", "VersionMismatch", "Versioned", "list_all",
+           "open_metadata_store"]
+
+
+async def list_all(metadata: MetadataStore, prefix: str, start_after: str = "",
+                   page: int = 1000) -> list[tuple[str, Versioned]]:
+    """Every row under `prefix` (after `start_after`), read a page at a time. Callers that
+    rebuild a cache from it swap the new one in whole: nothing sees it half-built."""
+    out: list[tuple[str, Versioned]] = []
+    while True:
+        rows = await metadata.list_prefix(prefix, start_after=start_after, limit=page)
+        out.extend(rows)
+        if len(rows) < page:
+            return out
+        start_after = rows[-1][0]
 
 
 def open_metadata_store(url: str, **opts: Any) -> MetadataStore:
