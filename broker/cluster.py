@@ -24,6 +24,7 @@ before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
+from s2core.errors import Unavailable
 from s2core.metadata import list_all
 from s2core.metadata.base import VersionMismatch
 
@@ -103,7 +105,6 @@ async def claim_node_id(metadata, node_id: int, owner: str, heartbeat_s: float,
 
 
 def _dir_free(root: str) -> bool:
-    from s2core.errors import Unavailable
     from s2core.wal.locallog import _lock_dir
 
     if not os.path.isdir(root):
@@ -160,7 +161,7 @@ class Cluster:
         self.rack = rack
         self.wal = list(wal or [])
         self.write_quorum = write_quorum
-        self.open_channel = open_channel  # (Node) -> ChannelSpec of that node's channel
+        self.open_channel = open_channel  # async (Node) -> ChannelSpec of its channel
         self.nodes: dict[int, Node] = {}
         self.channel_node: dict[str, int] = {}  # channel -> node id of its lease holder
         self._version = 0
@@ -306,10 +307,20 @@ class Cluster:
 
     async def _adopt(self, n: Node) -> None:
         try:
-            spec = self.open_channel(n)
-            await self.store.adopt_channel(spec)
+            spec = await self.open_channel(n)
+        except Unavailable as e:  # (its process is still closing it: the next beat)
+            log.info("channel %s cannot be adopted yet: %s", n.channel, e)
+            return
         except Exception:  # its WAL unreachable from here: tried again later
             log.exception("adopting channel %s failed", n.channel)
+            return
+        try:
+            await self.store.adopt_channel(spec)
+        except Exception:  # tried again at the next beat, with new replicas
+            log.exception("adopting channel %s failed", n.channel)
+            for replica in spec.replicas:
+                with contextlib.suppress(Exception):
+                    await replica.close()
             return
         self.channel_node[n.channel] = self.node_id
         await self.broker.channels_changed(adopted=n.channel)

@@ -17,6 +17,7 @@ from broker.server import KafkaServer
 from s2core.config import parse_hostport, tls_server_context
 from s2core.http import create_app, serve_http
 from s2core.http.server import bind_socket
+from s2core.metadata import open_metadata_store
 from s2core.server import (
     channel_config,
     close_store,
@@ -26,7 +27,6 @@ from s2core.server import (
     server_owner,
     tune_runtime,
 )
-from s2core.metadata import open_metadata_store
 from s2core.store import ChannelSpec
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,20 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     broker = Broker(store, bcfg)
     cluster = broker.cluster
     cluster.wal, cluster.write_quorum = list(cfg["wal"]["replicas"]), cfg["wal"]["write_quorum"]
-    cluster.open_channel = lambda node: ChannelSpec(
-        node.channel, [open_replica(url, cfg["wal"]["log_file_bytes"]) for url in node.wal],
-        node.write_quorum, channel_config(cfg))
+    async def open_channel(node) -> ChannelSpec:
+        """The spec of another broker's channel, its replicas open (none left open if
+        one cannot be: a local directory still held by that broker's process)."""
+        replicas = []
+        try:
+            for url in node.wal:
+                replicas.append(open_replica(url, cfg["wal"]["log_file_bytes"]))
+        except BaseException:
+            for r in replicas:
+                await r.close()
+            raise
+        return ChannelSpec(node.channel, replicas, node.write_quorum, channel_config(cfg))
+
+    cluster.open_channel = open_channel
     await broker.start()
     if bcfg.oauthbearer is not None:
         await bcfg.oauthbearer.load()
