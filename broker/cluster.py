@@ -105,12 +105,12 @@ async def claim_node_id(metadata, node_id: int, owner: str, heartbeat_s: float,
 
 
 def _dir_free(root: str) -> bool:
-    from s2core.wal.locallog import _lock_dir
+    from s2core.wal.locallog import lock_dir
 
     if not os.path.isdir(root):
         return True
     try:
-        os.close(_lock_dir(root))
+        os.close(lock_dir(root))
     except Unavailable:
         return False
     return True
@@ -164,6 +164,7 @@ class Cluster:
         self.open_channel = open_channel  # async (Node) -> ChannelSpec of its channel
         self.nodes: dict[int, Node] = {}
         self.channel_node: dict[str, int] = {}  # channel -> node id of its lease holder
+        self.lease_owner: dict[str, str] = {}   # every broker's channel -> its lease owner
         self._version = 0
         self._task: asyncio.Task | None = None
         self._changing = asyncio.Lock()
@@ -259,16 +260,18 @@ class Cluster:
             nodes[n.node_id] = n
         nodes[self.node_id] = self._me()
         by_owner = {n.owner: n.node_id for n in nodes.values() if n.live}
+        lease_owner: dict[str, str] = {}
         channel_node: dict[str, int] = {}
         for n in nodes.values():
             lease = await self.store.metadata.get(f"channel/{n.channel}")
-            if lease is not None:
-                owner = json.loads(lease.value).get("owner", "")
-                if owner in by_owner:
-                    channel_node[n.channel] = by_owner[owner]
+            owner = json.loads(lease.value).get("owner", "") if lease is not None else ""
+            lease_owner[n.channel] = owner
+            if owner in by_owner:
+                channel_node[n.channel] = by_owner[owner]
         for ch in self.store.channels:
             channel_node[ch] = self.node_id
         self.nodes, self.channel_node = nodes, channel_node
+        self.lease_owner = lease_owner
 
     async def _take_over(self) -> None:
         """Adopt the channels of dead brokers (the lowest live node id does), let go of
@@ -283,8 +286,7 @@ class Cluster:
                                 home.node_id, ch)
                     await self._release(ch)
                     continue
-                lease = await self.store.metadata.get(f"channel/{ch}")
-                owner = json.loads(lease.value).get("owner", "") if lease else ""
+                owner = self.lease_owner.get(ch, self.store.owner)  # (as `refresh` read it)
                 if owner == self.store.owner:
                     continue
                 log.warning("channel %s was taken over by %s: letting it go", ch, owner)

@@ -350,16 +350,18 @@ class QuotaManager:
         if found is None:
             return 0
         bound, tags = found
+        return self._count((kind, tags), amount, bound)
+
+    def _count(self, key: tuple, amount: float, bound: float) -> int:
+        """Add `amount` to the rate `key` and measure it against `bound`: the throttle
+        time (ms)."""
         now = self.clock()
         self._sweep(now)
-        rate = self._rates.get((kind, tags))
+        rate = self._rates.get(key)
         if rate is None:
-            rate = self._rates[(kind, tags)] = Rate()
+            rate = self._rates[key] = Rate()
         rate.record(amount, now, self.window, self.samples)
         value, span = rate.measure(now, self.window, self.samples)
-        return self._throttle_ms(value, bound, span)
-
-    def _throttle_ms(self, value: float, bound: float, span: float) -> int:
         cap = self.window * self.samples * 1000
         if value <= bound:
             return 0
@@ -428,15 +430,7 @@ class QuotaManager:
             values = self.entities.get(((IP, None),))
             if values is None or CONNECTIONS not in values:
                 return 0
-        bound = values[CONNECTIONS]
-        now = self.clock()
-        self._sweep(now)
-        rate = self._rates.get((CONNECTIONS, ip))
-        if rate is None:
-            rate = self._rates[(CONNECTIONS, ip)] = Rate()
-        rate.record(1, now, self.window, self.samples)
-        value, span = rate.measure(now, self.window, self.samples)
-        return self._throttle_ms(value, bound, span)
+        return self._count((CONNECTIONS, ip), 1, values[CONNECTIONS])
 
     def _sweep(self, now: float) -> None:
         """Forget rates idle for a whole window span (client ids come and go)."""

@@ -514,7 +514,7 @@ class LocalLogReplica:
         self.root = os.path.abspath(os.fspath(root))
         os.makedirs(self.root, exist_ok=True)
         self.name = f"log://{self.root}"
-        self._lockfd = _lock_dir(self.root) if exclusive else None
+        self._lockfd = lock_dir(self.root) if exclusive else None
         self._fsync = fsync
         self._file_bytes = file_bytes
         self._spare_files = spare_files
@@ -1011,7 +1011,7 @@ def _zero_fill(fd: int, size: int, stop) -> int:
     return done
 
 
-def _lock_dir(root: str) -> int:
+def lock_dir(root: str) -> int:
     """An exclusive lock on `root`'s lock file, held by the returned descriptor."""
     fd = os.open(os.path.join(root, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
