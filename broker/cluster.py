@@ -15,8 +15,8 @@ a channel says who serves it.
 
 New partitions and the group journal's streams are placed on the live brokers' channels
 in turn. Caches of what other brokers change (topics, ACLs, SCRAM users, quotas) are read
-again at every heartbeat. Transactions are not served in a cluster yet: their coordinator
-writes markers into partitions other brokers lead.
+again at every heartbeat. A transaction's coordinator writes its markers into partitions
+other brokers lead with WriteTxnMarkers requests (broker/interbroker.py).
 
 Without `server.cluster` (the default) the broker is alone: it leads every partition, as
 before.
@@ -59,18 +59,21 @@ class Node:
     write_quorum: int
     heartbeat_ms: int
     live: bool = False
+    internal: list | None = None  # [host, port] of its internal listener (interbroker.py)
 
     @classmethod
     def from_json(cls, raw: bytes) -> Node:
         d = json.loads(raw)
         return cls(d["node_id"], d["host"], d["port"], d.get("rack"), d["owner"],
-                   d["channel"], d["wal"], d["write_quorum"], d["heartbeat_ms"])
+                   d["channel"], d["wal"], d["write_quorum"], d["heartbeat_ms"],
+                   internal=d.get("internal"))
 
     def to_json(self) -> bytes:
         return json.dumps({"node_id": self.node_id, "host": self.host, "port": self.port,
                            "rack": self.rack, "owner": self.owner, "channel": self.channel,
                            "wal": self.wal, "write_quorum": self.write_quorum,
-                           "heartbeat_ms": self.heartbeat_ms}).encode()
+                           "heartbeat_ms": self.heartbeat_ms,
+                           "internal": self.internal}).encode()
 
 
 class ClusterError(Exception):
@@ -181,9 +184,11 @@ class Cluster:
 
     def _me(self) -> Node:
         cfg = self.broker.config
+        address = getattr(getattr(self.broker, "interbroker", None), "address", None)
         return Node(self.node_id, cfg.advertised_host, cfg.advertised_port, self.rack,
                     self.store.owner, self.home, self.wal, self.write_quorum,
-                    int(time.time() * 1000), True)
+                    int(time.time() * 1000), True,
+                    list(address) if address is not None else None)
 
     async def register(self) -> None:
         """Join (after `claim_node_id`): write our row, then look around."""

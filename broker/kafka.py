@@ -15,6 +15,7 @@ from broker.acls import (
 )
 from broker.cluster import Cluster
 from broker.groups.coordinator import GroupConfig, GroupCoordinator
+from broker.interbroker import InterBroker
 from broker.producers import ProducerRegistry
 from broker.protocol.registry import APIS
 from broker.quotas import QuotaManager
@@ -80,6 +81,7 @@ class Broker:
                                session_timeout_s=config.cluster_session_timeout_s,
                                rack=config.rack)
         self.topics.place = self.cluster.place
+        self.interbroker = InterBroker(self)  # (started by serve() in a cluster)
         self.cluster_id = ""
         self.extensions: dict[str, object] = {}
         # consumer groups (broker/groups): the coordinator, started and stopped here
@@ -109,18 +111,20 @@ class Broker:
         """This broker took over a channel, or let one go (broker/cluster.py): the
         partitions and groups on it are served here, or no longer."""
         self.producers.forget_all()  # (rebuilt from the streams when next needed)
-        groups = self.extensions["groups"]
+        groups, txn = self.extensions["groups"], self.extensions["txn"]
         if released is not None:
             groups.release_channel(released)
+            txn.release_channel(released)
         if adopted is not None:
             await groups.adopt_channel(adopted)
+            await txn.adopt_channel(adopted)
 
     def allowed(self, conn, operation: int, resource_type: int = CLUSTER,
                 name: str = CLUSTER_NAME) -> bool:
         """Whether the connection's principal may run `operation` on the resource (always,
         without an authorizer: broker/acls.py)."""
         acls = self.acls
-        if not acls.enabled:
+        if not acls.enabled or getattr(conn, "internal", False):  # (another broker)
             return True
         if conn is None:
             return acls.authorize("User:ANONYMOUS", "", operation, resource_type, name)

@@ -121,6 +121,10 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     k_addr = await kafka.start(k_host, k_port, ssl=k_tls)
     if bcfg.advertised_port == 0:  # an ephemeral listener advertises what it got
         bcfg.advertised_port = k_addr[1]
+    if bcfg.cluster:  # the brokers' own listener (broker/interbroker.py)
+        i_host, i_port = parse_hostport(srv["cluster_listen"], "server.cluster_listen") \
+            if srv["cluster_listen"] else (k_host, 0)
+        await broker.interbroker.start(i_host, i_port, bcfg.advertised_host)
     await cluster.beat()  # (the others see this address from now on)
     cluster.start()
     h_host, h_port = parse_hostport(cfg["server"]["http_listen"], "server.http_listen")
@@ -154,6 +158,7 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     finally:
         stop.set()
         await kafka.stop()
+        await broker.interbroker.stop()
         await broker.stop()  # consumer groups
         await asyncio.gather(http, return_exceptions=True)
         sweeper.cancel()

@@ -92,6 +92,8 @@ class Connection(asyncio.BufferedProtocol):
         self.broker = broker
         self.server = server
         self.cfg = broker.config
+        self.sasl = server.sasl if server.sasl is not None else broker.sasl
+        self.internal = server.internal  # the brokers' own listener (broker/interbroker.py)
         self.transport: asyncio.Transport | None = None
         self.peer = None
         self.client_id: str | None = None
@@ -166,7 +168,7 @@ class Connection(asyncio.BufferedProtocol):
         while self._have - pos >= 4:
             (size,) = _SIZE.unpack_from(buf, pos)
             limit = self.cfg.max_frame_bytes if self.principal is not None or \
-                not self.broker.sasl else _MAX_UNAUTHENTICATED_FRAME
+                not self.sasl else _MAX_UNAUTHENTICATED_FRAME
             if size < (0 if self.sasl_raw else 8) or size > limit:
                 log.warning("closing %s: frame size %d outside 8..%d", self.peer, size, limit)
                 self.close()
@@ -277,7 +279,7 @@ class Connection(asyncio.BufferedProtocol):
             if svc is None or not hasattr(svc, "unsupported_version"):
                 log.info("closing %s: api %d v%d not served", self.peer, api_key, version)
                 return _Close()
-        if self.principal is None and self.broker.sasl and \
+        if self.principal is None and self.sasl and \
                 api_key not in _BEFORE_AUTHENTICATION:
             log.info("closing %s: api %d before SASL authentication", self.peer, api_key)
             return _Close()
@@ -387,8 +389,10 @@ class _Close:
 class KafkaServer:
     """The Kafka listener and its connections."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, sasl=None, internal: bool = False) -> None:
         self.broker = broker
+        self.sasl = sasl  # the listener's own users (None: the broker's)
+        self.internal = internal
         self.server: asyncio.base_events.Server | None = None
         self.connections: set[Connection] = set()
         self._idle_task: asyncio.Task | None = None

@@ -1,38 +1,55 @@
 """Kafka transactions (KIP-98): the transaction coordinator and each partition's view of
-the transactions writing to it.
+the transactions writing to it (docs/decisions/0015 and 0020).
 
 Coordinator. Each transactional id has a row `kafka/txn/<id>`: producer id and epoch, state
 (Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit, CompleteAbort), timeout, the
-partitions and groups added, and the offsets TxnOffsetCommit staged. Operations on one id
-are serialized. InitProducerId gives a new id a producer id, and an existing one its next
-epoch (fencing the previous producer), aborting a transaction it left open. EndTxn writes
-PrepareCommit/PrepareAbort first, then a COMMIT or ABORT control batch (a marker) into
-every partition of the transaction, applies the staged offsets on commit, and writes
-CompleteCommit/CompleteAbort: a broker restarted between the two finishes the markers. A
-transaction open longer than its timeout is aborted and its producer fenced (epoch bump),
-as Kafka's coordinator does.
+partitions and groups added. Operations on one id are serialized. InitProducerId gives a
+new id a producer id (and a row `kafka/txn-pid/<pid>` naming the id, with which partition
+leaders check a batch), and an existing one its next epoch (fencing the previous
+producer), aborting a transaction it left open. EndTxn writes PrepareCommit/PrepareAbort
+first, then a COMMIT or ABORT control batch (a marker) goes into every partition of the
+transaction and to every group's coordinator, then CompleteCommit/CompleteAbort. A marker
+for a partition or group another broker serves is a WriteTxnMarkers request to it
+(broker/interbroker.py), as between Kafka's brokers. EndTxn is answered once the markers
+are in, or after MARKER_WAIT_S with the rest finished in the background (the decision is
+durable from the Prepare state on; the id answers CONCURRENT_TRANSACTIONS meanwhile). A
+broker that takes over an id finishes what a stop left prepared. A transaction open longer
+than its timeout is aborted and its producer fenced (epoch bump), as Kafka's coordinator
+does. The coordinator of an id is the broker serving the group journal partition of its
+hash (broker/groups/journal.py), whose channel's lease epoch is the coordinator epoch the
+markers carry.
+
+Groups. TxnOffsetCommit goes to the group's coordinator, which checks the transaction
+against its coordinator's row and keeps the offsets staged in `kafka/txn-offsets/<group>/
+<producer id>` until a marker for the group's journal partition (topic
+`__consumer_offsets`, as in Kafka) applies them (commit) or drops them (abort).
 
 Partitions. Each partition with transactional data has a row
 `kafka/txn-partition/<topic id>/<partition>`: the open transactions (producer id -> the
-offset at or before its first batch there) and the aborted ones (producer id, first
-offset, marker offset). A producer's first transactional batch in a partition is
-registered (and the row written) before the batch is appended, at the then high
-watermark, so the last stable offset (the first open transaction's first offset, else the
-high watermark) never passes an undecided record. Fetch at read_committed serves records
-below it and lists the aborted transactions it returns, with which clients drop aborted
-records; ListOffsets at read_committed answers it for the latest offset.
+offset at or before its first batch there), the aborted ones (producer id, first offset,
+marker offset) and the last coordinator epoch per producer (a marker from an older
+coordinator is refused: TRANSACTION_COORDINATOR_FENCED). A producer's first transactional
+batch in a partition is checked against its coordinator's row and registered (and the row
+written) before the batch is appended, at the then high watermark, so the last stable
+offset (the first open transaction's first offset, else the high watermark) never passes
+an undecided record. Fetch at read_committed serves records below it and lists the aborted
+transactions it returns, with which clients drop aborted records; ListOffsets at
+read_committed answers it for the latest offset.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from broker.groups.journal import partition_of
 from broker.protocol.errors import ErrorCode as E
 from broker.protocol.records import build_control_batch
-from s2core.errors import S2Error
+from s2core.errors import NotServed, S2Error, StreamNotFound
+from s2core.metadata import list_all
 from s2core.metadata.base import VersionMismatch
 from s2core.records import AppendRecord
 
@@ -46,6 +63,10 @@ MAX_TIMEOUT_MS = 900_000  # Kafka's transaction.max.timeout.ms
 ID_EXPIRATION_MS = 7 * 86_400_000  # Kafka's transactional.id.expiration.ms
 _TXN = "kafka/txn/"
 _PART = "kafka/txn-partition/"
+_PID = "kafka/txn-pid/"        # producer id -> its transactional id
+_STAGED = "kafka/txn-offsets/"  # <group>/<producer id> -> offsets staged by a transaction
+GROUPS_TOPIC = "__consumer_offsets"  # a marker for the groups of a journal partition
+MARKER_WAIT_S = 5.0  # EndTxn waits this long for its markers, then answers
 EMPTY, ONGOING = "Empty", "Ongoing"
 PREPARE_COMMIT, PREPARE_ABORT = "PrepareCommit", "PrepareAbort"
 COMPLETE_COMMIT, COMPLETE_ABORT = "CompleteCommit", "CompleteAbort"
@@ -96,16 +117,26 @@ class TxnState:
                            "started_ms": self.started_ms,
                            "updated_ms": self.updated_ms}).encode()
 
+    @classmethod
+    def from_row(cls, tid: str, raw: bytes, version: int) -> TxnState:
+        d = json.loads(raw)
+        # ("offsets": staged in the row by versions before 0020; finished as they were)
+        return cls(tid, d["pid"], d["epoch"], d["state"], d["timeout_ms"], d["partitions"],
+                   d["groups"], d.get("offsets", {}), d["started_ms"],
+                   d.get("updated_ms", -1), version)
+
 
 @dataclass
 class PartitionTxns:
     ongoing: dict = field(default_factory=dict)  # producer id -> first offset (or before)
     aborted: list = field(default_factory=list)  # [pid, first offset, marker offset]
     version: int = 0
+    cepochs: dict = field(default_factory=dict)  # producer id -> last coordinator epoch
 
     def to_json(self) -> bytes:
         return json.dumps({"ongoing": {str(k): v for k, v in self.ongoing.items()},
-                           "aborted": self.aborted}).encode()
+                           "aborted": self.aborted,
+                           "cepochs": {str(k): v for k, v in self.cepochs.items()}}).encode()
 
 
 class TransactionCoordinator:
@@ -113,16 +144,26 @@ class TransactionCoordinator:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.states: dict[str, TxnState] = {}
+        self.states: dict[str, TxnState] = {}  # the ids this broker coordinates
         self.by_pid: dict[int, str] = {}
         self.parts: dict[tuple[str, int], PartitionTxns] = {}
+        # offsets staged here as group coordinator: group -> producer id -> [rows, version,
+        # staged at (ms)]
+        self.staged: dict[str, dict[int, list]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._part_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._finishing: dict[str, asyncio.Task] = {}
+        self._tids: dict[int, str] = {}  # producer id -> transactional id (read elsewhere)
+        self._verified: dict[tuple[str, int, int], int] = {}  # (topic, p, pid) -> epoch
         self._task: asyncio.Task | None = None
 
     @property
     def metadata(self):
         return self.broker.store.metadata
+
+    @property
+    def groups(self):
+        return self.broker.extensions["groups"]
 
     def _now(self) -> int:
         return self.broker.store.clock.now_ms()
@@ -133,24 +174,75 @@ class TransactionCoordinator:
             lock = self._locks[tid] = asyncio.Lock()
         return lock
 
+    def here(self, tid: str) -> bool:
+        """Whether this broker coordinates `tid` (alone: every id)."""
+        return not self.groups.not_here(tid)
+
+    async def coordinator_of(self, tid: str) -> int | None:
+        return await self.groups.coordinator_of(tid)
+
+    def coordinator_epoch(self, tid: str) -> int:
+        """The lease epoch of the channel serving `tid`'s journal partition: it grows with
+        every new holder, so a partition can refuse a late marker of an older one."""
+        part = self.groups.journal.parts[partition_of(tid)]
+        ch = self.broker.store.channels.get(part.channel)
+        return ch.log.epoch if ch is not None else 0
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Load every transactional id; finish the transactions a stop left prepared."""
-        for key, v in await self.metadata.list_prefix(_TXN):
-            d = json.loads(v.value)
-            st = TxnState(key[len(_TXN):], d["pid"], d["epoch"], d["state"], d["timeout_ms"],
-                          d["partitions"], d["groups"], d["offsets"], d["started_ms"],
-                          d.get("updated_ms", -1), v.version)
-            self.states[st.tid] = st
-            self.by_pid[st.pid] = st.tid
-        for st in list(self.states.values()):
-            if st.state in (PREPARE_COMMIT, PREPARE_ABORT):
+        """Load the transactional ids (and staged offsets) this broker serves; finish the
+        transactions a stop left prepared."""
+        tasks = await self._load(lambda key: not self.groups.not_here(key))
+        if not self.broker.cluster.enabled:  # (alone, every marker is local: quick)
+            for task in tasks:
                 try:
-                    async with self._lock(st.tid):
-                        await self._complete(st)
-                except (S2Error, VersionMismatch) as e:
-                    log.warning("finishing transaction %s failed: %s", st.tid, e)
+                    await self._wait(task, time.monotonic() + MARKER_WAIT_S)
+                except TxnError as e:
+                    log.warning("finishing a transaction failed: %s", e)
+
+    async def _load(self, ours) -> list[asyncio.Task]:
+        tasks = []
+        for key, v in await list_all(self.metadata, _TXN):
+            tid = key[len(_TXN):]
+            if not ours(tid):
+                continue
+            st = TxnState.from_row(tid, v.value, v.version)
+            self.states[tid] = st
+            self.by_pid[st.pid] = tid
+            if st.state in (PREPARE_COMMIT, PREPARE_ABORT):
+                tasks.append(self._finisher(st))
+        for key, v in await list_all(self.metadata, _STAGED):
+            group, _, pid = key[len(_STAGED):].rpartition("/")
+            if ours(group):
+                d = json.loads(v.value)
+                self.staged.setdefault(group, {})[int(pid)] = [d["rows"], v.version, d["ms"]]
+        return tasks
+
+    async def adopt_channel(self, channel: str) -> None:
+        """This broker serves `channel` now: the ids and groups of its journal streams."""
+        parts = self.groups.journal.parts
+        self._forget_partitions()
+        await self._load(lambda key: parts[partition_of(key)].channel == channel
+                         and parts[partition_of(key)].local)
+
+    def release_channel(self, channel: str) -> None:
+        """`channel` is served elsewhere now: forget its ids and groups."""
+        parts = self.groups.journal.parts
+        self._forget_partitions()
+        for tid in [t for t in self.states if parts[partition_of(t)].channel == channel]:
+            st = self.states.pop(tid)
+            self.by_pid.pop(st.pid, None)
+            task = self._finishing.pop(tid, None)
+            if task is not None:
+                task.cancel()
+        for group in [g for g in self.staged if parts[partition_of(g)].channel == channel]:
+            del self.staged[group]
+
+    def _forget_partitions(self) -> None:
+        """Partition leaders changed: the partitions' rows are read again when needed."""
+        self.parts.clear()
+        self._verified.clear()
 
     def run_expiry(self, stop: asyncio.Event, interval_s: float = 1.0) -> asyncio.Task:
         async def loop() -> None:
@@ -162,40 +254,70 @@ class TransactionCoordinator:
                         await self.abort_expired()
                     except Exception:
                         log.exception("transaction timeout pass failed")
+            for task in list(self._finishing.values()):
+                task.cancel()
         self._task = asyncio.get_running_loop().create_task(loop())
         return self._task
 
     async def abort_expired(self) -> int:
         """Abort (and fence) transactions open longer than their timeout; forget the
         transactional ids unused for ID_EXPIRATION_MS (a producer using one again later
-        starts from a new producer id, as with Kafka)."""
+        starts from a new producer id, as with Kafka); drop offsets staged by a transaction
+        that can no longer be open."""
         now = self._now()
         n = 0
+        started: list[asyncio.Task] = []
         for st in list(self.states.values()):
             if st.state in (EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT) and \
                     now - st.updated_ms > ID_EXPIRATION_MS:
                 async with self._lock(st.tid):
                     if self.states.get(st.tid) is st and now - st.updated_ms > ID_EXPIRATION_MS:
                         await self.metadata.delete(_TXN + st.tid, st.version)
+                        await self.metadata.delete(f"{_PID}{st.pid}")
                         del self.states[st.tid]
                         self.by_pid.pop(st.pid, None)
                         self._locks.pop(st.tid, None)
+                continue
+            if st.state in (PREPARE_COMMIT, PREPARE_ABORT) and st.tid not in self._finishing:
+                self._finisher(st)  # (its last try failed, and no client asked again)
                 continue
             if st.state == ONGOING and now - st.started_ms > st.timeout_ms:
                 async with self._lock(st.tid):
                     if st.state == ONGOING and now - st.started_ms > st.timeout_ms:
                         log.info("transaction %s timed out: aborting", st.tid)
-                        await self._end(st, commit=False, bump=True)
+                        await self._prepare(st, commit=False, bump=True)
+                        started.append(self._finisher(st))
                         n += 1
+        for group, by_pid in list(self.staged.items()):
+            for pid, (_, version, ms) in list(by_pid.items()):
+                if now - ms > 2 * MAX_TIMEOUT_MS:  # (its marker never came: a lost race)
+                    await self._drop_staged(group, pid, version)
+        if started:  # (their markers: quick when local, else finished in the background)
+            await asyncio.wait(started, timeout=MARKER_WAIT_S)
         return n
 
     async def _save(self, st: TxnState) -> None:
         st.updated_ms = self._now()
         key = _TXN + st.tid
-        if st.version == 0:
-            st.version = await self.metadata.create(key, st.to_json())
-        else:
-            st.version = await self.metadata.put(key, st.to_json(), st.version)
+        try:
+            if st.version == 0:
+                st.version = await self.metadata.create(key, st.to_json())
+            else:
+                st.version = await self.metadata.put(key, st.to_json(), st.version)
+        except VersionMismatch:  # another broker coordinates the id now
+            if self.states.get(st.tid) is st:
+                del self.states[st.tid]
+                self.by_pid.pop(st.pid, None)
+            raise TxnError(E.NOT_COORDINATOR, "the transaction's state changed elsewhere") \
+                from None
+
+    async def _index(self, st: TxnState) -> None:
+        """The row that names a producer id's transactional id (partition leaders and group
+        coordinators read it to check a transactional request)."""
+        try:
+            await self.metadata.create(f"{_PID}{st.pid}", st.tid.encode())
+        except VersionMismatch:
+            pass
 
     # ------------------------------------------------------------------ coordinator
 
@@ -208,35 +330,45 @@ class TransactionCoordinator:
         if not 0 < timeout_ms <= MAX_TIMEOUT_MS:
             raise TxnError(E.INVALID_TRANSACTION_TIMEOUT,
                            f"transaction timeout must be 1..{MAX_TIMEOUT_MS} ms")
-        async with self._lock(tid):
-            st = self.states.get(tid)
-            if st is None:
-                st = TxnState(tid, await self.broker.producers.allocate_id(), 0,
-                              timeout_ms=timeout_ms)
-                await self._save(st)
-                self.states[tid] = st
-                self.by_pid[st.pid] = tid
-                return st.pid, st.epoch
-            if pid >= 0 and (pid, epoch) != (st.pid, st.epoch):
-                # KIP-360: a producer recovering with its own id and epoch; another one
-                # is a zombie
-                raise TxnError(fenced, "the producer id and epoch are not the current ones")
-            if st.state in (PREPARE_COMMIT, PREPARE_ABORT):
-                await self._complete(st)
-            if st.state == ONGOING:
-                await self._end(st, commit=False, bump=False)
-            if st.epoch >= MAX_EPOCH - 1:
-                self.by_pid.pop(st.pid, None)
-                st.pid, st.epoch = await self.broker.producers.allocate_id(), 0
-                self.by_pid[st.pid] = tid
-            else:
-                st.epoch += 1
-            st.timeout_ms = timeout_ms
-            st.state = EMPTY
-            await self._save(st)
-            return st.pid, st.epoch
+        deadline = time.monotonic() + MARKER_WAIT_S
+        while True:
+            if not self.here(tid):
+                raise TxnError(E.NOT_COORDINATOR, "another broker coordinates this id")
+            async with self._lock(tid):
+                st = self.states.get(tid)
+                if st is None:
+                    st = TxnState(tid, await self.broker.producers.allocate_id(), 0,
+                                  timeout_ms=timeout_ms)
+                    await self._index(st)
+                    await self._save(st)
+                    self.states[tid] = st
+                    self.by_pid[st.pid] = tid
+                    return st.pid, st.epoch
+                if pid >= 0 and (pid, epoch) != (st.pid, st.epoch):
+                    # KIP-360: a producer recovering with its own id and epoch; another one
+                    # is a zombie
+                    raise TxnError(fenced, "the producer id and epoch are not the current ones")
+                if st.state == ONGOING:
+                    await self._prepare(st, commit=False, bump=False)
+                if st.state not in (PREPARE_COMMIT, PREPARE_ABORT):
+                    if st.epoch >= MAX_EPOCH - 1:
+                        self.by_pid.pop(st.pid, None)
+                        st.pid, st.epoch = await self.broker.producers.allocate_id(), 0
+                        self.by_pid[st.pid] = tid
+                    else:
+                        st.epoch += 1
+                    st.timeout_ms = timeout_ms
+                    st.state = EMPTY
+                    await self._index(st)
+                    await self._save(st)
+                    return st.pid, st.epoch
+                task = self._finisher(st)
+            if not await self._wait(task, deadline):
+                raise TxnError(E.CONCURRENT_TRANSACTIONS, "the last transaction is ending")
 
     def _check(self, tid: str, pid: int, epoch: int, fenced: int) -> TxnState:
+        if not self.here(tid):
+            raise TxnError(E.NOT_COORDINATOR, "another broker coordinates this id")
         st = self.states.get(tid)
         if st is None or st.pid != pid:
             raise TxnError(E.INVALID_PRODUCER_ID_MAPPING,
@@ -266,29 +398,6 @@ class TransactionCoordinator:
                 st.groups.append(group)
             await self._save(st)
 
-    async def stage_offsets(self, tid: str, pid: int, epoch: int, group: str,
-                            rows: list[list], fenced: int) -> None:
-        """TxnOffsetCommit: offsets applied to `group` if the transaction commits."""
-        async with self._lock(tid):
-            st = self._check(tid, pid, epoch, fenced)
-            if st.state != ONGOING or group not in st.groups:
-                raise TxnError(E.INVALID_TXN_STATE,
-                               f"group {group!r} was not added to the transaction")
-            staged = {(r[0], r[1]): r for r in st.offsets.get(group, [])}
-            for r in rows:
-                staged[(r[0], r[1])] = r
-            st.offsets[group] = list(staged.values())
-            await self._save(st)
-
-    def pending_offsets(self, group: str) -> set[tuple[str, int]]:
-        """Partitions of `group` with offsets staged by an open transaction."""
-        out = set()
-        for st in self.states.values():
-            if st.state in (ONGOING, PREPARE_COMMIT):
-                for r in st.offsets.get(group, ()):
-                    out.add((r[0], r[1]))
-        return out
-
     def _begin(self, st: TxnState) -> None:
         if st.state != ONGOING:
             st.state = ONGOING
@@ -297,41 +406,198 @@ class TransactionCoordinator:
 
     async def end_txn(self, tid: str, pid: int, epoch: int, commit: bool,
                       fenced: int) -> None:
+        decided = (PREPARE_COMMIT, COMPLETE_COMMIT) if commit else \
+            (PREPARE_ABORT, COMPLETE_ABORT)
         async with self._lock(tid):
             st = self.states.get(tid)
-            if st is not None and st.pid == pid and st.epoch == epoch and (
-                    (commit and st.state == COMPLETE_COMMIT)
-                    or (not commit and st.state == COMPLETE_ABORT)):
+            retry = st is not None and st.pid == pid and st.epoch == epoch and \
+                self.here(tid) and st.state in decided
+            if retry and st.state in (COMPLETE_COMMIT, COMPLETE_ABORT):
                 return  # a retry of an EndTxn that went through
-            st = self._check(tid, pid, epoch, fenced)
-            if st.state != ONGOING:
-                raise TxnError(E.INVALID_TXN_STATE,
-                               f"no transaction to {'commit' if commit else 'abort'} "
-                               f"(state {st.state})")
-            await self._end(st, commit, bump=False)
+            if not retry:
+                st = self._check(tid, pid, epoch, fenced)
+                if st.state != ONGOING:
+                    raise TxnError(E.INVALID_TXN_STATE,
+                                   f"no transaction to {'commit' if commit else 'abort'} "
+                                   f"(state {st.state})")
+                await self._prepare(st, commit, bump=False)
+            task = self._finisher(st)
+        if not await self._wait(task, time.monotonic() + MARKER_WAIT_S) and retry:
+            # (the first answer comes once the decision is durable, as Kafka's)
+            raise TxnError(E.CONCURRENT_TRANSACTIONS, "the transaction is ending")
 
-    async def _end(self, st: TxnState, commit: bool, bump: bool) -> None:
+    async def _prepare(self, st: TxnState, commit: bool, bump: bool) -> None:
+        """The decision, durable before any marker is written."""
         st.state = PREPARE_COMMIT if commit else PREPARE_ABORT
         if bump and st.epoch < MAX_EPOCH - 1:
             st.epoch += 1  # the timed-out producer is fenced
         await self._save(st)
-        await self._complete(st)
 
-    async def _complete(self, st: TxnState) -> None:
+    def _finisher(self, st: TxnState) -> asyncio.Task:
+        """The task writing the markers of `st`'s prepared transaction (started if none)."""
+        task = self._finishing.get(st.tid)
+        if task is None or task.done():
+            task = self._finishing[st.tid] = asyncio.get_running_loop().create_task(
+                self._finish(st))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # (logged)
+        return task
+
+    @staticmethod
+    async def _wait(task: asyncio.Task, deadline: float) -> bool:
+        """Whether `task` ended by `deadline`; its TxnError is raised."""
+        try:
+            await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            return False
+        return True
+
+    async def _finish(self, st: TxnState) -> None:
         commit = st.state == PREPARE_COMMIT
-        for topic, p in st.partitions:
-            await self._write_marker(topic, p, st.pid, st.epoch, commit)
-        if commit:
-            groups = self.broker.extensions["groups"]
+        try:
+            await self._send_markers(st, commit)
+            async with self._lock(st.tid):
+                if self.states.get(st.tid) is st and st.state in (PREPARE_COMMIT,
+                                                                  PREPARE_ABORT):
+                    st.state = COMPLETE_COMMIT if commit else COMPLETE_ABORT
+                    st.offsets = {}
+                    await self._save(st)
+        except asyncio.CancelledError:
+            raise
+        except TxnError:
+            raise
+        except Exception as e:  # the next InitProducerId or EndTxn starts it again
+            log.warning("finishing transaction %s failed: %s", st.tid, e)
+            raise TxnError(E.COORDINATOR_NOT_AVAILABLE, str(e)) from e
+        finally:
+            if self._finishing.get(st.tid) is asyncio.current_task():
+                del self._finishing[st.tid]
+
+    async def _send_markers(self, st: TxnState, commit: bool) -> None:
+        """Every partition's and group's marker, each to the broker serving it, until all
+        are in (retried while a leader moves); TxnError NOT_COORDINATOR if this broker
+        stops coordinating the id meanwhile (the new coordinator finishes)."""
+        b = self.broker
+        cepoch = self.coordinator_epoch(st.tid)
+        parts = {(t, p) for t, p in st.partitions}
+        groups = {partition_of(g) for g in st.groups}
+        if st.offsets and commit:  # (a row written before 0020 staged them here)
             for group, rows in st.offsets.items():
                 if rows:
                     now = self._now()
-                    pending = await groups.submit_commit(
-                        group, [[t, p, off, ep, meta, now] for t, p, off, ep, meta in rows])
-                    await groups.journal.wait(pending)
-        st.state = COMPLETE_COMMIT if commit else COMPLETE_ABORT
-        st.offsets = {}
-        await self._save(st)
+                    await self.groups.commit(group, [[t, p, off, ep, meta, now]
+                                                     for t, p, off, ep, meta in rows])
+        delay = 0.02
+        while parts or groups:
+            if self.states.get(st.tid) is not st:
+                raise TxnError(E.NOT_COORDINATOR, "another broker coordinates this id now")
+            remote: dict[int, dict[str, list[int]]] = {}
+            for topic, p in sorted(parts):
+                if b.topics.get(topic) is None:
+                    parts.discard((topic, p))  # deleted: nothing to mark
+                    continue
+                try:
+                    node = await b.cluster.stream_leader(b.stream(topic, p))
+                except StreamNotFound:  # (a partition never written: made now)
+                    node = None
+                    t = b.topics.get(topic)
+                    if t is not None:
+                        await b.topics.ensure_partition(t, p)
+                except S2Error:
+                    node = None
+                if node == b.cluster.node_id:
+                    code = await self.marker_code(self.write_marker(
+                        topic, p, st.pid, st.epoch, commit, cepoch))
+                    if code in (E.NONE, E.UNKNOWN_TOPIC_OR_PARTITION):
+                        parts.discard((topic, p))
+                    elif code == E.TRANSACTION_COORDINATOR_FENCED:
+                        raise TxnError(code, "a newer coordinator wrote this partition")
+                elif node is not None:
+                    remote.setdefault(node, {}).setdefault(topic, []).append(p)
+            for index in sorted(groups):
+                node = await self.groups.coordinator_of_partition(index)
+                if node == b.cluster.node_id:
+                    await self.groups_marker(index, st.pid, commit)
+                    groups.discard(index)
+                elif node is not None:
+                    remote.setdefault(node, {}).setdefault(GROUPS_TOPIC, []).append(index)
+            for node, topics in remote.items():
+                done = await b.interbroker.write_markers(node, st.pid, st.epoch, commit,
+                                                         cepoch, topics)
+                for topic, p, code in done:
+                    if code == E.TRANSACTION_COORDINATOR_FENCED:
+                        raise TxnError(code, "a newer coordinator wrote this partition")
+                    if code in (E.NONE, E.UNKNOWN_TOPIC_OR_PARTITION):
+                        (groups.discard(p) if topic == GROUPS_TOPIC
+                         else parts.discard((topic, p)))
+            if parts or groups:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    # ------------------------------------------------------------------ group offsets
+
+    async def _txn_view(self, tid: str) -> TxnState | None:
+        """The state of `tid`: this broker's if it coordinates it, else its row as now."""
+        if self.here(tid):
+            return self.states.get(tid)
+        row = await self.metadata.get(_TXN + tid)
+        return TxnState.from_row(tid, row.value, row.version) if row is not None else None
+
+    async def stage_offsets(self, tid: str, pid: int, epoch: int, group: str,
+                            rows: list[list], fenced: int) -> None:
+        """TxnOffsetCommit (at the group's coordinator): offsets applied to `group` when
+        the transaction's commit marker for it comes."""
+        st = await self._txn_view(tid)
+        if st is None or st.pid != pid:
+            raise TxnError(E.INVALID_PRODUCER_ID_MAPPING,
+                           "the producer id is not that of this transactional id")
+        if epoch != st.epoch:
+            raise TxnError(fenced, f"producer epoch {epoch} is not the current {st.epoch}")
+        if st.state in (PREPARE_COMMIT, PREPARE_ABORT):
+            raise TxnError(E.CONCURRENT_TRANSACTIONS, "the transaction is ending")
+        if st.state != ONGOING or group not in st.groups:
+            raise TxnError(E.INVALID_TXN_STATE,
+                           f"group {group!r} was not added to the transaction")
+        async with self._lock(f"\0{group}"):
+            entry = self.staged.setdefault(group, {}).get(pid)
+            staged = {(r[0], r[1]): r for r in entry[0]} if entry else {}
+            for r in rows:
+                staged[(r[0], r[1])] = r
+            now = self._now()
+            value = json.dumps({"rows": list(staged.values()), "ms": now}).encode()
+            key = f"{_STAGED}{group}/{pid}"
+            version = await (self.metadata.put(key, value, entry[1]) if entry
+                             else self.metadata.create(key, value))
+            self.staged.setdefault(group, {})[pid] = [list(staged.values()), version, now]
+
+    async def groups_marker(self, index: int, pid: int, commit: bool) -> None:
+        """A transaction of `pid` ended: the offsets it staged for the groups of journal
+        partition `index` are applied (commit) or dropped."""
+        for group in [g for g, s in self.staged.items()
+                      if pid in s and partition_of(g) == index]:
+            async with self._lock(f"\0{group}"):
+                entry = self.staged.get(group, {}).get(pid)
+                if entry is None:
+                    continue
+                if commit:
+                    now = self._now()
+                    await self.groups.commit(group, [[t, p, off, ep, meta, now]
+                                                     for t, p, off, ep, meta in entry[0]])
+                await self._drop_staged(group, pid, entry[1])
+
+    async def _drop_staged(self, group: str, pid: int, version: int) -> None:
+        try:
+            await self.metadata.delete(f"{_STAGED}{group}/{pid}", version)
+        except VersionMismatch:
+            pass
+        by_pid = self.staged.get(group, {})
+        by_pid.pop(pid, None)
+        if not by_pid:
+            self.staged.pop(group, None)
+
+    def pending_offsets(self, group: str) -> set[tuple[str, int]]:
+        """Partitions of `group` with offsets staged by an open transaction."""
+        return {(r[0], r[1]) for rows, _, _ in self.staged.get(group, {}).values()
+                for r in rows}
 
     # ------------------------------------------------------------------ partitions
 
@@ -346,7 +612,8 @@ class TransactionCoordinator:
                 if row is not None:
                     d = json.loads(row.value)
                     pt = PartitionTxns({int(k): v for k, v in d["ongoing"].items()},
-                                       d["aborted"], row.version)
+                                       d["aborted"], row.version,
+                                       {int(k): v for k, v in d.get("cepochs", {}).items()})
             pt = self.parts.setdefault(key, pt)
         return pt
 
@@ -359,10 +626,15 @@ class TransactionCoordinator:
         if t is None:
             return
         key = self._part_key(t.id, p)
-        if pt.version == 0:
-            pt.version = await self.metadata.create(key, pt.to_json())
-        else:
-            pt.version = await self.metadata.put(key, pt.to_json(), pt.version)
+        try:
+            if pt.version == 0:
+                pt.version = await self.metadata.create(key, pt.to_json())
+            else:
+                pt.version = await self.metadata.put(key, pt.to_json(), pt.version)
+        except VersionMismatch:  # (written by an earlier leader meanwhile: read it again)
+            if self.parts.get((topic, p)) is pt:
+                del self.parts[(topic, p)]
+            raise
 
     def _plock(self, topic: str, p: int) -> asyncio.Lock:
         lock = self._part_locks.get((topic, p))
@@ -370,11 +642,28 @@ class TransactionCoordinator:
             lock = self._part_locks[(topic, p)] = asyncio.Lock()
         return lock
 
+    async def _producer_txn(self, pid: int) -> TxnState | None:
+        """The transaction state of producer id `pid`, wherever it is coordinated."""
+        tid = self.by_pid.get(pid)
+        if tid is not None and tid in self.states:
+            return self.states[tid]
+        tid = self._tids.get(pid)
+        if tid is None:
+            row = await self.metadata.get(f"{_PID}{pid}")
+            if row is None:
+                return None
+            tid = self._tids[pid] = row.value.decode()
+        st = await self._txn_view(tid)
+        return st if st is not None and st.pid == pid else None
+
     async def before_produce(self, topic: str, p: int, pid: int, epoch: int,
                              fenced: int) -> None:
         """A transactional batch of `pid` is about to be appended to the partition."""
-        tid = self.by_pid.get(pid)
-        st = self.states.get(tid) if tid is not None else None
+        pt = await self.partition(topic, p)
+        local = self.by_pid.get(pid) in self.states
+        if not local and pid in pt.ongoing and self._verified.get((topic, p, pid)) == epoch:
+            return  # checked with its coordinator's row at its first batch here
+        st = await self._producer_txn(pid)
         if st is None:
             raise TxnError(E.INVALID_PRODUCER_ID_MAPPING,
                            "no transactional id has this producer id")
@@ -383,7 +672,8 @@ class TransactionCoordinator:
         if st.state != ONGOING or [topic, p] not in st.partitions:
             raise TxnError(E.INVALID_TXN_STATE,
                            f"partition {topic}-{p} was not added to the transaction")
-        pt = await self.partition(topic, p)
+        if not local:
+            self._verified[(topic, p, pid)] = epoch
         if pid in pt.ongoing:
             return
         async with self._plock(topic, p):
@@ -392,23 +682,47 @@ class TransactionCoordinator:
                 pt.ongoing[pid] = hw
                 await self._save_partition(topic, p, pt)
 
-    async def _write_marker(self, topic: str, p: int, pid: int, epoch: int,
-                            commit: bool) -> None:
+    @staticmethod
+    async def marker_code(call) -> int:
+        """The Kafka error code of a marker write (awaited here)."""
+        try:
+            await call
+        except TxnError as e:
+            return e.code
+        except NotServed:
+            return E.NOT_LEADER_OR_FOLLOWER
+        except (S2Error, VersionMismatch):
+            return E.UNKNOWN_SERVER_ERROR  # (retried by the coordinator)
+        return E.NONE
+
+    async def write_marker(self, topic: str, p: int, pid: int, epoch: int,
+                           commit: bool, cepoch: int) -> None:
+        """A COMMIT or ABORT marker of `pid` into a partition this broker leads."""
         b = self.broker
+        if b.topics.get(topic) is None:
+            raise TxnError(E.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {topic!r}")
+        pt = await self.partition(topic, p)
+        if cepoch < pt.cepochs.get(pid, -1):
+            raise TxnError(E.TRANSACTION_COORDINATOR_FENCED,
+                           f"coordinator epoch {cepoch} is older than "
+                           f"{pt.cepochs[pid]}")
         now = self._now()
         body = bytes(build_control_batch(commit=commit, producer_id=pid, producer_epoch=epoch,
-                                         coordinator_epoch=0, offset=0, timestamp=now))
+                                         coordinator_epoch=cepoch, offset=0, timestamp=now))
         try:
             ack = await b.store.append(b.basin, b.stream(topic, p),
                                        [AppendRecord(body=body, timestamp=now, span=1)])
+        except NotServed:
+            raise
         except S2Error:
             if b.topics.get(topic) is None:  # deleted meanwhile: nothing to mark
                 return
             raise
         marker = ack.start.seq_num
-        pt = await self.partition(topic, p)
         async with self._plock(topic, p):
             first = pt.ongoing.pop(pid, None)
+            pt.cepochs[pid] = max(cepoch, pt.cepochs.get(pid, -1))
+            self._verified.pop((topic, p, pid), None)
             if not commit and first is not None:
                 pt.aborted.append([pid, first, marker])
                 start = await b.store.first_seq(b.basin, b.stream(topic, p))

@@ -4,7 +4,8 @@ every broker and the partitions spread over them; a broker killed with SIGKILL h
 channel adopted by another within the session timeout, and an idempotent producer and a
 consumer group carry on with nothing acked lost or duplicated; the broker comes back and
 takes its channel back; the broker that coordinates the groups dies and the committed
-offsets are still there; a second broker with a live node id is refused."""
+offsets are still there; a second broker with a live node id is refused. (Transactions:
+test_cluster_transactions.py.)"""
 from __future__ import annotations
 
 import os
@@ -166,13 +167,6 @@ def test_a_live_node_id_is_refused(cluster, tmp_path):
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert out.returncode != 0 and "node id 1 is in use" in out.stderr, out.stderr[-2000:]
     assert len(c.admin.list_topics(timeout=10).brokers) == 3  # nobody was disturbed
-
-
-def test_transactions_are_refused_clearly(cluster):
-    p = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": "cl-tx"})
-    with pytest.raises(KafkaException) as e:
-        p.init_transactions(10)
-    assert "uthoriz" in str(e.value)
 
 
 def test_a_broker_stopped_cleanly_hands_over_and_back(cluster):

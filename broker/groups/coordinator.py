@@ -93,8 +93,11 @@ class GroupCoordinator:
 
     async def coordinator_of(self, gid: str) -> int | None:
         """The node that coordinates `gid` (None: nobody right now)."""
-        part = self.journal.parts[partition_of(gid)]
-        return await self.broker.cluster.stream_leader(part.stream)
+        return await self.coordinator_of_partition(partition_of(gid))
+
+    async def coordinator_of_partition(self, index: int) -> int | None:
+        """The node that serves journal partition `index` (None: nobody right now)."""
+        return await self.broker.cluster.stream_leader(self.journal.parts[index].stream)
 
     async def adopt_channel(self, channel: str) -> None:
         """Load the groups whose journal streams are on `channel` (just adopted)."""

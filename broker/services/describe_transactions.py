@@ -22,7 +22,9 @@ async def handle(broker, conn, header, request):
                 transaction_start_time_ms=-1, producer_id=-1, producer_epoch=-1, topics=[]))
             continue
         if st is None:
-            out.append(TransactionState(error_code=ErrorCode.TRANSACTIONAL_ID_NOT_FOUND,
+            here = broker.extensions["txn"].here(tid)
+            out.append(TransactionState(error_code=ErrorCode.TRANSACTIONAL_ID_NOT_FOUND
+                                        if here else ErrorCode.NOT_COORDINATOR,
                                         transactional_id=tid, transaction_state="",
                                         transaction_timeout_ms=0,
                                         transaction_start_time_ms=-1, producer_id=-1,

@@ -1,6 +1,6 @@
 """FindCoordinator: alone, this broker coordinates every group and every transactional
-id; in a cluster (broker/cluster.py) a group's coordinator is the broker that serves its
-journal stream, and transactions are not served."""
+id; in a cluster (broker/cluster.py) a group's or a transactional id's coordinator is the
+broker that serves the group journal stream its name hashes to."""
 from broker import acls
 from broker.protocol.errors import ErrorCode
 from broker.protocol.messages.find_coordinator_response import (
@@ -21,10 +21,8 @@ async def _lookup(broker, conn, key: str, key_type: int):
     cluster = broker.cluster
     if not cluster.enabled:
         return code, msg, cluster.node(cluster.node_id)
-    if key_type == TRANSACTION:
-        return ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, \
-            "Transactions are not served by a cluster of several brokers yet.", None
-    node_id = await broker.extensions["groups"].coordinator_of(key)
+    node_id = await broker.extensions["txn" if key_type == TRANSACTION
+                                      else "groups"].coordinator_of(key)
     node = cluster.node(node_id) if node_id is not None else None
     if node is None:
         return ErrorCode.COORDINATOR_NOT_AVAILABLE, "The coordinator is not available.", None

@@ -21,8 +21,6 @@ async def handle(broker, conn, header, request):
     if request.transactional_id is not None:
         if not broker.allowed(conn, acls.WRITE, acls.TRANSACTIONAL_ID, request.transactional_id):
             return reply(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-        if broker.cluster.enabled:  # (not yet: broker/cluster.py)
-            return reply(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
         fenced = fenced_code(header.request_api_version, 4)
         try:
             pid, epoch = await broker.extensions["txn"].init_producer_id(

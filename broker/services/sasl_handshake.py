@@ -14,12 +14,13 @@ VERSIONS = (0, 1)
 
 
 async def handle(broker, conn, header, request):
-    offered = broker.sasl.mechanisms
+    users = getattr(conn, "sasl", broker.sasl)  # (the listener's)
+    offered = users.mechanisms
     if not offered or conn.sasl_exchange is not None or conn.principal:
         return SaslHandshakeResponse(error_code=ErrorCode.ILLEGAL_SASL_STATE, mechanisms=[])
     if request.mechanism not in offered:
         return SaslHandshakeResponse(error_code=ErrorCode.UNSUPPORTED_SASL_MECHANISM,
                                      mechanisms=offered)
-    conn.sasl_exchange = broker.sasl.start(request.mechanism)
+    conn.sasl_exchange = users.start(request.mechanism)
     conn.sasl_raw = header.request_api_version == 0
     return SaslHandshakeResponse(error_code=ErrorCode.NONE, mechanisms=offered)
