@@ -97,24 +97,31 @@ class InterBroker:
             link = self._links[node.node_id] = _Link(addr, self.secret)
         return link
 
+    async def call(self, node_id: int, api_key: int, version: int, request) -> Any | None:
+        """A request to broker `node_id` over its internal listener: its response, or None
+        if it could not be asked (the caller answers or retries)."""
+        node = self.broker.cluster.node(node_id)
+        link = self._link(node) if node is not None else None
+        if link is None:
+            return None
+        try:
+            return await link.call(api_key, version, request)
+        except Exception as e:  # noqa: BLE001 - unreachable, restarting, refused
+            log.info("request %d to node %d failed: %s", api_key, node_id, e)
+            return None
+
     async def write_markers(self, node_id: int, pid: int, epoch: int, commit: bool,
                             cepoch: int, topics: dict[str, list[int]]
                             ) -> list[tuple[str, int, int]]:
         """WriteTxnMarkers to broker `node_id`: (topic, partition, error code) for each
         partition it answered; nothing if it could not be asked (retried by the caller)."""
-        node = self.broker.cluster.node(node_id)
-        link = self._link(node) if node is not None else None
-        if link is None:
-            return []
         request = WriteTxnMarkersRequest(markers=[WritableTxnMarker(
             producer_id=pid, producer_epoch=epoch, transaction_result=commit,
             coordinator_epoch=cepoch,
             topics=[WritableTxnMarkerTopic(name=t, partition_indexes=ps)
                     for t, ps in topics.items()])])
-        try:
-            resp = await link.call(27, 1, request)
-        except Exception as e:  # noqa: BLE001 - unreachable, restarting, refused: asked again
-            log.info("WriteTxnMarkers to node %d failed: %s", node_id, e)
+        resp = await self.call(node_id, 27, 1, request)
+        if resp is None:
             return []
         return [(t.name, p.partition_index, p.error_code)
                 for m in resp.markers for t in m.topics for p in t.partitions]

@@ -19,6 +19,7 @@ from broker.interbroker import InterBroker
 from broker.producers import ProducerRegistry
 from broker.protocol.registry import APIS
 from broker.quotas import QuotaManager
+from broker.reassign import Reassigner
 from broker.sasl import ALL_MECHANISMS, SaslUsers
 from broker.services import load_services
 from broker.topics import TopicRegistry, stream_name
@@ -82,6 +83,7 @@ class Broker:
                                rack=config.rack)
         self.topics.place = self.cluster.place
         self.interbroker = InterBroker(self)  # (started by serve() in a cluster)
+        self.reassigner = Reassigner(self)  # partition moves (broker/reassign.py)
         self.cluster_id = ""
         self.extensions: dict[str, object] = {}
         # consumer groups (broker/groups): the coordinator, started and stopped here
@@ -100,6 +102,8 @@ class Broker:
         self.cluster_id = await self._cluster_id()
         await self.extensions["groups"].start()
         await self.extensions["txn"].start()
+        if self.cluster.enabled:
+            await self.reassigner.resume()
 
     async def stop(self) -> None:
         """Stop background work (after the listener stopped, before the store closes)."""
@@ -118,6 +122,7 @@ class Broker:
         if adopted is not None:
             await groups.adopt_channel(adopted)
             await txn.adopt_channel(adopted)
+            await self.reassigner.resume()
 
     def allowed(self, conn, operation: int, resource_type: int = CLUSTER,
                 name: str = CLUSTER_NAME) -> bool:

@@ -49,13 +49,19 @@ class Topic:
     configs: dict[str, str] = field(default_factory=dict)
     created_ms: int = 0
     version: int = 0
+    # partition -> the replica list a reassignment asked for (broker/reassign.py); others
+    # have none: their leader is their one replica
+    replicas: dict[int, list[int]] = field(default_factory=dict)
 
     def config(self, key: str) -> str:
         return effective(self.configs, key)
 
     def to_json(self) -> bytes:
-        return json.dumps({"id": self.id.hex(), "partitions": self.partitions,
-                           "configs": self.configs, "created_ms": self.created_ms}).encode()
+        d = {"id": self.id.hex(), "partitions": self.partitions, "configs": self.configs,
+             "created_ms": self.created_ms}
+        if self.replicas:
+            d["replicas"] = {str(p): r for p, r in self.replicas.items()}
+        return json.dumps(d).encode()
 
 
 def stream_name(topic: str, partition: int) -> str:
@@ -97,7 +103,8 @@ class TopicRegistry:
     def _cache(self, name: str, raw: bytes, version: int) -> Topic:
         d = json.loads(raw)
         t = Topic(name, bytes.fromhex(d["id"]), d["partitions"], d["configs"],
-                  d.get("created_ms", 0), version)
+                  d.get("created_ms", 0), version,
+                  {int(p): r for p, r in d.get("replicas", {}).items()})
         old = self.topics.get(name)
         if old is not None:
             self.by_id.pop(old.id, None)
@@ -184,7 +191,8 @@ class TopicRegistry:
 
     async def _update(self, topic: Topic, **changes) -> Topic:
         new = Topic(topic.name, topic.id, changes.get("partitions", topic.partitions),
-                    changes.get("configs", topic.configs), topic.created_ms)
+                    changes.get("configs", topic.configs), topic.created_ms,
+                    replicas=changes.get("replicas", topic.replicas))
         try:
             new.version = await self.metadata.put(PREFIX + topic.name, new.to_json(),
                                                   topic.version)
@@ -195,6 +203,18 @@ class TopicRegistry:
         self.topics[new.name] = new
         self.by_id[new.id] = new
         return new
+
+    async def set_replicas(self, name: str, partition: int, replicas: list[int]) -> None:
+        """Record the replica list a reassignment asked for (retried on a race)."""
+        for _ in range(10):
+            topic = self.topics.get(name) or await self.refresh(name)
+            if topic is None:
+                return
+            try:
+                await self._update(topic, replicas={**topic.replicas, partition: replicas})
+                return
+            except TopicError:
+                continue
 
     async def add_partitions(self, name: str, count: int, *, validate_only: bool = False) -> None:
         topic = self.topics.get(name)

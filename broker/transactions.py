@@ -744,6 +744,12 @@ class TransactionCoordinator:
         return [[pid, first] for pid, first, last in pt.aborted
                 if last >= start and first < end]
 
+    def forget_partition(self, topic: str, p: int) -> None:
+        """The partition moved (broker/reassign.py): its row is read again when needed."""
+        self.parts.pop((topic, p), None)
+        for key in [k for k in self._verified if k[:2] == (topic, p)]:
+            del self._verified[key]
+
     def forget_topic(self, topic: str) -> None:
         for key in [k for k in self.parts if k[0] == topic]:
             del self.parts[key]

@@ -88,6 +88,7 @@ class _Handle:
     config: StreamConfig
     chain: list[dict]
     version: int
+    read_at: float = 0.0  # (clock.monotonic(): a stream served elsewhere is read again)
 
 
 @dataclass(slots=True)
@@ -122,6 +123,9 @@ class StreamStore:
         self.default_channel = ""
         self._handles: OrderedDict[tuple[str, str], _Handle] = OrderedDict()
         self._max_handles = 65536
+        # A cached row of a stream another process serves is read again after this long (or
+        # at once when asked to serve it): another process may have moved the stream
+        self.remote_handle_ttl_s = 1.0
         self._bg: set[asyncio.Task] = set()
         self._purging: dict[bytes, asyncio.Future] = {}
 
@@ -307,12 +311,19 @@ class StreamStore:
                for k, v in rows[:limit]]
         return out, len(rows) > limit
 
-    async def _handle(self, basin: str, name: str, *, create: bool = False) -> _Handle:
+    async def _handle(self, basin: str, name: str, *, create: bool = False,
+                      serve: bool = False) -> _Handle:
+        """The stream's row, cached. `serve`: the caller will serve the stream, so a cached
+        row naming a channel another process serves is read again first (the stream may
+        have moved here: `move_stream`)."""
         key = (basin, name)
         h = self._handles.get(key)
         if h is not None:
-            self._handles.move_to_end(key)
-            return h
+            if h.chain[-1]["channel"] in self.channels or (
+                    not serve and self.clock.monotonic() - h.read_at < self.remote_handle_ttl_s):
+                self._handles.move_to_end(key)
+                return h
+            del self._handles[key]
         validate_stream_name(name)
         row = await self.metadata.get(_stream_key(basin, name))
         if row is None:
@@ -323,7 +334,8 @@ class StreamStore:
             raise StreamNotFound(f"stream {name!r} does not exist in basin {basin!r}")
         d = json.loads(row.value)
         h = _Handle(bytes.fromhex(d["uid"]), d["created_at"],
-                    StreamConfig.from_json(d["config"]), d["chain"], row.version)
+                    StreamConfig.from_json(d["config"]), d["chain"], row.version,
+                    self.clock.monotonic())
         self._handles[key] = h
         if len(self._handles) > self._max_handles:
             self._handles.popitem(last=False)
@@ -353,7 +365,7 @@ class StreamStore:
         v = await self.metadata.put(_stream_key(basin, name), json.dumps(row).encode(),
                                     h.version)
         self._handles[(basin, name)] = _Handle(h.uid, h.created_at_ms, config or h.config,
-                                               chain or h.chain, v)
+                                               chain or h.chain, v, self.clock.monotonic())
 
     async def delete_stream(self, basin: str, name: str) -> None:
         h = await self._handle(basin, name)
@@ -430,7 +442,7 @@ class StreamStore:
         if fencing_token is not None and len(fencing_token.encode()) > 36:
             raise InvalidArgument("fencing token longer than 36 bytes")
         try:
-            h = await self._handle(basin, name)
+            h = await self._handle(basin, name, serve=True)
         except StreamNotFound:
             brow, _ = await self._basin(basin)
             if not brow["config"].get("create_stream_on_append", False):
@@ -460,18 +472,18 @@ class StreamStore:
     # ------------------------------------------------------------------ read
 
     async def check_tail(self, basin: str, name: str) -> StreamPosition:
-        ch, st = await self._state(await self._handle(basin, name))
+        ch, st = await self._state(await self._handle(basin, name, serve=True))
         ch.note_read(st)
         return st.tail
 
     async def wait_for_tail(self, basin: str, name: str, beyond: int, timeout: float) -> bool:
         """Wait until the stream's tail is past `beyond`; False on timeout."""
-        h = await self._handle(basin, name)
+        h = await self._handle(basin, name, serve=True)
         return await self._channel(h).wait_for_records(h.uid, beyond, timeout)
 
     async def first_seq(self, basin: str, name: str) -> int:
         """The first readable seq_num (after trims and retention)."""
-        h = await self._handle(basin, name)
+        h = await self._handle(basin, name, serve=True)
         _, st = await self._state(h)
         return await self._first_seq(h, st)
 
@@ -519,7 +531,7 @@ class StreamStore:
 
     async def _read_handle(self, basin: str, name: str) -> _Handle:
         try:
-            return await self._handle(basin, name)
+            return await self._handle(basin, name, serve=True)
         except StreamNotFound:
             brow, _ = await self._basin(basin)
             if not brow["config"].get("create_stream_on_read", False):
@@ -642,11 +654,15 @@ class StreamStore:
         await self._write_row(basin, name, h, chain=chain)
         return tail
 
-    async def move_stream(self, basin: str, name: str, channel: str) -> None:
-        """Move a stream to another channel: seal, offload its tail, link a new streamlet."""
-        if channel not in self.channels:
+    async def move_stream(self, basin: str, name: str, channel: str, *,
+                          remote: bool = False) -> None:
+        """Move a stream to another channel: seal, offload its tail, link a new streamlet.
+        `remote`: the channel is another process's (sharing this metadata and segment
+        store), which serves the stream from then on. Safe to call again after a stop
+        in the middle (a sealed streamlet is sealed again, the rest is idempotent)."""
+        if channel not in self.channels and not remote:
             raise InvalidArgument(f"unknown channel {channel!r}")
-        h = await self._handle(basin, name)
+        h = await self._handle(basin, name, serve=True)
         old = self._channel(h)
         if old.name == channel:
             return
@@ -664,7 +680,8 @@ class StreamStore:
         # no seq_num never reaches a section): the new channel starts from it
         await old.offloader.write_checkpoint(st)
         old.forget(st.uid)
-        self.channels[channel].forget(st.uid)  # a stale state from an earlier stay there
+        if channel in self.channels:
+            self.channels[channel].forget(st.uid)  # a stale state from an earlier stay there
         h = await self._handle(basin, name)
         chain = [dict(x) for x in h.chain] + [{"channel": channel, "start": tail.seq_num,
                                                "sealed_at": None}]

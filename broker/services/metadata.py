@@ -34,9 +34,14 @@ async def partitions_of(broker, topic) -> list[MetadataResponsePartition]:
                 error_code=ErrorCode.LEADER_NOT_AVAILABLE, partition_index=p, leader_id=-1,
                 leader_epoch=-1, replica_nodes=[], isr_nodes=[], offline_replicas=[]))
             continue
-        out.append(MetadataResponsePartition(error_code=0, partition_index=p, leader_id=node,
-                                             leader_epoch=0, replica_nodes=[node],
-                                             isr_nodes=[node], offline_replicas=[]))
+        replicas = topic.replicas.get(p)  # (as a reassignment asked: broker/reassign.py)
+        if not replicas or replicas[0] != node:
+            replicas = [node]
+        live = {n.node_id for n in cluster.live_nodes()} if len(replicas) > 1 else {node}
+        out.append(MetadataResponsePartition(
+            error_code=0, partition_index=p, leader_id=node, leader_epoch=0,
+            replica_nodes=replicas, isr_nodes=[r for r in replicas if r in live],
+            offline_replicas=[r for r in replicas if r not in live]))
     return out
 
 

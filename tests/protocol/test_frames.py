@@ -37,7 +37,7 @@ SERVED = {
     "IncrementalAlterConfigs", "DescribeCluster", "DescribeLogDirs", "SaslHandshake",
     "SaslAuthenticate", "DescribeAcls", "CreateAcls", "DeleteAcls",
     "DescribeUserScramCredentials", "AlterUserScramCredentials", "DescribeClientQuotas",
-    "AlterClientQuotas",
+    "AlterClientQuotas", "AlterPartitionReassignments", "ListPartitionReassignments",
 }
 
 

@@ -19,7 +19,7 @@ API_NAMES: tuple[str, ...] = (
     "OffsetDelete", "DescribeUserScramCredentials", "AlterUserScramCredentials",
     "DescribeCluster", "DescribeProducers", "DescribeTransactions", "ListTransactions",
     "ConsumerGroupHeartbeat", "ConsumerGroupDescribe", "DescribeClientQuotas",
-    "AlterClientQuotas",
+    "AlterClientQuotas", "AlterPartitionReassignments", "ListPartitionReassignments",
 )
 
 #: Versions below validVersions that we still decode and answer. Produce v0-v2 were removed

@@ -12,6 +12,8 @@ from broker.protocol.messages import alter_client_quotas_request
 from broker.protocol.messages import alter_client_quotas_response
 from broker.protocol.messages import alter_configs_request
 from broker.protocol.messages import alter_configs_response
+from broker.protocol.messages import alter_partition_reassignments_request
+from broker.protocol.messages import alter_partition_reassignments_response
 from broker.protocol.messages import alter_user_scram_credentials_request
 from broker.protocol.messages import alter_user_scram_credentials_response
 from broker.protocol.messages import api_versions_request
@@ -72,6 +74,8 @@ from broker.protocol.messages import list_groups_request
 from broker.protocol.messages import list_groups_response
 from broker.protocol.messages import list_offsets_request
 from broker.protocol.messages import list_offsets_response
+from broker.protocol.messages import list_partition_reassignments_request
+from broker.protocol.messages import list_partition_reassignments_response
 from broker.protocol.messages import list_transactions_request
 from broker.protocol.messages import list_transactions_response
 from broker.protocol.messages import metadata_request
@@ -135,6 +139,8 @@ APIS = (
     (37, 'CreatePartitions', create_partitions_request, create_partitions_response),
     (42, 'DeleteGroups', delete_groups_request, delete_groups_response),
     (44, 'IncrementalAlterConfigs', incremental_alter_configs_request, incremental_alter_configs_response),
+    (45, 'AlterPartitionReassignments', alter_partition_reassignments_request, alter_partition_reassignments_response),
+    (46, 'ListPartitionReassignments', list_partition_reassignments_request, list_partition_reassignments_response),
     (47, 'OffsetDelete', offset_delete_request, offset_delete_response),
     (48, 'DescribeClientQuotas', describe_client_quotas_request, describe_client_quotas_response),
     (49, 'AlterClientQuotas', alter_client_quotas_request, alter_client_quotas_response),

@@ -1,0 +1,128 @@
+"""Moving partitions between the brokers of a cluster (docs/decisions/0021-partition-reassignment.md).
+
+Kafka's AlterPartitionReassignments names a partition's new replica list; here its first
+broker becomes the partition's leader: the partition's stream moves to that broker's
+channel (`StreamStore.move_stream`: seal the current streamlet, offload what the segments
+do not have yet, link a new streamlet on the target's channel). Nothing is copied but the
+tail the segments lacked, so a move takes moments, whatever the partition's size. Only
+the partition's current leader can move it (it holds the channel the stream is on):
+another broker forwards the request to it over the brokers' own listener
+(broker/interbroker.py).
+
+A move in progress is recorded in `kafka/reassign/<topic>/<partition>` (the target replica
+list and the leader it leaves) before it starts and removed when it is done, which is what
+ListPartitionReassignments lists. A leader stopped in the middle leaves the stream sealed;
+whoever serves the stream next (the restarted broker, or the one that adopts its channel)
+finishes the move. The replica list asked for is kept with the topic, and Metadata reports
+it for the partition once its leader is the list's first broker.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from broker.cluster import channel_name
+from broker.protocol.errors import ErrorCode as E
+from broker.topics import stream_name
+from s2core.errors import NotServed, S2Error
+from s2core.metadata import list_all
+
+log = logging.getLogger(__name__)
+
+PREFIX = "kafka/reassign/"
+
+
+class Reassigner:
+    """Partition moves led by this broker."""
+
+    def __init__(self, broker) -> None:
+        self.broker = broker
+        self._moving: dict[tuple[str, int], asyncio.Task] = {}
+
+    @property
+    def metadata(self):
+        return self.broker.store.metadata
+
+    async def ongoing(self) -> dict[tuple[str, int], dict]:
+        """(topic, partition) -> {"replicas": [...], "from": node}: moves not finished."""
+        out = {}
+        for key, v in await list_all(self.metadata, PREFIX):
+            topic, _, p = key[len(PREFIX):].rpartition("/")
+            out[(topic, int(p))] = json.loads(v.value)
+        return out
+
+    def check(self, replicas: list[int]) -> tuple[int, str] | None:
+        """Why a replica list is refused (INVALID_REPLICA_ASSIGNMENT), or None."""
+        if not replicas:
+            return E.INVALID_REPLICA_ASSIGNMENT, "The replica list is empty."
+        if len(set(replicas)) != len(replicas):
+            return E.INVALID_REPLICA_ASSIGNMENT, "The replica list has duplicates."
+        live = {n.node_id for n in self.broker.cluster.live_nodes()}
+        gone = [r for r in replicas if r not in live]
+        if gone:
+            return E.INVALID_REPLICA_ASSIGNMENT, f"Brokers {gone} are not live."
+        return None
+
+    async def move(self, topic: str, p: int, replicas: list[int]) -> tuple[int, str | None]:
+        """Move partition `p` of `topic` (led here) to `replicas[0]`; its error code."""
+        b = self.broker
+        target = replicas[0]
+        if b.cluster.channel_leader(channel_name(target)) != target:
+            return E.INVALID_REPLICA_ASSIGNMENT, f"Broker {target} does not serve its log."
+        key = (topic, p)
+        task = self._moving.get(key)
+        if task is None or task.done():
+            task = self._moving[key] = asyncio.get_running_loop().create_task(
+                self._move(topic, p, replicas))
+        try:
+            await asyncio.shield(task)
+        except NotServed:
+            return E.NOT_LEADER_OR_FOLLOWER, "This broker does not lead the partition."
+        except S2Error as e:
+            return E.REQUEST_TIMED_OUT, f"The move failed and may be retried: {e}"
+        finally:
+            if task.done() and self._moving.get(key) is task:
+                del self._moving[key]
+        return E.NONE, None
+
+    async def _move(self, topic: str, p: int, replicas: list[int]) -> None:
+        b = self.broker
+        row = f"{PREFIX}{topic}/{p}"
+        await self.metadata.put(row, json.dumps({"replicas": replicas,
+                                                 "from": b.cluster.node_id}).encode(), 0)
+        await b.topics.set_replicas(topic, p, replicas)
+        await self._finish(topic, p, replicas[0], row)
+
+    async def _finish(self, topic: str, p: int, target: int, row: str) -> None:
+        b = self.broker
+        stream = stream_name(topic, p)
+        h = await b.store._handle(b.basin, stream, serve=True)
+        if h.chain[-1]["channel"] != channel_name(target):
+            if h.chain[-1]["channel"] not in b.store.channels:
+                raise NotServed(f"partition {topic}-{p} is led elsewhere")
+            await b.store.move_stream(b.basin, stream, channel_name(target), remote=True)
+            log.info("moved %s-%d to broker %d", topic, p, target)
+        b.producers.forget_all()  # (rebuilt from the streams when next needed)
+        b.extensions["txn"].forget_partition(topic, p)
+        await self.metadata.delete(row)
+
+    async def resume(self) -> None:
+        """Finish the moves a stopped leader left, of the streams served here now."""
+        b = self.broker
+        for (topic, p), d in (await self.ongoing()).items():
+            if b.topics.get(topic) is None:
+                await self.metadata.delete(f"{PREFIX}{topic}/{p}")
+                continue
+            try:
+                h = await b.store._handle(b.basin, stream_name(topic, p), serve=True)
+            except S2Error:
+                continue
+            target = d["replicas"][0]
+            if h.chain[-1]["channel"] in b.store.channels or \
+                    h.chain[-1]["channel"] == channel_name(target):
+                log.info("finishing the move of %s-%d to broker %d", topic, p, target)
+                try:
+                    await self._finish(topic, p, target, f"{PREFIX}{topic}/{p}")
+                except S2Error as e:
+                    log.warning("finishing the move of %s-%d failed: %s", topic, p, e)
