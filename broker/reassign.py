@@ -24,6 +24,11 @@ import logging
 
 from broker.cluster import channel_name
 from broker.protocol.errors import ErrorCode as E
+from broker.protocol.messages.alter_partition_reassignments_request import (
+    AlterPartitionReassignmentsRequest,
+    ReassignablePartition,
+    ReassignableTopic,
+)
 from broker.topics import stream_name
 from s2core.errors import NotServed, S2Error
 from s2core.metadata import list_all
@@ -85,6 +90,20 @@ class Reassigner:
             if task.done() and self._moving.get(key) is task:
                 del self._moving[key]
         return E.NONE, None
+
+    async def move_via_leader(self, topic: str, p: int, replicas: list[int],
+                              leader: int) -> tuple[int, str | None]:
+        """`move`, run by the partition's leader: here, or passed on to it."""
+        if leader == self.broker.cluster.node_id:
+            return await self.move(topic, p, replicas)
+        resp = await self.broker.interbroker.call(leader, 45, 0, AlterPartitionReassignmentsRequest(
+            timeout_ms=30000, topics=[ReassignableTopic(name=topic, partitions=[
+                ReassignablePartition(partition_index=p, replicas=replicas)])]))
+        for t in resp.responses if resp is not None else ():
+            for r in t.partitions:
+                if (t.name, r.partition_index) == (topic, p):
+                    return r.error_code, r.error_message
+        return E.REQUEST_TIMED_OUT, f"Broker {leader}, the partition's leader, did not answer."
 
     async def _move(self, topic: str, p: int, replicas: list[int]) -> None:
         b = self.broker

@@ -702,10 +702,16 @@ class TransactionCoordinator:
         if b.topics.get(topic) is None:
             raise TxnError(E.UNKNOWN_TOPIC_OR_PARTITION, f"no topic {topic!r}")
         pt = await self.partition(topic, p)
-        if cepoch < pt.cepochs.get(pid, -1):
+        # (-1: an administrator's abort of a hanging transaction, KIP-664, which Kafka's
+        # leader takes whatever coordinator wrote last)
+        if cepoch != -1 and cepoch < pt.cepochs.get(pid, -1):
             raise TxnError(E.TRANSACTION_COORDINATOR_FENCED,
                            f"coordinator epoch {cepoch} is older than "
                            f"{pt.cepochs[pid]}")
+        entry = b.producers.partitions.get((topic, p), {}).get(pid)  # (as produce left it)
+        if entry is not None and epoch < entry.epoch:
+            raise TxnError(E.INVALID_PRODUCER_EPOCH,
+                           f"producer epoch {epoch} is older than {entry.epoch}")
         now = self._now()
         body = bytes(build_control_batch(commit=commit, producer_id=pid, producer_epoch=epoch,
                                          coordinator_epoch=cepoch, offset=0, timestamp=now))

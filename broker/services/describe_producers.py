@@ -34,7 +34,8 @@ async def handle(broker, conn, header, request):
                 partition_index=index, error_code=0, error_message=None, active_producers=[
                     ProducerState(producer_id=pid, producer_epoch=e.epoch,
                                   last_sequence=e.batches[-1].last_seq if e.batches else -1,
-                                  last_timestamp=e.last_ms, coordinator_epoch=-1,
+                                  last_timestamp=e.last_ms,
+                                  coordinator_epoch=txns.cepochs.get(pid, -1),
                                   current_txn_start_offset=txns.ongoing.get(pid, -1))
                     for pid, e in sorted(st.items())]))
         topics.append(TopicResponse(name=t.name, partitions=parts))

@@ -15,11 +15,22 @@ from broker.protocol.messages.alter_partition_reassignments_request import (
     ReassignablePartition,
     ReassignableTopic,
 )
+from broker.protocol.messages.describe_topic_partitions_request import (
+    Cursor,
+    DescribeTopicPartitionsRequest,
+    TopicRequest,
+)
+from broker.protocol.messages.elect_leaders_request import ElectLeadersRequest, TopicPartitions
 from broker.protocol.messages.list_partition_reassignments_request import (
     ListPartitionReassignmentsRequest,
 )
 from broker.reassign import PREFIX
-from broker.services import alter_partition_reassignments, list_partition_reassignments
+from broker.services import (
+    alter_partition_reassignments,
+    describe_topic_partitions,
+    elect_leaders,
+    list_partition_reassignments,
+)
 from broker.topics import stream_name
 
 
@@ -82,3 +93,38 @@ async def test_a_move_left_half_done_is_finished_and_listed_until_then(broker):
     assert h.chain[-1]["channel"] == "ch1"
     assert await md.get(f"{PREFIX}t/1") is None
     assert await b.reassigner.ongoing() == {}
+
+
+async def elect(b, parts, election=0, version=2):
+    r = await call(b, elect_leaders, ElectLeadersRequest(
+        election_type=election, timeout_ms=1000,
+        topic_partitions=None if parts is None else [
+            TopicPartitions(topic=t, partitions=ps) for t, ps in parts.items()]), version)
+    return r.error_code, {(t.topic, p.partition_id): p.error_code
+                          for t in r.replica_election_results for p in t.partition_result}
+
+
+async def test_elect_leaders(broker):
+    b = broker
+    assert await elect(b, {"t": [0, 1], "u": [0]}) == (E.NONE, {
+        ("t", 0): E.ELECTION_NOT_NEEDED, ("t", 1): E.ELECTION_NOT_NEEDED,
+        ("u", 0): E.UNKNOWN_TOPIC_OR_PARTITION})
+    assert await elect(b, None, election=1) == (E.NONE, {
+        ("t", 0): E.ELECTION_NOT_NEEDED, ("t", 1): E.ELECTION_NOT_NEEDED})
+    await b.topics.set_replicas("t", 1, [4, 0])  # a preferred broker that is not live
+    _, res = await elect(b, {"t": [1]})
+    assert res == {("t", 1): E.PREFERRED_LEADER_NOT_AVAILABLE}
+    assert (await elect(b, {"t": [0]}, election=5))[0] == E.INVALID_REQUEST
+
+
+async def test_describe_topic_partitions_refuses_a_cursor_outside_the_topics(broker):
+    b = broker
+    r = await call(b, describe_topic_partitions, DescribeTopicPartitionsRequest(
+        topics=[TopicRequest(name="t")], response_partition_limit=1,
+        cursor=Cursor(topic_name="zz", partition_index=0)), 0)
+    assert [(t.name, t.error_code) for t in r.topics] == [("zz", E.INVALID_REQUEST)]
+    r = await call(b, describe_topic_partitions, DescribeTopicPartitionsRequest(
+        topics=[], response_partition_limit=1, cursor=None), 0)
+    assert [(t.name, [p.partition_index for p in t.partitions]) for t in r.topics] == \
+        [("t", [0])]
+    assert (r.next_cursor.topic_name, r.next_cursor.partition_index) == ("t", 1)

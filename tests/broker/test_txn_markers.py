@@ -158,3 +158,22 @@ def test_the_scram_client_matches_the_servers_exchange():
     client.verify(final)
     with pytest.raises(ConnectionError):
         client.verify(b"v=" + b"A" * 44)
+
+
+async def test_an_administrators_abort_passes_the_coordinator_epoch_not_an_older_producer(
+        broker):
+    b = broker
+    txn = b.extensions["txn"]
+    _, pid, epoch = await init(b, "x")
+    await add(b, "x", pid, epoch)
+    await txn_produce(b, pid, epoch, 0, [b"a"])
+    r = await call(b, write_txn_markers, markers(pid, epoch, True, 7, {"t": [0]}), 1)
+    assert codes(r) == {("t", 0): E.NONE}
+    await txn.add_partitions("x", pid, epoch, [("t", 0)], E.INVALID_PRODUCER_EPOCH)
+    await txn_produce(b, pid, epoch, 1, [b"b"])
+    await b.producers.state("t", 0)  # (what Produce keeps: the producer's epoch here)
+    r = await call(b, write_txn_markers, markers(pid, epoch - 1, False, -1, {"t": [0]}), 1)
+    assert codes(r) == {("t", 0): E.INVALID_PRODUCER_EPOCH}, "an older producer epoch"
+    r = await call(b, write_txn_markers, markers(pid, epoch, False, -1, {"t": [0]}), 1)
+    assert codes(r) == {("t", 0): E.NONE}, "coordinator epoch -1: an administrator's abort"
+    assert txn.last_stable("t", 0, await hw(b)) == await hw(b)

@@ -38,6 +38,7 @@ SERVED = {
     "SaslAuthenticate", "DescribeAcls", "CreateAcls", "DeleteAcls",
     "DescribeUserScramCredentials", "AlterUserScramCredentials", "DescribeClientQuotas",
     "AlterClientQuotas", "AlterPartitionReassignments", "ListPartitionReassignments",
+    "ElectLeaders", "DescribeTopicPartitions",
 }
 
 

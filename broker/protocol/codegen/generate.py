@@ -20,6 +20,7 @@ API_NAMES: tuple[str, ...] = (
     "DescribeCluster", "DescribeProducers", "DescribeTransactions", "ListTransactions",
     "ConsumerGroupHeartbeat", "ConsumerGroupDescribe", "DescribeClientQuotas",
     "AlterClientQuotas", "AlterPartitionReassignments", "ListPartitionReassignments",
+    "ElectLeaders", "DescribeTopicPartitions",
 )
 
 #: Versions below validVersions that we still decode and answer. Produce v0-v2 were removed

@@ -50,10 +50,14 @@ from broker.protocol.messages import describe_log_dirs_request
 from broker.protocol.messages import describe_log_dirs_response
 from broker.protocol.messages import describe_producers_request
 from broker.protocol.messages import describe_producers_response
+from broker.protocol.messages import describe_topic_partitions_request
+from broker.protocol.messages import describe_topic_partitions_response
 from broker.protocol.messages import describe_transactions_request
 from broker.protocol.messages import describe_transactions_response
 from broker.protocol.messages import describe_user_scram_credentials_request
 from broker.protocol.messages import describe_user_scram_credentials_response
+from broker.protocol.messages import elect_leaders_request
+from broker.protocol.messages import elect_leaders_response
 from broker.protocol.messages import end_txn_request
 from broker.protocol.messages import end_txn_response
 from broker.protocol.messages import fetch_request
@@ -138,6 +142,7 @@ APIS = (
     (36, 'SaslAuthenticate', sasl_authenticate_request, sasl_authenticate_response),
     (37, 'CreatePartitions', create_partitions_request, create_partitions_response),
     (42, 'DeleteGroups', delete_groups_request, delete_groups_response),
+    (43, 'ElectLeaders', elect_leaders_request, elect_leaders_response),
     (44, 'IncrementalAlterConfigs', incremental_alter_configs_request, incremental_alter_configs_response),
     (45, 'AlterPartitionReassignments', alter_partition_reassignments_request, alter_partition_reassignments_response),
     (46, 'ListPartitionReassignments', list_partition_reassignments_request, list_partition_reassignments_response),
@@ -152,6 +157,7 @@ APIS = (
     (66, 'ListTransactions', list_transactions_request, list_transactions_response),
     (68, 'ConsumerGroupHeartbeat', consumer_group_heartbeat_request, consumer_group_heartbeat_response),
     (69, 'ConsumerGroupDescribe', consumer_group_describe_request, consumer_group_describe_response),
+    (75, 'DescribeTopicPartitions', describe_topic_partitions_request, describe_topic_partitions_response),
 )
 REQUEST_HEADER = request_header
 RESPONSE_HEADER = response_header
