@@ -178,7 +178,7 @@ def _check(cfg: dict) -> None:
                           "server.cluster_heartbeat_interval_s")
     if srv["cluster"] and cfg["metadata"]["url"].startswith("memory:"):
         raise ConfigError("server.cluster needs a metadata.url the brokers share "
-                          "(sqlite:// on one host, or postgresql://)")
+                          "(sqlite:// on one host, postgresql:// or dynamodb://)")
     if cfg["segments"]["orphan_sweep_interval_s"] < 0:
         raise ConfigError("segments.orphan_sweep_interval_s must be >= 0 (0: never)")
     if cfg["kafka"]["quota_window_num"] < 2:

@@ -6,6 +6,11 @@
 - `sqlite:///abs/path.db?synchronous=NORMAL` — SqliteMetadataStore on that file
 - `postgresql://user:pass@host:5432/dbname?table=kv` (or `postgres://`) —
   PostgresMetadataStore; query parameters that are not its options go to the driver
+- `dynamodb://TABLE?region=us-east-1` (`&endpoint_url=http://127.0.0.1:8000` for a local
+  DynamoDB API server) — DynamoMetadataStore on that table, created if absent; credentials
+  come from botocore's usual chain (environment, config files, instance role); other
+  options: `create_table`, `txn_timeout_s`, `lock_wait_s`, `retry_s`, `parallelism`, ...
+  (dynamodb.py's STORE_OPTIONS); an unknown one is refused
 
 Query parameters and keyword options are passed to the store's constructor (keyword
 options win).
@@ -58,4 +63,8 @@ def open_metadata_store(url: str, **opts: Any) -> MetadataStore:
         from s2core.metadata.postgres import PostgresMetadataStore
 
         return PostgresMetadataStore.from_url(url, **opts)
+    if parts.scheme == "dynamodb":
+        from s2core.metadata.dynamodb import DynamoMetadataStore
+
+        return DynamoMetadataStore.from_url(url, **opts)
     raise InvalidArgument(f"unknown metadata store URL scheme: {parts.scheme!r}")
