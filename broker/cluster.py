@@ -171,6 +171,10 @@ class Cluster:
         self._version = 0
         self._task: asyncio.Task | None = None
         self._changing = asyncio.Lock()
+        self.balance = True  # move group journal partitions to spread coordinators
+        self._live_set: frozenset[int] = frozenset()
+        self._live_since = time.monotonic()
+        self._beats = 0
 
     @property
     def home(self) -> str:
@@ -237,6 +241,12 @@ class Cluster:
                 await self.refresh()
                 await self._take_over()
                 await self._reload_caches()
+                await self.broker.extensions["groups"].follow_moves()
+                self._beats += 1
+                if self._beats % 10 == 0:  # (a move a failure left: reassign.py)
+                    await self.broker.reassigner.resume()
+                if self.balance and self.controller() == self.node_id:
+                    await self.broker.reassigner.balance_coordinators()
             except asyncio.CancelledError:
                 raise
             except Exception:  # metadata unreachable: the next beat retries
@@ -277,6 +287,15 @@ class Cluster:
             channel_node[ch] = self.node_id
         self.nodes, self.channel_node = nodes, channel_node
         self.lease_owner = lease_owner
+        live = frozenset(n.node_id for n in nodes.values() if n.live)
+        if live != self._live_set:
+            self._live_set, self._live_since = live, time.monotonic()
+
+    def settled(self) -> bool:
+        """Every live broker serves its own channel, and the set of live brokers has not
+        changed for a session timeout."""
+        return time.monotonic() - self._live_since >= self.session_timeout_ms / 1000 and \
+            all(self.channel_leader(n.channel) == n.node_id for n in self.live_nodes())
 
     async def _take_over(self) -> None:
         """Adopt the channels of dead brokers (the lowest live node id does), let go of

@@ -60,6 +60,7 @@ class BrokerConfig:
     rack: str | None = None
     cluster_heartbeat_s: float = 1.0
     cluster_session_timeout_s: float = 6.0
+    cluster_balance_coordinators: bool = True
 
 
 class Broker:
@@ -81,6 +82,7 @@ class Broker:
         self.cluster = Cluster(self, config.cluster, heartbeat_s=config.cluster_heartbeat_s,
                                session_timeout_s=config.cluster_session_timeout_s,
                                rack=config.rack)
+        self.cluster.balance = config.cluster_balance_coordinators
         self.topics.place = self.cluster.place
         self.interbroker = InterBroker(self)  # (started by serve() in a cluster)
         self.reassigner = Reassigner(self)  # partition moves (broker/reassign.py)

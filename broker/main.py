@@ -58,7 +58,9 @@ def broker_config(cfg: dict[str, Any]) -> BrokerConfig:
                         rack=cfg["server"]["rack"] or None,
                         cluster_heartbeat_s=cfg["server"]["cluster_heartbeat_interval_s"],
                         cluster_session_timeout_s=cfg["server"][
-                            "cluster_session_timeout_s"])
+                            "cluster_session_timeout_s"],
+                        cluster_balance_coordinators=cfg["server"][
+                            "cluster_balance_coordinators"])
 
 
 def oauthbearer(srv: dict) -> OAuthBearer | None:

@@ -30,6 +30,7 @@ from broker.protocol.messages.alter_partition_reassignments_request import (
     ReassignableTopic,
 )
 from broker.topics import stream_name
+from broker.transactions import GROUPS_TOPIC
 from s2core.errors import NotServed, S2Error
 from s2core.metadata import list_all
 
@@ -110,32 +111,55 @@ class Reassigner:
         row = f"{PREFIX}{topic}/{p}"
         await self.metadata.put(row, json.dumps({"replicas": replicas,
                                                  "from": b.cluster.node_id}).encode(), 0)
-        await b.topics.set_replicas(topic, p, replicas)
+        if topic != GROUPS_TOPIC:
+            await b.topics.set_replicas(topic, p, replicas)
         await self._finish(topic, p, replicas[0], row)
+
+    def _stream(self, topic: str, p: int) -> str:
+        """The stream of a partition; `__consumer_offsets` names the group journal's."""
+        if topic == GROUPS_TOPIC:
+            return self.broker.extensions["groups"].journal.parts[p].stream
+        return stream_name(topic, p)
 
     async def _finish(self, topic: str, p: int, target: int, row: str) -> None:
         b = self.broker
-        stream = stream_name(topic, p)
+        stream = self._stream(topic, p)
         h = await b.store._handle(b.basin, stream, serve=True)
         if h.chain[-1]["channel"] != channel_name(target):
             if h.chain[-1]["channel"] not in b.store.channels:
                 raise NotServed(f"partition {topic}-{p} is led elsewhere")
+            if topic == GROUPS_TOPIC:
+                await self._let_journal_go(p)
             await b.store.move_stream(b.basin, stream, channel_name(target), remote=True)
             log.info("moved %s-%d to broker %d", topic, p, target)
-        b.producers.forget_all()  # (rebuilt from the streams when next needed)
-        b.extensions["txn"].forget_partition(topic, p)
+        if topic == GROUPS_TOPIC:
+            b.extensions["groups"].release_partitions({p})
+            b.extensions["txn"].release_partitions({p})
+        else:
+            b.producers.forget_all()  # (rebuilt from the streams when next needed)
+            b.extensions["txn"].forget_partition(topic, p)
         await self.metadata.delete(row)
+
+    async def _let_journal_go(self, index: int) -> None:
+        """Before a journal partition moves: its groups get NOT_COORDINATOR from now on
+        (clients look for the coordinator again), and its writes under way finish."""
+        part = self.broker.extensions["groups"].journal.parts[index]
+        part.local = False
+        async with part.lock:  # (no write is being sequenced)
+            pending = list(part.pending)
+        if pending:
+            await asyncio.gather(*(e.settled for e in pending), return_exceptions=True)
 
     async def resume(self) -> None:
         """Finish the moves a stopped leader left, of the streams served here now."""
         b = self.broker
         for (topic, p), d in (await self.ongoing()).items():
-            if b.topics.get(topic) is None:
+            if topic != GROUPS_TOPIC and b.topics.get(topic) is None:
                 await self.metadata.delete(f"{PREFIX}{topic}/{p}")
                 continue
             try:
-                h = await b.store._handle(b.basin, stream_name(topic, p), serve=True)
-            except S2Error:
+                h = await b.store._handle(b.basin, self._stream(topic, p), serve=True)
+            except (S2Error, IndexError):
                 continue
             target = d["replicas"][0]
             if h.chain[-1]["channel"] in b.store.channels or \
@@ -145,3 +169,31 @@ class Reassigner:
                     await self._finish(topic, p, target, f"{PREFIX}{topic}/{p}")
                 except S2Error as e:
                     log.warning("finishing the move of %s-%d failed: %s", topic, p, e)
+
+    async def balance_coordinators(self) -> None:
+        """(The controller, at a heartbeat.) Move one group journal partition (its groups'
+        and transactional ids' coordinator) from the broker serving the most to the one
+        serving the fewest, when they differ by more than one. Only on a settled cluster:
+        every live broker serves its own channel, and the set of live brokers has not
+        changed for a session timeout (`Cluster.settled`)."""
+        b = self.broker
+        cluster, groups = b.cluster, b.extensions["groups"]
+        live = [n.node_id for n in cluster.live_nodes()]
+        if len(live) < 2 or not cluster.settled():
+            return
+        holders: dict[int, list[int]] = {n: [] for n in live}
+        for part in groups.journal.parts:
+            node = await groups.coordinator_of_partition(part.index)
+            if node not in holders:
+                return  # (a partition between brokers: later)
+            holders[node].append(part.index)
+        most = max(live, key=lambda n: (len(holders[n]), -n))
+        least = min(live, key=lambda n: (len(holders[n]), n))
+        if len(holders[most]) - len(holders[least]) <= 1:
+            return
+        index = holders[most][-1]
+        log.info("moving group journal partition %d from broker %d to broker %d (balance)",
+                 index, most, least)
+        code, msg = await self.move_via_leader(GROUPS_TOPIC, index, [least], most)
+        if code != E.NONE:
+            log.info("moving group journal partition %d: %s", index, msg)

@@ -16,8 +16,8 @@ durable from the Prepare state on; the id answers CONCURRENT_TRANSACTIONS meanwh
 broker that takes over an id finishes what a stop left prepared. A transaction open longer
 than its timeout is aborted and its producer fenced (epoch bump), as Kafka's coordinator
 does. The coordinator of an id is the broker serving the group journal partition of its
-hash (broker/groups/journal.py), whose channel's lease epoch is the coordinator epoch the
-markers carry.
+hash (broker/groups/journal.py); each broker that takes a journal partition up bumps its
+coordinator epoch (`kafka/txn-coordinator-epoch/<partition>`), which the markers carry.
 
 Groups. TxnOffsetCommit goes to the group's coordinator, which checks the transaction
 against its coordinator's row and keeps the offsets staged in `kafka/txn-offsets/<group>/
@@ -65,6 +65,7 @@ _TXN = "kafka/txn/"
 _PART = "kafka/txn-partition/"
 _PID = "kafka/txn-pid/"        # producer id -> its transactional id
 _STAGED = "kafka/txn-offsets/"  # <group>/<producer id> -> offsets staged by a transaction
+_CEPOCH = "kafka/txn-coordinator-epoch/"  # <journal partition> -> its coordinator epoch
 GROUPS_TOPIC = "__consumer_offsets"  # a marker for the groups of a journal partition
 MARKER_WAIT_S = 5.0  # EndTxn waits this long for its markers, then answers
 EMPTY, ONGOING = "Empty", "Ongoing"
@@ -155,6 +156,7 @@ class TransactionCoordinator:
         self._finishing: dict[str, asyncio.Task] = {}
         self._tids: dict[int, str] = {}  # producer id -> transactional id (read elsewhere)
         self._verified: dict[tuple[str, int, int], int] = {}  # (topic, p, pid) -> epoch
+        self._cepochs: dict[int, int] = {}  # journal partition -> coordinator epoch here
         self._task: asyncio.Task | None = None
 
     @property
@@ -182,17 +184,36 @@ class TransactionCoordinator:
         return await self.groups.coordinator_of(tid)
 
     def coordinator_epoch(self, tid: str) -> int:
-        """The lease epoch of the channel serving `tid`'s journal partition: it grows with
-        every new holder, so a partition can refuse a late marker of an older one."""
-        part = self.groups.journal.parts[partition_of(tid)]
-        ch = self.broker.store.channels.get(part.channel)
-        return ch.log.epoch if ch is not None else 0
+        """The epoch of this broker's hold on `tid`'s journal partition: it grows with
+        every broker that takes the partition up (`_take_up`), so a partition can refuse
+        a late marker of an earlier coordinator."""
+        return self._cepochs.get(partition_of(tid), 0)
+
+    async def _take_up(self, indexes: set[int]) -> None:
+        """A new coordinator epoch for each journal partition this broker takes up (at
+        start, adopting a channel, or a partition moved here), as Kafka's coordinator
+        takes the leader epoch of its `__transaction_state` partition."""
+        for index in sorted(indexes):
+            key = f"{_CEPOCH}{index}"
+            while True:
+                row = await self.metadata.get(key)
+                epoch = (int(row.value) if row is not None else 0) + 1
+                try:
+                    if row is None:
+                        await self.metadata.create(key, str(epoch).encode())
+                    else:
+                        await self.metadata.put(key, str(epoch).encode(), row.version)
+                except VersionMismatch:
+                    continue
+                self._cepochs[index] = epoch
+                break
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Load the transactional ids (and staged offsets) this broker serves; finish the
         transactions a stop left prepared."""
+        await self._take_up({p.index for p in self.groups.journal.parts if p.local})
         tasks = await self._load(lambda key: not self.groups.not_here(key))
         if not self.broker.cluster.enabled:  # (alone, every marker is local: quick)
             for task in tasks:
@@ -221,22 +242,34 @@ class TransactionCoordinator:
 
     async def adopt_channel(self, channel: str) -> None:
         """This broker serves `channel` now: the ids and groups of its journal streams."""
-        parts = self.groups.journal.parts
+        await self.adopt_partitions({part.index for part in self.groups.journal.parts
+                                     if part.channel == channel and part.local})
+
+    async def adopt_partitions(self, indexes: set[int]) -> None:
+        """This broker serves these journal partitions now: their ids and groups."""
         self._forget_partitions()
-        await self._load(lambda key: parts[partition_of(key)].channel == channel
-                         and parts[partition_of(key)].local)
+        if indexes:
+            await self._take_up(indexes)
+            await self._load(lambda key: partition_of(key) in indexes)
 
     def release_channel(self, channel: str) -> None:
         """`channel` is served elsewhere now: forget its ids and groups."""
-        parts = self.groups.journal.parts
+        self.release_partitions({part.index for part in self.groups.journal.parts
+                                 if part.channel == channel})
+
+    def release_partitions(self, indexes: set[int]) -> None:
+        """These journal partitions are served elsewhere now: forget their ids and
+        groups."""
         self._forget_partitions()
-        for tid in [t for t in self.states if parts[partition_of(t)].channel == channel]:
+        for index in indexes:
+            self._cepochs.pop(index, None)
+        for tid in [t for t in self.states if partition_of(t) in indexes]:
             st = self.states.pop(tid)
             self.by_pid.pop(st.pid, None)
             task = self._finishing.pop(tid, None)
             if task is not None:
                 task.cancel()
-        for group in [g for g in self.staged if parts[partition_of(g)].channel == channel]:
+        for group in [g for g in self.staged if partition_of(g) in indexes]:
             del self.staged[group]
 
     def _forget_partitions(self) -> None:

@@ -74,3 +74,35 @@ def start_broker(data_dir: str, kafka_port: int = 0, extra: list | None = None,
                                  log_path, extra)
     proc.kill()
     raise RuntimeError("broker did not become ready in time")
+
+
+def find_coordinators(bootstrap: str, keys: list[str], key_type: int = 0) -> dict[str, int]:
+    """FindCoordinator (v4, several keys) asked of the first broker in `bootstrap`: key ->
+    node id of its coordinator (-1 when it has none). Kafka's clients keep this to
+    themselves; tests need it to kill the right broker."""
+    import socket
+    import struct
+
+    sys.path.insert(0, str(ROOT))
+    from broker.protocol import decode_response, encode_request
+    from broker.protocol.messages import _index
+    from broker.protocol.messages.find_coordinator_request import FindCoordinatorRequest
+
+    host, port = bootstrap.split(",")[0].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        header = _index.request_header.RequestHeader(10, 4, 1, "test")
+        s.sendall(b"".join(encode_request(header, FindCoordinatorRequest(
+            key_type=key_type, coordinator_keys=keys))))
+        size = struct.unpack(">i", _read(s, 4))[0]
+        _, resp = decode_response(memoryview(_read(s, size)), 10, 4)
+    return {c.key: c.node_id for c in resp.coordinators}
+
+
+def _read(s, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError("closed")
+        out += chunk
+    return out

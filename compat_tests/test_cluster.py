@@ -13,13 +13,30 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 
 import pytest
-from brokerproc import ROOT, start_broker
+from brokerproc import ROOT, find_coordinators, start_broker
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 HEARTBEAT, SESSION = 0.3, 2.0
+
+
+def _journal_keys() -> dict[int, str]:
+    """A group name for each group journal partition."""
+    import sys
+    sys.path.insert(0, str(ROOT))
+    from broker.groups.journal import PARTITIONS, partition_of
+    keys: dict[int, str] = {}
+    i = 0
+    while len(keys) < PARTITIONS:
+        keys.setdefault(partition_of(f"jk{i}"), f"jk{i}")
+        i += 1
+    return keys
+
+
+JOURNAL_KEYS = _journal_keys()
 
 
 def flags(root: str, n: int) -> list[str]:
@@ -40,6 +57,21 @@ class Cluster:
         self.admin = AdminClient({"bootstrap.servers": self.bootstrap})
         self.wait_for(lambda: len(self.admin.list_topics(timeout=10).brokers) == n)
         time.sleep(3 * HEARTBEAT)  # (every broker's view has refreshed since, not just one)
+        self.wait_for(self.coordinators_spread)  # (the first broker's journal, balanced)
+
+    def coordinators(self) -> dict[int, int]:
+        """Journal partition -> the broker coordinating its groups and transactional ids."""
+        by_key = find_coordinators(self.bootstrap, list(JOURNAL_KEYS.values()))
+        return {i: by_key[k] for i, k in JOURNAL_KEYS.items()}
+
+    def coordinators_spread(self) -> bool:
+        live = {int(b.id) for b in self.admin.list_topics(timeout=10).brokers.values()}
+        count = Counter(self.coordinators().values())
+        return set(count) <= live and \
+            max(count[n] for n in live) - min(count[n] for n in live) <= 1
+
+    def coordinator(self, key: str, key_type: int = 0) -> int:
+        return find_coordinators(self.bootstrap, [key], key_type)[key]
 
     def restart(self, i: int) -> None:
         port = int(self.brokers[i].bootstrap.rsplit(":", 1)[1])
@@ -149,12 +181,12 @@ def test_group_coordinator_failover_keeps_committed_offsets(cluster):
     produce(c, topic, 0, 200, acked)
     first = consume(c, topic, "cl-group", 200)  # committed at the end
     assert sorted(first) == sorted(acked)
-    # node 0 started first: it holds the group journal (and is the controller)
-    c.brokers[0].kill()
+    victim = c.coordinator("cl-group")
+    c.brokers[victim].kill()
     produce(c, topic, 200, 100, acked)
     rest = consume(c, topic, "cl-group", 100)  # resumes from the committed offsets
     assert sorted(rest) == sorted(acked[200:]), (len(rest), rest[:3])
-    c.restart(0)
+    c.restart(victim)
     c.wait_for(lambda: len(c.admin.list_topics(timeout=10).brokers) == 3)
 
 
@@ -189,3 +221,20 @@ def test_a_broker_stopped_cleanly_hands_over_and_back(cluster):
     got = consume(c, topic, "cl-stop-readers", len(acked))
     assert sorted(got) == sorted(acked) and len(set(got)) == 400
     assert taken < SESSION + 1.0, taken
+
+
+def test_coordinators_spread_over_the_brokers(cluster):
+    """The group journal starts on the first broker; its partitions were moved until each
+    broker coordinates some groups, and groups work wherever they landed."""
+    c = cluster
+    coords = c.coordinators()
+    assert set(coords.values()) == {0, 1, 2}, coords
+    topic = f"cl-co-{uuid.uuid4().hex[:6]}"
+    create(c, topic, 3)
+    acked: list = []
+    produce(c, topic, 0, 90, acked)
+    for node in (0, 1, 2):
+        group = JOURNAL_KEYS[min(i for i, n in coords.items() if n == node)]
+        got = consume(c, topic, group, 90)  # committed at the end
+        assert sorted(got) == sorted(acked)
+        assert consume(c, topic, group, 0) == [], "resumed from the committed offsets"

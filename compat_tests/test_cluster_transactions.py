@@ -11,7 +11,7 @@ import time
 import uuid
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from test_cluster import cluster, create  # noqa: F401 (a fixture)
+from test_cluster import JOURNAL_KEYS, cluster, create  # noqa: F401 (a fixture)
 
 
 def txn_producer(c, tid: str) -> Producer:
@@ -108,15 +108,16 @@ def test_the_coordinator_dies_in_the_middle_of_a_transaction(cluster):  # noqa: 
     c = cluster
     topic = f"cl-txk-{uuid.uuid4().hex[:6]}"
     create(c, topic)
-    # node 0 started first: it holds the group journal, so it coordinates every id
-    p = txn_producer(c, f"cl-txk-{uuid.uuid4().hex[:6]}")
+    tid = f"cl-txk-{uuid.uuid4().hex[:6]}"
+    p = txn_producer(c, tid)
+    victim = c.coordinator(tid, 1)
     first = [f"x{i}".encode() for i in range(60)]
     p.begin_transaction()
     send(p, topic, first)
-    c.brokers[0].kill()
-    p.commit_transaction(60)  # to the broker that adopted node 0's channel
+    c.brokers[victim].kill()
+    p.commit_transaction(60)  # to the broker that adopted the coordinator's channel
     assert sorted(read_all(c, topic, "read_committed", 60)) == sorted(first)
-    c.restart(0)
+    c.restart(victim)
     c.wait_for(lambda: len(c.admin.list_topics(timeout=10).brokers) == 3)
     c.wait_for(lambda: set(c.leaders(topic).values()) == {0, 1, 2})
     second = [f"y{i}".encode() for i in range(60)]
@@ -127,3 +128,23 @@ def test_the_coordinator_dies_in_the_middle_of_a_transaction(cluster):  # noqa: 
     send(p, topic, [b"gone"] * 6)
     p.abort_transaction(60)
     assert sorted(read_all(c, topic, "read_committed", 120)) == sorted(first + second)
+
+
+def test_transactions_commit_on_every_coordinator(cluster):  # noqa: F811
+    """Coordinators are spread over the brokers (the group journal, balanced): a
+    transaction coordinated by each one commits."""
+    c = cluster
+    coords = c.coordinators()
+    topic = f"cl-txc-{uuid.uuid4().hex[:6]}"
+    create(c, topic)
+    want = []
+    for node in (0, 1, 2):
+        tid = JOURNAL_KEYS[min(i for i, n in coords.items() if n == node)]
+        assert c.coordinator(tid, 1) == node
+        p = txn_producer(c, tid)
+        values = [f"{node}-{i}".encode() for i in range(12)]
+        p.begin_transaction()
+        send(p, topic, values)
+        p.commit_transaction(30)
+        want += values
+    assert sorted(read_all(c, topic, "read_committed", len(want))) == sorted(want)

@@ -19,6 +19,7 @@ from broker.groups.consumer import ConsumerGroup
 from broker.groups.journal import Journal, partition_of
 from broker.groups.offsets import MAX_METADATA_BYTES, OffsetTable
 from broker.protocol.errors import ErrorCode as E
+from s2core.errors import S2Error
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,14 @@ class GroupCoordinator:
 
     def release_channel(self, channel: str) -> None:
         """Forget the groups whose journal streams are on `channel` (served elsewhere)."""
-        parts = set(self.journal.release_channel(channel))
+        self.release_partitions(set(self.journal.release_channel(channel)))
+
+    def release_partitions(self, parts: set[int]) -> None:
+        """Forget the groups of these journal partitions (served elsewhere now)."""
         if not parts:
             return
+        for index in parts:
+            self.journal.parts[index].local = False
         gone = [g for g in set(self.groups) | set(self.offsets.groups)
                 if partition_of(g) in parts]
         for gid in gone:
@@ -120,6 +126,23 @@ class GroupCoordinator:
             self.offsets.drop_group(gid)
         log.info("no longer coordinating the groups of journal partitions %s (%d groups)",
                  sorted(parts), len(gone))
+
+    async def follow_moves(self) -> None:
+        """Take up or let go of journal partitions whose streams moved (in a cluster, at
+        every heartbeat: a balancing move by this broker or another)."""
+        txn = self.broker.extensions["txn"]
+        for part in self.journal.parts:
+            try:
+                moved = await self.journal.follow(part, self.apply)
+            except S2Error as e:  # (the next beat looks again)
+                log.info("journal partition %d: %s", part.index, e)
+                continue
+            if moved is True:
+                log.info("coordinating the groups of journal partition %d now", part.index)
+                await txn.adopt_partitions({part.index})
+            elif moved is False:
+                self.release_partitions({part.index})
+                txn.release_partitions({part.index})
 
     def new_member_id(self, prefix: str) -> str:
         return f"{prefix}-{uuid.UUID(int=self.broker.store.rng.getrandbits(128))}"

@@ -109,6 +109,24 @@ class Journal:
                 out.append(part.index)
         return out
 
+    async def follow(self, part: _Partition, apply: Callable[[dict], None]) -> bool | None:
+        """Whether the stream of `part` moved (a balancing move, broker/reassign.py): True if
+        it is served here now (replayed first: only then does it count as local), False if
+        it went elsewhere, None if nothing changed."""
+        h = await self.store._handle(self.basin, part.stream, serve=not part.local)
+        channel = h.chain[-1]["channel"]
+        local = channel in self.store.channels and h.chain[-1]["sealed_at"] is None
+        if local == part.local:
+            part.channel = channel
+            return None
+        part.channel = channel
+        if not local:
+            part.local = False
+            return False
+        await self._replay(part, apply)
+        part.local = True
+        return True
+
     def release_channel(self, channel: str) -> list[int]:
         """The streams on `channel` are served elsewhere now: their indexes."""
         out = []

@@ -3,6 +3,7 @@ kafka-reassign-partitions.sh). The first broker of a partition's new replica lis
 its leader; the move is done when the answer comes (broker/reassign.py). A partition led
 by another broker is moved by that broker, to which the request is passed on."""
 from broker import acls
+from broker.groups.journal import PARTITIONS
 from broker.protocol.errors import ErrorCode as E
 from broker.protocol.messages.alter_partition_reassignments_request import (
     AlterPartitionReassignmentsRequest,
@@ -15,6 +16,7 @@ from broker.protocol.messages.alter_partition_reassignments_response import (
     ReassignableTopicResponse,
 )
 from broker.topics import stream_name
+from broker.transactions import GROUPS_TOPIC
 from s2core.errors import S2Error
 
 API_KEY = 45
@@ -43,6 +45,13 @@ async def handle(broker, conn, header, request):
     local = []
     for t in request.topics:
         topic = broker.topics.get(t.name)
+        if t.name == GROUPS_TOPIC and getattr(conn, "internal", False):
+            for rp in t.partitions:  # (a balancing move of the group journal: reassign.py)
+                results[(t.name, rp.partition_index)] = \
+                    await mover.move(t.name, rp.partition_index, list(rp.replicas or [])) \
+                    if rp.replicas and 0 <= rp.partition_index < PARTITIONS else \
+                    (E.INVALID_REPLICA_ASSIGNMENT, "A journal partition and one broker.")
+            continue
         for rp in t.partitions:
             key = (t.name, rp.partition_index)
             if topic is None or not 0 <= rp.partition_index < topic.partitions:

@@ -9,6 +9,7 @@ import json
 import pytest
 from test_transactions import BASIN, call
 
+from broker.groups.journal import partition_of
 from broker.protocol.errors import ErrorCode as E
 from broker.protocol.messages.alter_partition_reassignments_request import (
     AlterPartitionReassignmentsRequest,
@@ -32,6 +33,7 @@ from broker.services import (
     list_partition_reassignments,
 )
 from broker.topics import stream_name
+from broker.transactions import GROUPS_TOPIC
 
 
 @pytest.fixture
@@ -128,3 +130,22 @@ async def test_describe_topic_partitions_refuses_a_cursor_outside_the_topics(bro
     assert [(t.name, [p.partition_index for p in t.partitions]) for t in r.topics] == \
         [("t", [0])]
     assert (r.next_cursor.topic_name, r.next_cursor.partition_index) == ("t", 1)
+
+
+async def test_a_journal_move_left_half_done_is_finished_and_its_groups_let_go(broker):
+    b = broker
+    groups = b.extensions["groups"]
+    index = partition_of("grp")
+    await groups.commit("grp", [["t", 0, 5, -1, "", 0]])
+    assert groups.offsets.get("grp", "t", 0).offset == 5
+    part = groups.journal.parts[index]
+    await b.store.metadata.put(f"{PREFIX}{GROUPS_TOPIC}/{index}",
+                               json.dumps({"replicas": [1], "from": 0}).encode(), 0)
+    await b.store.seal_stream(BASIN, part.stream)  # (stopped after the seal)
+    await b.reassigner.resume()
+    h = await b.store._handle(BASIN, part.stream)
+    assert h.chain[-1]["channel"] == "ch1"
+    assert groups.not_here("grp") and groups.offsets.get("grp", "t", 0) is None
+    assert await b.reassigner.ongoing() == {}
+    await groups.follow_moves()  # nothing changes: the stream is another broker's now
+    assert groups.not_here("grp")
