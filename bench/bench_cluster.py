@@ -12,8 +12,16 @@ leader.
   stopped with SIGKILL (then, in a second run, SIGTERM); printed is the longest time
   between two acks of a partition that broker led (how long its partitions had no
   leader, as clients saw it), and whether every acked record is there afterwards.
+- Reassignment (docs/decisions/0021): a 3-broker cluster; partition 0 is filled with
+  `--fill-mib` of 1 KiB records (offloaded to segments, as a long-lived partition is),
+  then a producer sends one record a millisecond to every partition while kafka-python's
+  AlterPartitionReassignments moves partition 0 to the next broker; printed are how long
+  the request took, the longest time between two acks of partition 0 around the move,
+  and whether every acked record is there afterwards. Done for an empty and a filled
+  partition: a move copies nothing but the tail the segments lack, so the size should
+  not matter.
 
-    python bench/bench_cluster.py [--rounds 3] [--seconds 5]
+    python bench/bench_cluster.py [--rounds 3] [--seconds 5] [--fill-mib 64]
 """
 from __future__ import annotations
 
@@ -156,11 +164,86 @@ def failover(sig: int) -> tuple[float, int, bool]:
         stop_cluster(root, brokers)
 
 
+def reassign(fill_mib: int) -> tuple[float, float, int, bool]:
+    """(seconds the reassignment request took, longest gap between acks of the moved
+    partition in s, acked records, all there afterwards)."""
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTP
+
+    root, brokers = start_cluster(3, heartbeat=0.3, session=2.0)
+    try:
+        bootstrap = ",".join(b.bootstrap for b in brokers)
+        topic = create_topic(bootstrap)
+        md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+        leader = md.topics[topic].partitions[0].leader
+        filler = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                           "batch.size": 1 << 20})
+        value = os.urandom(RECORD)
+        for _ in range(fill_mib * 1024):
+            while True:
+                try:
+                    filler.produce(topic, value, partition=0)
+                    break
+                except BufferError:
+                    filler.poll(0.01)
+        assert filler.flush(120) == 0
+        time.sleep(3)  # (the fill offloaded to segments, as an older partition's data is)
+        acks: list[float] = []
+        acked: list = []
+
+        def done(err, m):
+            if err is None:
+                acked.append((m.partition(), m.offset()))
+                if m.partition() == 0:
+                    acks.append(time.monotonic())
+
+        p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                      "linger.ms": 0, "message.timeout.ms": 60000, "on_delivery": done})
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+        end = time.monotonic() + 6
+        move_at, took = time.monotonic() + 2, None
+        i = 0
+        while time.monotonic() < end:
+            if took is None and time.monotonic() >= move_at:
+                t0 = time.monotonic()
+                res = admin.alter_partition_reassignments({KTP(topic, 0): [(leader + 1) % 3]})
+                took = time.monotonic() - t0
+                assert res == {KTP(topic, 0): None}, res
+            p.produce(topic, b"x", partition=i % PARTITIONS)
+            i += 1
+            p.poll(0.001)
+        p.flush(60)
+        admin.close()
+        gap = max((b - a for a, b in zip(acks, acks[1:])), default=0.0)
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-check",
+                      "enable.partition.eof": True})
+        tail = {q: min(o for pp, o in acked if pp == q) for q in range(PARTITIONS)}
+        c.assign([TopicPartition(topic, q, tail[q]) for q in range(PARTITIONS)])
+        seen, eof = set(), set()
+        deadline = time.monotonic() + 60
+        while len(eof) < PARTITIONS and time.monotonic() < deadline:
+            m = c.poll(1)
+            if m is None:
+                continue
+            if m.error():
+                eof.add(m.partition())
+                continue
+            seen.add((m.partition(), m.offset()))
+        c.close()
+        return took, gap, len(acked), set(acked) <= seen
+    finally:
+        stop_cluster(root, brokers)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--fill-mib", type=int, default=64)
+    ap.add_argument("--only", choices=("throughput", "failover", "reassign"))
     args = ap.parse_args()
+    if args.only == "reassign":
+        return report_reassign(args.fill_mib)
     results: dict[int, list[float]] = {1: [], 2: [], 3: []}
     for r in range(args.rounds):
         for n in (1, 2, 3):
@@ -179,6 +262,16 @@ def main() -> None:
         print(f"failover after {signal.Signals(sig).name}: the stopped broker's partitions "
               f"went {gap:.2f} s without an ack (heartbeat 1 s, session timeout 6 s); "
               f"{n} records acked, {'all' if ok else 'NOT all'} there afterwards")
+    report_reassign(args.fill_mib)
+
+
+def report_reassign(fill_mib: int) -> None:
+    for mib in (0, fill_mib):
+        took, gap, n, ok = reassign(mib)
+        print(f"reassignment of a partition holding {mib} MiB to another broker: answered "
+              f"in {took * 1000:.0f} ms; its acks paused at most {gap * 1000:.0f} ms; "
+              f"{n} records acked meanwhile, {'all' if ok else 'NOT all'} there afterwards",
+              flush=True)
 
 
 if __name__ == "__main__":
