@@ -540,8 +540,8 @@ class TransactionCoordinator:
                 if node == b.cluster.node_id:
                     code = await self.marker_code(self.write_marker(
                         topic, p, st.pid, st.epoch, commit, cepoch))
-                    if code in (E.NONE, E.UNKNOWN_TOPIC_OR_PARTITION):
-                        parts.discard((topic, p))
+                    if code in (E.NONE, E.UNKNOWN_TOPIC_OR_PARTITION, E.INVALID_PRODUCER_EPOCH):
+                        parts.discard((topic, p))  # (the last: a newer epoch wrote there)
                     elif code == E.TRANSACTION_COORDINATOR_FENCED:
                         raise TxnError(code, "a newer coordinator wrote this partition")
                 elif node is not None:
@@ -559,7 +559,8 @@ class TransactionCoordinator:
                 for topic, p, code in done:
                     if code == E.TRANSACTION_COORDINATOR_FENCED:
                         raise TxnError(code, "a newer coordinator wrote this partition")
-                    if code in (E.NONE, E.UNKNOWN_TOPIC_OR_PARTITION):
+                    if code in (E.NONE, E.UNKNOWN_TOPIC_OR_PARTITION,
+                                E.INVALID_PRODUCER_EPOCH):
                         (groups.discard(p) if topic == GROUPS_TOPIC
                          else parts.discard((topic, p)))
             if parts or groups:

@@ -127,6 +127,13 @@ class ClassicGroup:
         self.initial_step_ms = 0       # the delay that is running
         self.initial_remaining_ms = 0  # how much the phase may still be extended
 
+    def abandon(self) -> None:
+        """Another broker coordinates the group now: answer the joins and syncs waiting
+        here with NOT_COORDINATOR (the members look for the coordinator again)."""
+        for m in self.members.values():
+            _resolve(m.join_fut, JoinResult(E.NOT_COORDINATOR, m.member_id))
+            _resolve(m.sync_fut, SyncResult(E.NOT_COORDINATOR))
+
     # ------------------------------------------------------------------ queries
 
     def is_empty(self) -> bool:

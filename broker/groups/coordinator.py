@@ -119,7 +119,9 @@ class GroupCoordinator:
         gone = [g for g in set(self.groups) | set(self.offsets.groups)
                 if partition_of(g) in parts]
         for gid in gone:
-            self.groups.pop(gid, None)
+            group = self.groups.pop(gid, None)
+            if isinstance(group, ClassicGroup):
+                group.abandon()
             self._stored.pop(gid, None)
             self._live.discard(gid)
             self._dirty.discard(gid)

@@ -4,11 +4,13 @@ refusals, a no-op move to the leader itself, and a move a stop left half done fi
 `Reassigner.resume`."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from test_transactions import BASIN, call
 
+from broker.groups.classic import ClassicMember
 from broker.groups.journal import partition_of
 from broker.protocol.errors import ErrorCode as E
 from broker.protocol.messages.alter_partition_reassignments_request import (
@@ -138,6 +140,10 @@ async def test_a_journal_move_left_half_done_is_finished_and_its_groups_let_go(b
     index = partition_of("grp")
     await groups.commit("grp", [["t", 0, 5, -1, "", 0]])
     assert groups.offsets.get("grp", "t", 0).offset == 5
+    waiting = groups.classic("grp", True)  # a member waiting in a rebalance there
+    member = ClassicMember("m-1", None, "c", "h", 10000, 10000, "consumer", [])
+    member.join_fut = asyncio.get_running_loop().create_future()
+    waiting.members[member.member_id] = member
     part = groups.journal.parts[index]
     await b.store.metadata.put(f"{PREFIX}{GROUPS_TOPIC}/{index}",
                                json.dumps({"replicas": [1], "from": 0}).encode(), 0)
@@ -146,6 +152,7 @@ async def test_a_journal_move_left_half_done_is_finished_and_its_groups_let_go(b
     h = await b.store._handle(BASIN, part.stream)
     assert h.chain[-1]["channel"] == "ch1"
     assert groups.not_here("grp") and groups.offsets.get("grp", "t", 0) is None
+    assert member.join_fut.result().error == E.NOT_COORDINATOR, "told to look again"
     assert await b.reassigner.ongoing() == {}
     await groups.follow_moves()  # nothing changes: the stream is another broker's now
     assert groups.not_here("grp")
