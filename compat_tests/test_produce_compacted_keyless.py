@@ -25,6 +25,9 @@ def produce(broker, topic: str, keys: list[bytes | None], **conf) -> list:
 
     p = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": False,
                   "retries": 0, **conf})
+    # (the partition's leader known first: messages produced before it is may leave in
+    # more than one batch, and then keyed ones without a keyless batch mate succeed)
+    p.list_topics(topic, timeout=10)
     for i, key in enumerate(keys):
         p.produce(topic, value=b"v%d" % i, key=key, partition=0, on_delivery=on_delivery(i))
     assert p.flush(30) == 0
