@@ -117,9 +117,10 @@ class TopicRegistry:
 
     async def create(self, name: str, partitions: int, configs: dict[str, str | None], *,
                      validate_only: bool = False,
-                     channels: list[str] | None = None) -> Topic:
+                     channels: list[str] | None = None,
+                     replicas: dict[int, list[int]] | None = None) -> Topic:
         """Create a topic (`channels`: each partition's channel, chosen by `place` if
-        not given)."""
+        not given; `replicas`: the replica lists asked for, if more than the leader)."""
         check_topic_name(name)
         if partitions < 1:
             raise TopicError(ErrorCode.INVALID_PARTITIONS,
@@ -131,7 +132,7 @@ class TopicRegistry:
         if name in self.topics:
             raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
         topic = Topic(name, uuid.UUID(int=self.store.rng.getrandbits(128)).bytes, partitions,
-                      normalized, self.store.clock.now_ms())
+                      normalized, self.store.clock.now_ms(), replicas=dict(replicas or {}))
         if validate_only:
             return topic
         try:

@@ -11,6 +11,7 @@ import time
 import uuid
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
 from kafka import KafkaAdminClient
 from kafka import TopicPartition as KTP
 from kafka.errors import (
@@ -113,3 +114,24 @@ def test_reassignments_are_refused_with_kafkas_codes(cluster):  # noqa: F811
                    KTP(topic, 2): NoReassignmentInProgressError}, res
     assert a.list_partition_reassignments() == {}
     a.close()
+
+
+def test_a_replication_factor_is_reported_with_the_live_brokers_in_sync(cluster):  # noqa: F811
+    c = cluster
+    topic = f"cl-rf-{uuid.uuid4().hex[:6]}"
+    for f in c.admin.create_topics([NewTopic(topic, 3, 3)]).values():
+        f.result()
+    md = c.admin.list_topics(topic, timeout=10).topics[topic].partitions
+    for m in md.values():
+        assert len(m.replicas) == 3 and m.replicas[0] == m.leader, m
+        assert sorted(m.isrs) == [0, 1, 2]
+    victim = md[0].leader
+    c.brokers[victim].kill()
+
+    def taken_over():
+        now = c.admin.list_topics(topic, timeout=10).topics[topic].partitions
+        return all(m.leader not in (-1, victim) and victim not in m.isrs and
+                   len(m.replicas) == 3 for m in now.values())
+    c.wait_for(taken_over)
+    c.restart(victim)
+    c.wait_for(lambda: c.leaders(topic) == {p: m.leader for p, m in md.items()})

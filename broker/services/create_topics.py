@@ -96,14 +96,30 @@ async def _create(broker, t, duplicated: bool, validate_only: bool) -> Creatable
     configs: dict[str, str | None] = {}
     for c in t.configs or ():
         configs[c.name] = c.value
+    replicas = None  # (partition -> its brokers: what Metadata reports, reassign.py)
+    if cluster.enabled and t.assignments:
+        replicas = {p: list(a.broker_ids) for p, a in enumerate(t.assignments)
+                    if len(a.broker_ids) > 1}
+    elif cluster.enabled and t.replication_factor > 1:
+        # the leaders as `place` puts them, each followed by the next live brokers
+        by_channel = {n.channel: n.node_id for n in live.values()}
+        ids = sorted(live)
+        channels = [cluster.place(t.name, p) for p in range(partitions)]
+        replicas = {}
+        for p, ch in enumerate(channels):
+            first = ids.index(by_channel[ch])
+            replicas[p] = [ids[(first + k) % len(ids)] for k in range(t.replication_factor)]
     try:
         topic = await broker.topics.create(t.name, partitions, configs,
-                                           validate_only=validate_only, channels=channels)
+                                           validate_only=validate_only, channels=channels,
+                                           replicas=replicas)
     except TopicError as e:
         return fail(e.code, e.message)
+    factor = len(next(iter(topic.replicas.values()))) if topic.replicas else 1
     return CreatableTopicResult(
         name=topic.name, topic_id=topic.id, error_code=0, error_message=None,
-        topic_config_error_code=0, num_partitions=topic.partitions, replication_factor=1,
+        topic_config_error_code=0, num_partitions=topic.partitions,
+        replication_factor=factor,
         configs=[CreatableTopicConfigs(name=k, value=topic.config(k), read_only=False,
                                        config_source=SOURCE_DYNAMIC_TOPIC if k in topic.configs
                                        else SOURCE_DEFAULT, is_sensitive=False)

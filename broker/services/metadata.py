@@ -34,9 +34,11 @@ async def partitions_of(broker, topic) -> list[MetadataResponsePartition]:
                 error_code=ErrorCode.LEADER_NOT_AVAILABLE, partition_index=p, leader_id=-1,
                 leader_epoch=-1, replica_nodes=[], isr_nodes=[], offline_replicas=[]))
             continue
-        replicas = topic.replicas.get(p)  # (as a reassignment asked: broker/reassign.py)
-        if not replicas or replicas[0] != node:
+        replicas = topic.replicas.get(p)  # (as asked at creation or by a reassignment)
+        if not replicas:
             replicas = [node]
+        elif node not in replicas:  # (another broker took the leader's log over)
+            replicas = [node] + replicas[1:]
         live = {n.node_id for n in cluster.live_nodes()} if len(replicas) > 1 else {node}
         out.append(MetadataResponsePartition(
             error_code=0, partition_index=p, leader_id=node, leader_epoch=0,
