@@ -32,7 +32,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from s2core.errors import Unavailable
+from s2core.errors import S2Error, Unavailable
 from s2core.metadata import list_all
 from s2core.metadata.base import VersionMismatch
 
@@ -60,20 +60,21 @@ class Node:
     heartbeat_ms: int
     live: bool = False
     internal: list | None = None  # [host, port] of its internal listener (interbroker.py)
+    http: list | None = None  # [host, port] of its S2 HTTP API (s2core/http/relay.py)
 
     @classmethod
     def from_json(cls, raw: bytes) -> Node:
         d = json.loads(raw)
         return cls(d["node_id"], d["host"], d["port"], d.get("rack"), d["owner"],
                    d["channel"], d["wal"], d["write_quorum"], d["heartbeat_ms"],
-                   internal=d.get("internal"))
+                   internal=d.get("internal"), http=d.get("http"))
 
     def to_json(self) -> bytes:
         return json.dumps({"node_id": self.node_id, "host": self.host, "port": self.port,
                            "rack": self.rack, "owner": self.owner, "channel": self.channel,
                            "wal": self.wal, "write_quorum": self.write_quorum,
                            "heartbeat_ms": self.heartbeat_ms,
-                           "internal": self.internal}).encode()
+                           "internal": self.internal, "http": self.http}).encode()
 
 
 class ClusterError(Exception):
@@ -172,6 +173,7 @@ class Cluster:
         self._task: asyncio.Task | None = None
         self._changing = asyncio.Lock()
         self.balance = True  # move group journal partitions to spread coordinators
+        self.http_address: list | None = None  # this broker's S2 HTTP API, as published
         self._live_set: frozenset[int] = frozenset()
         self._live_since = time.monotonic()
         self._beats = 0
@@ -192,7 +194,7 @@ class Cluster:
         return Node(self.node_id, cfg.advertised_host, cfg.advertised_port, self.rack,
                     self.store.owner, self.home, self.wal, self.write_quorum,
                     int(time.time() * 1000), True,
-                    list(address) if address is not None else None)
+                    list(address) if address is not None else None, self.http_address)
 
     async def register(self) -> None:
         """Join (after `claim_node_id`): write our row, then look around."""
@@ -387,6 +389,21 @@ class Cluster:
             return self.node_id
         h = await self.store._handle(self.broker.basin, stream)
         return self.channel_leader(h.chain[-1]["channel"])
+
+    async def http_of(self, basin: str, stream: str) -> tuple[str, int] | None:
+        """The S2 HTTP API of the broker serving `stream`, if another one does."""
+        try:
+            h = await self.store._handle(basin, stream)
+        except S2Error:
+            return None  # (answered here: not found)
+        channel = h.chain[-1]["channel"]
+        if channel in self.store.channels:
+            return None
+        leader = self.channel_leader(channel)
+        node = self.nodes.get(leader) if leader is not None else None
+        if node is None or not node.live or not node.http or node.node_id == self.node_id:
+            return None
+        return node.http[0], node.http[1]
 
     def place(self, key: str, index: int) -> str | None:
         """The channel a new stream goes to: the live brokers' channels in turn (None:

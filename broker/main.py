@@ -16,6 +16,7 @@ from broker.s2view import KafkaS2View
 from broker.server import KafkaServer
 from s2core.config import parse_hostport, tls_server_context
 from s2core.http import create_app, serve_http
+from s2core.http.relay import Relay
 from s2core.http.server import bind_socket
 from s2core.metadata import open_metadata_store
 from s2core.server import (
@@ -127,13 +128,19 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
         i_host, i_port = parse_hostport(srv["cluster_listen"], "server.cluster_listen") \
             if srv["cluster_listen"] else (k_host, 0)
         await broker.interbroker.start(i_host, i_port, bcfg.advertised_host)
-    await cluster.beat()  # (the others see this address from now on)
-    cluster.start()
     h_host, h_port = parse_hostport(cfg["server"]["http_listen"], "server.http_listen")
     sock = bind_socket(h_host, h_port)
     h_addr = sock.getsockname()[:2]
+    relay = None
+    if bcfg.cluster and not srv["http_tls_cert_file"]:
+        # S2 requests for another broker's streams are passed on to it (s2core/http/relay.py)
+        cluster.http_address = [bcfg.advertised_host if h_addr[0] in ("0.0.0.0", "::", "")
+                                else h_addr[0], h_addr[1]]
+        relay = Relay(cluster.http_of)
+    await cluster.beat()  # (the others see these addresses from now on)
+    cluster.start()
     app = create_app(store, auth_tokens=cfg["server"]["http_auth_tokens"] or None,
-                     kafka_view=KafkaS2View(broker))
+                     kafka_view=KafkaS2View(broker), relay=relay)
     http = loop.create_task(serve_http(app, h_host, h_port, stop, sock=sock,
                                        certfile=srv["http_tls_cert_file"] or None,
                                        keyfile=srv["http_tls_key_file"] or None))
@@ -171,5 +178,7 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
             jwks.cancel()
         if cleaner is not None:
             cleaner.cancel()
+        if relay is not None:
+            await relay.close()
         await close_store(store)
         log.info("s2kafka stopped cleanly")

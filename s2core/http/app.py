@@ -19,6 +19,7 @@ from s2core.http.asgi import Receive, Request, Response, Scope, Send, StreamingR
 from s2core.http.context import Api, KafkaView, Settings
 from s2core.http.errors import HttpError, from_store_error
 from s2core.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from s2core.http.relay import RELAYED, Relay, RelayError
 from s2core.http.tokens import AccessTokens, Principal
 from s2core.store import StreamStore
 
@@ -133,6 +134,17 @@ class S2App:
                 if args:
                     args[0] = p.stream_prefix() + args[0]
                 p.check(op, basin, args[0] if args else None)
+                relay = self.api.relay
+                if relay is not None and len(segs) >= 4 and RELAYED.decode() not in req.headers:
+                    # the records of a stream another server serves: passed on to it
+                    addr = await relay.locate(basin, args[0])
+                    if addr is not None:
+                        try:
+                            return route, StreamingResponse(
+                                await relay.relay(req.scope, req._receive, send, addr))
+                        except RelayError as e:
+                            raise HttpError(503, "unavailable", str(e),
+                                            headers=(("retry-after-ms", "100"),)) from None
             elif segs[1] == "metrics":
                 if len(args) == 2:
                     args[1] = p.stream_prefix() + args[1]
@@ -183,11 +195,14 @@ class S2App:
 
 def create_app(store: StreamStore, auth_tokens: list[str] | None = None,
                kafka_view: KafkaView | None = None,
-               settings: Settings | None = None) -> S2App:
+               settings: Settings | None = None, relay: Relay | None = None) -> S2App:
     """The ASGI app serving S2's REST API over `store`.
 
     `auth_tokens`: root access tokens (None or empty turns auth off: see tokens.py).
-`kafka_view`: see context.KafkaView.
+`kafka_view`: see context.KafkaView. `relay`: passes requests for the records of streams
+    another server serves on to it (several brokers sharing one store: relay.py).
     """
-    return S2App(Api(store, settings or Settings(), kafka_view,
-                     AccessTokens(store.metadata, auth_tokens)))
+    api = Api(store, settings or Settings(), kafka_view,
+              AccessTokens(store.metadata, auth_tokens))
+    api.relay = relay
+    return S2App(api)

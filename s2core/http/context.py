@@ -58,6 +58,7 @@ class Api:
 
         self.metrics = Metrics()
         self.draining = asyncio.Event()  # set at shutdown: sessions end, clients reconnect
+        self.relay = None  # (relay.Relay: the records of streams another server serves)
         self._created: OrderedDict[tuple[str, str], tuple[Any, Response]] = OrderedDict()
 
     def count_append(self, basin: str, name: str, ops: int, nbytes: int) -> None:
