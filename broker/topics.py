@@ -96,9 +96,15 @@ class TopicRegistry:
         """(Again: a cluster's brokers read what the others changed: broker/cluster.py.
         The new tables are swapped in whole.)"""
         rows = await list_all(self.metadata, PREFIX)
+        old = self.topics
         self.topics, self.by_id = {}, {}
         for key, v in rows:
             self._cache(key[len(PREFIX):], v.value, v.version)
+        for name, t in old.items():  # deleted (or made again) by another broker
+            now = self.topics.get(name)
+            if now is None or now.id != t.id:
+                for p in range(t.partitions):
+                    self.store.forget_stream(self.basin, stream_name(name, p))
 
     def _cache(self, name: str, raw: bytes, version: int) -> Topic:
         d = json.loads(raw)

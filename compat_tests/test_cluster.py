@@ -238,3 +238,25 @@ def test_coordinators_spread_over_the_brokers(cluster):
         got = consume(c, topic, group, 90)  # committed at the end
         assert sorted(got) == sorted(acked)
         assert consume(c, topic, group, 0) == [], "resumed from the committed offsets"
+
+
+def test_a_topic_deleted_and_made_again_starts_empty_on_every_broker(cluster):
+    """Deleted and created again through one broker: the others drop what they cached of
+    the old partitions' streams, and serve the new ones from offset 0."""
+    c = cluster
+    topic = f"cl-del-{uuid.uuid4().hex[:6]}"
+    create(c, topic, 3)
+    old: list = []
+    produce(c, topic, 0, 60, old)
+    for f in c.admin.delete_topics([topic]).values():
+        f.result()
+    c.wait_for(lambda: topic not in c.admin.list_topics(timeout=10).topics)
+    time.sleep(3 * HEARTBEAT)  # (every broker's beat has read the deletion)
+    create(c, topic, 3)
+    new: list = []
+    produce(c, topic, 1000, 30, new)
+    for q in range(3):  # offsets from 0 again in every partition
+        offsets = sorted(o for p, o, _ in new if p == q)
+        assert offsets == list(range(len(offsets))), (q, offsets)
+    got = consume(c, topic, f"cl-del-r-{uuid.uuid4().hex[:4]}", 30)
+    assert sorted(got) == sorted(new)

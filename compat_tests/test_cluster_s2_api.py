@@ -72,6 +72,15 @@ async def test_either_broker_serves_every_streams_records(pair):
         assert bodies == ["j0", "j1"]
         r = await http.get("/v1/streams/nope/records", params={"seq_num": 0})
         assert r.status_code == 404
+    async with httpx.AsyncClient(base_url=a, headers={"s2-basin": basin}) as http:
+        # changes to a stream go to its broker too (through broker 0 to broker 1's)
+        r = await http.patch("/v1/streams/on-b", json={"retention_policy": {"age": 3600}})
+        assert r.status_code == 200, r.text
+        r = await http.delete("/v1/streams/on-b")
+        assert r.status_code in (200, 202), r.text
+    async with httpx.AsyncClient(base_url=b, headers={"s2-basin": basin}) as http:
+        r = await http.post("/v1/streams/on-b/records", json={"records": [{"body": "x"}]})
+        assert r.status_code in (404, 409), r.text
         # broker 0 killed: its streams answer 503 until broker 1 takes its WAL over
         procs[0].kill()
         deadline = time.monotonic() + 20

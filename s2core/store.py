@@ -382,6 +382,14 @@ class StreamStore:
             ch.forget(h.uid)
         self._background(self._purge(h.uid, None))
 
+    def forget_stream(self, basin: str, name: str) -> None:
+        """Another process deleted (or deleted and made again) the stream: drop what this
+        one keeps of it (its cached row, its state in a channel here)."""
+        h = self._handles.pop((basin, name), None)
+        if h is not None:
+            for ch in self.channels.values():
+                ch.forget(h.uid)
+
     def _background(self, coro) -> None:
         t = asyncio.get_running_loop().create_task(coro)
         self._bg.add(t)

@@ -135,8 +135,9 @@ class S2App:
                     args[0] = p.stream_prefix() + args[0]
                 p.check(op, basin, args[0] if args else None)
                 relay = self.api.relay
-                if relay is not None and len(segs) >= 4 and RELAYED.decode() not in req.headers:
-                    # the records of a stream another server serves: passed on to it
+                if relay is not None and args and RELAYED.decode() not in req.headers:
+                    # a stream another server serves: passed on to it (its records, and
+                    # changes to it, which that server's cached state must see)
                     addr = await relay.locate(basin, args[0])
                     if addr is not None:
                         try:
