@@ -93,6 +93,7 @@ class Broker:
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms))
         # transactions (broker/transactions.py)
         self.extensions["txn"] = TransactionCoordinator(self)
+        self.topics.on_gone = self._topic_gone
 
     async def start(self) -> None:
         await self.store.ensure_basin(self.basin)
@@ -111,6 +112,12 @@ class Broker:
         """Stop background work (after the listener stopped, before the store closes)."""
         await self.cluster.stop()
         await self.extensions["groups"].stop()
+
+    def _topic_gone(self, name: str) -> None:
+        """Another broker deleted the topic: its partitions' producer and transaction state
+        cached here goes too (a topic made again with the name starts afresh)."""
+        self.producers.forget_topic(name)
+        self.extensions["txn"].forget_topic(name)
 
     async def channels_changed(self, adopted: str | None = None,
                                released: str | None = None) -> None:

@@ -91,6 +91,8 @@ class TopicRegistry:
         # (topic, partition) -> the channel of a new partition's stream (None: the store's
         # default); a cluster places partitions on its brokers (broker/cluster.py)
         self.place = None
+        # (name) -> None: what else is cached of a topic another broker deleted
+        self.on_gone = None
 
     async def load(self) -> None:
         """(Again: a cluster's brokers read what the others changed: broker/cluster.py.
@@ -105,6 +107,8 @@ class TopicRegistry:
             if now is None or now.id != t.id:
                 for p in range(t.partitions):
                     self.store.forget_stream(self.basin, stream_name(name, p))
+                if self.on_gone is not None:
+                    self.on_gone(name)
 
     def _cache(self, name: str, raw: bytes, version: int) -> Topic:
         d = json.loads(raw)
