@@ -91,3 +91,32 @@ async def test_either_broker_serves_every_streams_records(pair):
             assert r.status_code == 503, r.text
             await asyncio.sleep(0.2)
         assert r.json()["tail"]["seq_num"] == 24, r.text
+
+
+def _answered(text: str) -> float:
+    """How many GET record requests a server has answered (its /metrics)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("s2_http_requests_total{") and 'method="GET"' in line
+               and 'route="/v1/streams/*/records"' in line)
+
+
+async def test_a_follow_session_relayed_ends_when_its_client_leaves(pair):
+    (a, b), _ = pair
+    basin = f"cl-{uuid.uuid4().hex[:8]}"
+    async with sdk(a) as s2a:
+        await s2a.create_basin(basin)
+        await s2a.basin(basin).create_stream("live")
+        await s2a.basin(basin).stream("live").append(AppendInput(records=[Record(body=b"r")]))
+    async with httpx.AsyncClient(base_url=a) as owner:
+        before = _answered((await owner.get("/metrics")).text)
+        async with httpx.AsyncClient(base_url=b, headers={"s2-basin": basin}) as http:
+            async with http.stream("GET", "/v1/streams/live/records", params={"seq_num": 0},
+                                   headers={"accept": "text/event-stream"}) as r:
+                assert r.status_code == 200
+                async for chunk in r.aiter_text():
+                    if "event: batch" in chunk:
+                        break  # (the session follows on: the client leaves it)
+        deadline = time.monotonic() + 10
+        while _answered((await owner.get("/metrics")).text) < before + 1:
+            assert time.monotonic() < deadline, "the owner's session went on"
+            await asyncio.sleep(0.1)

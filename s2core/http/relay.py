@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # not passed on (RFC 9113 8.2.2), nor what HTTP/2 carries as pseudo-headers
 _HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
         b"host", b"http2-settings", b"te", b"content-length"}
+_OWN = {b"date", b"server"}  # (the relaying server's own)
 _WINDOW = 16 * 1024 * 1024
 RELAYED = b"s2kafka-relayed"  # on a relayed request: served where it lands, never relayed on
 CONNECT_TIMEOUT_S = 5.0
@@ -55,6 +56,7 @@ class _Peer:
         self.reader_task: asyncio.Task | None = None
         self.lock = asyncio.Lock()
         self.closed = False
+        self.draining = False
 
     async def connect(self) -> None:
         reader, self.writer = await asyncio.wait_for(
@@ -92,6 +94,9 @@ class _Peer:
                 self.writer.close()
 
     def _dispatch(self, ev) -> None:
+        if isinstance(ev, h2.events.ConnectionTerminated):
+            self.draining = True  # (GOAWAY: its streams finish, new ones go elsewhere)
+            return
         if isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
             for st in self.streams.values():
                 st.window.set()
@@ -139,7 +144,7 @@ class Relay:
         """A connection to `addr` with room for one more stream (a new one if none has:
         sessions are long-lived, and a server takes ~100 streams a connection)."""
         peers = self._peers.setdefault(addr, [])
-        peers[:] = [p for p in peers if not p.closed]
+        peers[:] = [p for p in peers if not p.closed and not p.draining]
         for peer in peers:
             async with peer.lock:  # (wait while it connects)
                 pass
@@ -188,7 +193,8 @@ class Relay:
                     status = int(dict(ev.headers)[b":status"])
                     await send({"type": "http.response.start", "status": status,
                                 "headers": [(k, v) for k, v in ev.headers
-                                            if not k.startswith(b":") and k not in _HOP]})
+                                            if not k.startswith(b":") and k not in _HOP
+                                            and k not in _OWN]})
                     started = True
                 elif isinstance(ev, h2.events.DataReceived):
                     await send({"type": "http.response.body", "body": ev.data,
@@ -211,19 +217,26 @@ class Relay:
 
     @staticmethod
     async def _pump(peer: _Peer, sid: int, receive) -> None:
-        """The request body, passed on as it arrives (a session's appends keep coming)."""
+        """The request body, passed on as it arrives (a session's appends keep coming);
+        then, until the response ends, a wait for the client to leave (a follow session
+        relayed to nobody would run on)."""
+        body_done = False
         while True:
             msg = await receive()
-            if msg["type"] == "http.disconnect":
+            if msg["type"] == "http.disconnect":  # the client left: so does the relay
                 if not peer.closed:
                     with contextlib.suppress(h2.exceptions.ProtocolError, KeyError):
                         peer.conn.reset_stream(sid)
                     peer._flush()
+                st = peer.streams.get(sid)
+                if st is not None:
+                    st.events.put_nowait(None)
                 return
+            if body_done:
+                continue
             more = msg.get("more_body", False)
             await peer.send_data(sid, msg.get("body", b""), end=not more)
-            if not more:
-                return
+            body_done = not more
 
     async def close(self) -> None:
         for peers in self._peers.values():
