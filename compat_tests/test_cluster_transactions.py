@@ -148,3 +148,24 @@ def test_transactions_commit_on_every_coordinator(cluster):  # noqa: F811
         p.commit_transaction(30)
         want += values
     assert sorted(read_all(c, topic, "read_committed", len(want))) == sorted(want)
+
+
+def test_a_partition_leader_dies_before_the_commit(cluster):  # noqa: F811
+    """The coordinator cannot reach one leader for its marker until another broker adopts
+    that leader's log: the commit is decided, its markers wait, and then every committed
+    record is readable."""
+    c = cluster
+    topic = f"cl-txl-{uuid.uuid4().hex[:6]}"
+    create(c, topic)
+    tid = f"cl-txl-{uuid.uuid4().hex[:6]}"
+    p = txn_producer(c, tid)
+    coordinator = c.coordinator(tid, 1)
+    victim = next(n for n in (0, 1, 2) if n != coordinator)
+    values = [f"z{i}".encode() for i in range(60)]
+    p.begin_transaction()
+    send(p, topic, values)
+    c.brokers[victim].kill()
+    p.commit_transaction(60)
+    assert sorted(read_all(c, topic, "read_committed", 60)) == sorted(values)
+    c.restart(victim)
+    c.wait_for(lambda: set(c.leaders(topic).values()) == {0, 1, 2})
