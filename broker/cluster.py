@@ -5,8 +5,9 @@ form a cluster. Each broker has a node id and its own WAL channel (`ch<node id>`
 partition's leader is the broker that serves the channel of its stream's current
 streamlet. Brokers register in metadata (`kafka/brokers/<node id>`: address, rack, the
 WAL of their channel) and heartbeat there; a broker whose heartbeat is older than
-`cluster_session_timeout_s` is dead. The live broker with the lowest node id then adopts
-the dead broker's channel: it takes the channel's lease (fencing the dead broker, should
+`cluster_session_timeout_s` is dead. One live broker (chosen by the channel's hash, so
+that several dead brokers' logs spread over the live ones) then adopts the dead broker's
+channel: it takes the channel's lease (fencing the dead broker, should
 it still be writing), recovers its log from the dead broker's WAL replicas (S3, or local
 directories this host can reach) and serves its partitions and groups from then on. When
 the dead broker comes back, it takes its channel back by opening it (the adopter, fenced,
@@ -300,7 +301,7 @@ class Cluster:
             all(self.channel_leader(n.channel) == n.node_id for n in self.live_nodes())
 
     async def _take_over(self) -> None:
-        """Adopt the channels of dead brokers (the lowest live node id does), let go of
+        """Adopt the channels of dead brokers (each by the live broker its hash picks), let go of
         adopted channels whose lease went to someone else, take our own back."""
         async with self._changing:
             homes = {n.channel: n for n in self.nodes.values()}
@@ -320,11 +321,13 @@ class Cluster:
                 if ch == self.home:  # ours: take it back
                     await self._adopt(self._me())
             live = sorted(n.node_id for n in self.nodes.values() if n.live)
-            if not live or live[0] != self.node_id:
+            if not live:
                 return
             for n in sorted(self.nodes.values(), key=lambda n: n.node_id):
                 if n.live or n.channel in self.store.channels:
                     continue
+                if live[zlib.crc32(n.channel.encode()) % len(live)] != self.node_id:
+                    continue  # (dead brokers' logs are spread over the live ones)
                 holder = self.channel_node.get(n.channel)
                 if holder is not None and self.nodes.get(holder, n).live:
                     continue  # another live broker serves it
