@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import threading
 from typing import Any
 
@@ -14,7 +15,7 @@ from broker.kafka import Broker, BrokerConfig
 from broker.oauth import OAuthBearer
 from broker.s2view import KafkaS2View
 from broker.server import KafkaServer
-from s2core.config import parse_hostport, tls_server_context
+from s2core.config import ConfigError, parse_hostport, tls_server_context
 from s2core.http import create_app, serve_http
 from s2core.http.relay import Relay
 from s2core.http.server import bind_socket
@@ -132,11 +133,15 @@ async def serve(cfg: dict[str, Any], stop: asyncio.Event | None = None) -> None:
     sock = bind_socket(h_host, h_port)
     h_addr = sock.getsockname()[:2]
     relay = None
-    if bcfg.cluster and not srv["http_tls_cert_file"]:
+    if bcfg.cluster and (not srv["http_tls_cert_file"] or srv["cluster_tls_ca_file"]):
         # S2 requests for another broker's streams are passed on to it (s2core/http/relay.py)
         cluster.http_address = [bcfg.advertised_host if h_addr[0] in ("0.0.0.0", "::", "")
                                 else h_addr[0], h_addr[1]]
-        relay = Relay(cluster.http_of)
+        try:
+            relay = Relay(cluster.http_of, srv["cluster_tls_ca_file"]
+                          if srv["http_tls_cert_file"] else None)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"server.cluster_tls_ca_file: {e}") from None
     await cluster.beat()  # (the others see these addresses from now on)
     cluster.start()
     app = create_app(store, auth_tokens=cfg["server"]["http_auth_tokens"] or None,

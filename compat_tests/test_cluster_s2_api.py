@@ -17,6 +17,7 @@ import pytest
 from brokerproc import start_broker
 from s2_sdk import S2, AppendInput, Endpoints, ReadLimit, Record, Retry, SeqNum, Timeout
 from test_cluster import flags
+from test_security import pki  # noqa: F401 (a fixture: a CA and a certificate for 127.0.0.1)
 
 
 def sdk(url: str) -> S2:
@@ -120,3 +121,31 @@ async def test_a_follow_session_relayed_ends_when_its_client_leaves(pair):
         while _answered((await owner.get("/metrics")).text) < before + 1:
             assert time.monotonic() < deadline, "the owner's session went on"
             await asyncio.sleep(0.1)
+
+
+def test_requests_are_relayed_over_tls_too(tmp_path, pki):  # noqa: F811
+    """With TLS on the S2 API, a broker relays to another over https, checking its
+    certificate against `server.cluster_tls_ca_file`."""
+    os.makedirs(tmp_path / "shared")
+    tls = ["--set", f"server.http_tls_cert_file={pki['server']}",
+           "--set", f"server.http_tls_key_file={pki['server_key']}",
+           "--set", f"server.cluster_tls_ca_file={pki['ca']}"]
+    brokers = [start_broker(str(tmp_path / f"b{i}"), extra=flags(str(tmp_path), i) + tls)
+               for i in range(2)]
+    try:
+        time.sleep(1.0)
+        a, b = (f"https://{x.http}" for x in brokers)
+        basin = f"cl-{uuid.uuid4().hex[:8]}"
+        with httpx.Client(verify=pki["ca"]) as http:
+            assert http.post(f"{a}/v1/basins", json={"basin": basin}).status_code in (200, 201)
+            h = {"s2-basin": basin}
+            assert http.post(f"{a}/v1/streams", json={"stream": "on-a"},
+                             headers=h).status_code in (200, 201)
+            r = http.post(f"{b}/v1/streams/on-a/records", headers=h,
+                          json={"records": [{"body": "t0"}, {"body": "t1"}]})
+            assert r.status_code == 200, r.text
+            r = http.get(f"{b}/v1/streams/on-a/records", headers=h, params={"seq_num": 0})
+            assert [x["body"] for x in r.json()["records"]] == ["t0", "t1"], r.text
+    finally:
+        for x in brokers:
+            assert x.stop() == 0, x.log()[-3000:]

@@ -6,8 +6,9 @@ process's stream is relayed to that process's HTTP listener as it came: method, 
 headers and body go out as they arrive, the response comes back as it arrives. That
 covers every kind of request alike: unary appends and reads, SSE read sessions, and the
 s2-sdk's S2S sessions, which are full-duplex HTTP/2 streams (the client keeps sending
-appends while acks come back). So the relay speaks HTTP/2 (cleartext, prior knowledge,
-as our listener accepts) over one connection per peer, with the `h2` state machine that
+appends while acks come back). So the relay speaks HTTP/2 (cleartext with prior
+knowledge, as our listener accepts; or over TLS, negotiated with ALPN, the peer's
+certificate checked against `server.cluster_tls_ca_file`) over connections per peer, with the `h2` state machine that
 hypercorn already brings, and one stream per relayed request.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,8 +50,9 @@ class _Stream:
 class _Peer:
     """One HTTP/2 connection to another server, shared by the requests relayed to it."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         self.host, self.port = host, port
+        self.tls = tls
         self.conn: h2.connection.H2Connection | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.streams: dict[int, _Stream] = {}
@@ -59,8 +62,14 @@ class _Peer:
         self.draining = False
 
     async def connect(self) -> None:
-        reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S)
+        reader, self.writer = await asyncio.wait_for(asyncio.open_connection(
+            self.host, self.port, ssl=self.tls,
+            server_hostname=self.host if self.tls is not None else None), CONNECT_TIMEOUT_S)
+        if self.tls is not None:
+            alpn = self.writer.get_extra_info("ssl_object").selected_alpn_protocol()
+            if alpn != "h2":
+                self.writer.close()
+                raise OSError(f"the peer did not speak HTTP/2 over TLS (ALPN {alpn!r})")
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=True, header_encoding=None))
         self.conn.initiate_connection()
@@ -136,8 +145,13 @@ class _Peer:
 class Relay:
     """Relays requests to the servers that serve their streams."""
 
-    def __init__(self, locate: Callable[[str, str], Awaitable[tuple[str, int] | None]]) -> None:
+    def __init__(self, locate: Callable[[str, str], Awaitable[tuple[str, int] | None]],
+                 tls_ca_file: str | None = None) -> None:
         self.locate = locate  # (basin, stream) -> the HTTP address serving it, None if here
+        self.tls: ssl.SSLContext | None = None  # https to the peers, checked against a CA
+        if tls_ca_file:
+            self.tls = ssl.create_default_context(cafile=tls_ca_file)
+            self.tls.set_alpn_protocols(["h2"])
         self._peers: dict[tuple[str, int], list[_Peer]] = {}
 
     async def _peer(self, addr: tuple[str, int]) -> _Peer:
@@ -151,12 +165,12 @@ class Relay:
             if peer.conn is not None and not peer.closed and len(peer.streams) < \
                     peer.conn.remote_settings.max_concurrent_streams:
                 return peer
-        peer = _Peer(*addr)
+        peer = _Peer(*addr, tls=self.tls)
         peers.append(peer)
         async with peer.lock:
             try:
                 await peer.connect()
-            except (OSError, TimeoutError) as e:
+            except (OSError, TimeoutError, ssl.SSLError) as e:
                 peer.closed = True
                 raise RelayError(f"cannot reach {addr[0]}:{addr[1]}: {e}") from None
         return peer
@@ -170,7 +184,8 @@ class Relay:
             raw_path += b"?" + scope["query_string"]
         host = next((v for k, v in scope["headers"] if k.lower() == b"host"),
                     f"{addr[0]}:{addr[1]}".encode())  # (a basin may be named by the host)
-        headers = [(b":method", scope["method"].encode()), (b":scheme", b"http"),
+        headers = [(b":method", scope["method"].encode()),
+                   (b":scheme", b"https" if peer.tls is not None else b"http"),
                    (b":authority", host), (b":path", raw_path)]
         headers += [(k.lower(), v) for k, v in scope["headers"] if k.lower() not in _HOP]
         headers.append((RELAYED, b"1"))
