@@ -386,25 +386,22 @@ class Cluster:
         n = self.nodes.get(node) if node is not None else None
         return node if n is not None and n.live else None
 
-    async def stream_leader(self, stream: str) -> int | None:
-        """The node that serves `stream` (in the broker's basin) now; None: nobody."""
+    async def stream_leader(self, stream: str, basin: str | None = None) -> int | None:
+        """The node that serves `stream` (in the broker's basin unless told) now; None:
+        nobody."""
         if not self.enabled:
             return self.node_id
-        h = await self.store._handle(self.broker.basin, stream)
+        h = await self.store._handle(basin or self.broker.basin, stream)
         return self.channel_leader(h.chain[-1]["channel"])
 
     async def http_of(self, basin: str, stream: str) -> tuple[str, int] | None:
         """The S2 HTTP API of the broker serving `stream`, if another one does."""
         try:
-            h = await self.store._handle(basin, stream)
+            leader = await self.stream_leader(stream, basin)
         except S2Error:
             return None  # (answered here: not found)
-        channel = h.chain[-1]["channel"]
-        if channel in self.store.channels:
-            return None
-        leader = self.channel_leader(channel)
-        node = self.nodes.get(leader) if leader is not None else None
-        if node is None or not node.live or not node.http or node.node_id == self.node_id:
+        node = self.nodes.get(leader) if leader != self.node_id else None
+        if node is None or not node.http:
             return None
         return node.http[0], node.http[1]
 

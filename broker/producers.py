@@ -164,8 +164,12 @@ class ProducerRegistry:
 
     def forget_topic(self, topic: str) -> None:
         for key in [k for k in self.partitions if k[0] == topic]:
-            del self.partitions[key]
-            self._rebuilt.discard(key)
+            self.forget(*key)
+
+    def forget(self, topic: str, partition: int) -> None:
+        """Drop one partition's state (rebuilt from its stream when next needed: it moved)."""
+        self.partitions.pop((topic, partition), None)
+        self._rebuilt.discard((topic, partition))
 
     def forget_all(self) -> None:
         """Drop every partition's state: it is rebuilt from its stream when next needed

@@ -136,7 +136,7 @@ class Reassigner:
             b.extensions["groups"].release_partitions({p})
             b.extensions["txn"].release_partitions({p})
         else:
-            b.producers.forget_all()  # (rebuilt from the streams when next needed)
+            b.producers.forget(topic, p)
             b.extensions["txn"].forget_partition(topic, p)
         await self.metadata.delete(row)
 

@@ -516,9 +516,7 @@ class TransactionCoordinator:
         if st.offsets and commit:  # (a row written before 0020 staged them here)
             for group, rows in st.offsets.items():
                 if rows:
-                    now = self._now()
-                    await self.groups.commit(group, [[t, p, off, ep, meta, now]
-                                                     for t, p, off, ep, meta in rows])
+                    await self._commit_staged(group, rows)
         delay = 0.02
         while parts or groups:
             if self.states.get(st.tid) is not st:
@@ -613,10 +611,14 @@ class TransactionCoordinator:
                 if entry is None:
                     continue
                 if commit:
-                    now = self._now()
-                    await self.groups.commit(group, [[t, p, off, ep, meta, now]
-                                                     for t, p, off, ep, meta in entry[0]])
+                    await self._commit_staged(group, entry[0])
                 await self._drop_staged(group, pid, entry[1])
+
+    async def _commit_staged(self, group: str, rows: list[list]) -> None:
+        """Commit a transaction's staged offsets ([topic, p, offset, epoch, metadata])."""
+        now = self._now()
+        await self.groups.commit(group, [[t, p, off, ep, meta, now]
+                                         for t, p, off, ep, meta in rows])
 
     async def _drop_staged(self, group: str, pid: int, version: int) -> None:
         try:

@@ -5,11 +5,6 @@ by another broker is moved by that broker, to which the request is passed on."""
 from broker import acls
 from broker.groups.journal import PARTITIONS
 from broker.protocol.errors import ErrorCode as E
-from broker.protocol.messages.alter_partition_reassignments_request import (
-    AlterPartitionReassignmentsRequest,
-    ReassignablePartition,
-    ReassignableTopic,
-)
 from broker.protocol.messages.alter_partition_reassignments_response import (
     AlterPartitionReassignmentsResponse,
     ReassignablePartitionResponse,
@@ -92,18 +87,7 @@ async def handle(broker, conn, header, request):
             results[(topic, p)] = (E.NONE, None)
         else:
             results[(topic, p)] = await mover.move(topic, p, replicas)
-    for node, parts in forward.items():
-        by_topic: dict[str, list] = {}
+    for node, parts in forward.items():  # (each passed on to its partition's leader)
         for topic, p, replicas in parts:
-            by_topic.setdefault(topic, []).append(
-                ReassignablePartition(partition_index=p, replicas=replicas))
-        resp = await broker.interbroker.call(node, API_KEY, 0, AlterPartitionReassignmentsRequest(
-            timeout_ms=request.timeout_ms,
-            topics=[ReassignableTopic(name=t, partitions=ps) for t, ps in by_topic.items()]))
-        answered = {} if resp is None else {
-            (t.name, p.partition_index): (p.error_code, p.error_message)
-            for t in resp.responses for p in t.partitions}
-        for topic, p, _ in parts:
-            results[(topic, p)] = answered.get((topic, p), (
-                E.REQUEST_TIMED_OUT, f"Broker {node}, the partition's leader, did not answer."))
+            results[(topic, p)] = await mover.move_via_leader(topic, p, replicas, node)
     return _reply(results)

@@ -21,6 +21,7 @@ ZERO_UUID = bytes(16)
 
 async def partitions_of(broker, topic) -> list[MetadataResponsePartition]:
     cluster = broker.cluster
+    live = {n.node_id for n in cluster.live_nodes()} if topic.replicas else set()
     out = []
     for p in range(topic.partitions):
         node = cluster.node_id
@@ -39,11 +40,11 @@ async def partitions_of(broker, topic) -> list[MetadataResponsePartition]:
             replicas = [node]
         elif node not in replicas:  # (another broker took the leader's log over)
             replicas = [node] + replicas[1:]
-        live = {n.node_id for n in cluster.live_nodes()} if len(replicas) > 1 else {node}
         out.append(MetadataResponsePartition(
             error_code=0, partition_index=p, leader_id=node, leader_epoch=0,
-            replica_nodes=replicas, isr_nodes=[r for r in replicas if r in live],
-            offline_replicas=[r for r in replicas if r not in live]))
+            replica_nodes=replicas,
+            isr_nodes=[r for r in replicas if r in live or r == node],
+            offline_replicas=[r for r in replicas if r not in live and r != node]))
     return out
 
 
